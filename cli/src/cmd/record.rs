@@ -1,0 +1,48 @@
+//! `lockstep record`: run a program under the recorder.
+
+use anyhow::Result;
+use lockstep_recorder::{record, RecordConfig};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The trace to write (default: ./lockstep-traces/<program>-<N>.db).
+    #[arg(short = 'o', long = "output", value_name = "TRACE")]
+    output: Option<PathBuf>,
+    /// Overwrite an existing trace.
+    #[arg(long)]
+    force: bool,
+    /// Say nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    command: Vec<String>,
+}
+
+pub fn run(a: Args) -> Result<u8> {
+    let program = a.command[0].clone();
+    // Fail on a missing program before creating anything.
+    lockstep_recorder::launch::resolve_program(&program)?;
+    let (output, default) = match a.output {
+        Some(o) => (o, false),
+        None => (crate::paths::new_trace_path(&program)?, true),
+    };
+    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force };
+    let rec = record(&cfg)?;
+    if default {
+        crate::paths::update_latest(&output)?;
+    }
+    if !a.quiet {
+        eprintln!(
+            "lockstep: recorded {} processes, {} threads, {} syscalls, {} signals in {:.2}s: {}",
+            rec.counts.processes,
+            rec.counts.threads,
+            rec.counts.syscalls,
+            rec.counts.signals,
+            rec.wall_ns as f64 / 1e9,
+            rec.trace.display()
+        );
+    }
+    Ok(rec.status.shell_code().clamp(0, 255) as u8)
+}

@@ -1,0 +1,65 @@
+//! `lockstep`: record a program's process tree and inspect the trace.
+//!
+//! One file per subcommand under `cmd/`; each turns its arguments into the
+//! plain config structs of the library crates. Errors are `anyhow` here and
+//! only here, printed as one line.
+
+mod cmd;
+mod paths;
+mod render;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "lockstep", version, about = "Record, replay and debug multithreaded programs and pipelines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record a program and its whole process tree into a trace.
+    Record(cmd::record::Args),
+    /// List the processes of a trace as a tree.
+    Ps(cmd::ps::Args),
+    /// Print the events of a trace, strace-like.
+    Events(cmd::events::Args),
+    /// Per-syscall counts, errors and time, like `strace -c`.
+    Summary(cmd::summary::Args),
+}
+
+/// Exit status for usage and trace errors (the contract's 2).
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Record(a) => cmd::record::run(a),
+        Command::Ps(a) => cmd::ps::run(a),
+        Command::Events(a) => cmd::events::run(a),
+        Command::Summary(a) => cmd::summary::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lockstep: {e:#}");
+            ExitCode::from(cmd::exit_code_of(&e))
+        }
+    }
+}

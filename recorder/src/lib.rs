@@ -1,0 +1,108 @@
+//! The lockstep recorder: runs a program under ptrace and writes everything
+//! its process tree does into a trace.
+//!
+//! All ptrace, waitpid and /proc code of lockstep lives in this crate, in
+//! [`tracee`] (requests on stopped threads), [`launch`] (starting the
+//! program) and [`mem`] (reading tracee memory). [`machine`] is the step
+//! machine that turns stops into [`lockstep_trace::Record`]s; [`sink`] writes
+//! them on a thread of its own.
+
+pub mod clock;
+pub mod decode;
+pub mod error;
+pub mod launch;
+pub mod machine;
+pub mod mem;
+pub mod signals;
+pub mod sink;
+pub mod tracee;
+
+pub use error::RecordError;
+pub use machine::Counts;
+
+use lockstep_trace::{ExitStatus, Record, TraceWriter};
+use std::path::PathBuf;
+
+/// What to record and where; built by the CLI from its arguments.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// The program as the user named it (resolved through PATH).
+    pub program: String,
+    /// Its arguments, without the program itself.
+    pub args: Vec<String>,
+    /// The trace to create.
+    pub output: PathBuf,
+    /// Replace an existing trace.
+    pub force: bool,
+}
+
+/// The result of a recording.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub trace: PathBuf,
+    /// How the program (the root process) ended.
+    pub status: ExitStatus,
+    pub counts: Counts,
+    pub wall_ns: u64,
+}
+
+/// Records `cfg.program` and its whole tree into `cfg.output`.
+///
+/// Fails before starting the program when it cannot be found or the trace
+/// cannot be created.
+pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
+    let exe = launch::resolve_program(&cfg.program)?;
+    let mut writer = TraceWriter::create(&cfg.output, cfg.force)?;
+    let mut argv = vec![cfg.program.clone()];
+    argv.extend(cfg.args.iter().cloned());
+    let meta = |k: &str, v: String| Record::Meta { key: k.into(), value: v };
+    writer.write(&meta("command", serde_json::to_string(&argv).expect("argv serializes")))?;
+    writer.write(&meta("exe", exe.display().to_string()))?;
+    writer.write(&meta("cwd", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()))?;
+    writer.write(&meta("lockstep_version", env!("CARGO_PKG_VERSION").into()))?;
+    writer.write(&meta("started_unix_ns", unix_ns().to_string()))?;
+    writer.write(&meta("sync_mechanism", "none".into()))?;
+    writer.flush()?;
+
+    signals::install();
+    // Orphaned grandchildren are reparented to us rather than to init, so
+    // that their ends are reported and reaped here.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let started = clock::monotonic_ns();
+    let root = launch::launch(&exe, &argv)?;
+    let sink = sink::Sink::start(writer);
+    let mut rec = machine::Recorder::new(root, sink)?;
+    loop {
+        match rec.step()? {
+            machine::Outcome::Continue => {}
+            machine::Outcome::Interrupted => {
+                if let Some(sig) = signals::take_pending() {
+                    tracing::info!(sig, "forwarding signal to the program");
+                    // SAFETY: kill with a pid we created and a valid signal.
+                    unsafe { libc::kill(root.0, sig) };
+                }
+            }
+            machine::Outcome::Done => break,
+        }
+    }
+    let exec_error = rec.root_exec_error();
+    let (counts, status) = rec.finish()?;
+    if let Some(errno) = exec_error {
+        return Err(RecordError::NotExecutable {
+            program: cfg.program.clone(),
+            reason: nix::errno::Errno::from_raw(errno as i32).desc().to_string(),
+        });
+    }
+    Ok(Recording {
+        trace: cfg.output.clone(),
+        status: status.unwrap_or(ExitStatus::Unknown),
+        counts,
+        wall_ns: clock::monotonic_ns() - started,
+    })
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}

@@ -1,0 +1,441 @@
+//! The recorder as a step machine: each [`Recorder::step`] collects one
+//! ptrace-stop, turns what the kernel reported into records, and lets the
+//! thread go on. It owns the table of live threads and the pairing of
+//! syscall entries with their exits.
+
+use crate::clock::SeqClock;
+use crate::decode::{self, decode_entry, table::syscall_name, EntryDecode};
+use crate::error::{RecordError, TraceeError};
+use crate::mem::{Memory, ProcMem};
+use crate::sink::Sink;
+use crate::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
+use lockstep_trace::*;
+use std::collections::{HashMap, HashSet};
+use tracing::{debug, trace};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_PARENT: u64 = 0x0000_8000;
+const NR_EXECVE: i64 = 59;
+const NR_EXECVEAT: i64 = 322;
+
+/// A syscall whose entry was seen and whose exit was not yet.
+struct Pending {
+    nr: i64,
+    name: String,
+    args: [u64; 6],
+    entry: Stamp,
+    decode: EntryDecode,
+}
+
+/// What the recorder knows of a live thread.
+struct Thread {
+    pid: Pid,
+    pending: Option<Pending>,
+    /// False for the root before its execve: lockstep's own pre-exec code
+    /// is not part of the recording.
+    started: bool,
+}
+
+/// What one step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A stop was handled; call `step` again.
+    Continue,
+    /// A signal interrupted the wait; the caller may forward it.
+    Interrupted,
+    /// No tracee is left.
+    Done,
+}
+
+/// Counters for the end-of-recording summary.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub processes: u64,
+    pub threads: u64,
+    pub syscalls: u64,
+    pub signals: u64,
+    pub stops: u64,
+}
+
+pub struct Recorder {
+    clock: SeqClock,
+    sink: Sink,
+    threads: HashMap<Tid, Thread>,
+    /// Parents of processes, for CLONE_PARENT.
+    parents: HashMap<Pid, Option<Pid>>,
+    /// New children whose first stop arrived before their creator's event.
+    parked: HashMap<Tid, Stopped>,
+    /// New children announced by their creator whose first stop is due.
+    expected: HashSet<Tid>,
+    root: Pid,
+    root_status: Option<ExitStatus>,
+    root_exec_error: Option<i64>,
+    pub counts: Counts,
+}
+
+impl Recorder {
+    /// A recorder for the freshly seized `root`.
+    pub fn new(root: Pid, sink: Sink) -> Result<Recorder, RecordError> {
+        let mut r = Recorder {
+            clock: SeqClock::new(),
+            sink,
+            threads: HashMap::new(),
+            parents: HashMap::new(),
+            parked: HashMap::new(),
+            expected: HashSet::new(),
+            root,
+            root_status: None,
+            root_exec_error: None,
+            counts: Counts::default(),
+        };
+        let at = r.clock.stamp();
+        r.threads.insert(Tid(root.0), Thread { pid: root, pending: None, started: false });
+        r.parents.insert(root, None);
+        r.expected.insert(Tid(root.0));
+        r.counts.processes += 1;
+        r.counts.threads += 1;
+        r.emit(Record::Spawn(Spawn {
+            at,
+            kind: SpawnKind::Root,
+            tid: Tid(root.0),
+            pid: root,
+            parent_pid: None,
+            creator_tid: None,
+            clone_flags: None,
+        }))?;
+        Ok(r)
+    }
+
+    pub fn root(&self) -> Pid {
+        self.root
+    }
+
+    /// How the root process ended, once it has.
+    pub fn root_status(&self) -> Option<ExitStatus> {
+        self.root_status
+    }
+
+    /// The error of the root's execve when the program could not be started.
+    pub fn root_exec_error(&self) -> Option<i64> {
+        self.root_exec_error
+    }
+
+    fn emit(&self, rec: Record) -> Result<(), RecordError> {
+        self.sink.send(rec)
+    }
+
+    /// Handles one stop.
+    pub fn step(&mut self) -> Result<Outcome, RecordError> {
+        let (tid, stop, handle) = match wait_stop() {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(Outcome::Done),
+            Err(nix::errno::Errno::EINTR) => return Ok(Outcome::Interrupted),
+            Err(e) => return Err(RecordError::Sys { syscall: "waitpid", errno: e }),
+        };
+        self.counts.stops += 1;
+        let _span = tracing::trace_span!("stop", tid = tid.0, seq = self.clock.issued()).entered();
+        trace!(?stop, "stop");
+        let Some(handle) = handle else {
+            self.on_death(tid, stop)?;
+            return Ok(Outcome::Continue);
+        };
+        let result = match stop {
+            Stop::Syscall => self.on_syscall(handle),
+            Stop::Event { event, sig } => self.on_event(handle, event, sig),
+            Stop::Signal { sig } => self.on_signal(handle, sig),
+            Stop::Exited { .. } | Stop::Killed { .. } => unreachable!("deaths have no handle"),
+        };
+        match result {
+            // The thread vanished between its stop and our request (SIGKILL,
+            // another thread's exit_group): its death will be reported.
+            Err(TraceeError::Died) => Ok(Outcome::Continue),
+            Err(TraceeError::Ptrace { request, errno }) => Err(RecordError::Sys { syscall: request, errno }),
+            Ok(()) => Ok(Outcome::Continue),
+        }
+    }
+
+    fn deferred<T>(r: Result<T, RecordError>) -> Result<T, TraceeError> {
+        // Writer failures end the recording; surface them as a ptrace-level
+        // failure so `step` returns them.
+        r.map_err(|e| {
+            tracing::error!("{e}");
+            TraceeError::Ptrace { request: "trace writer", errno: nix::errno::Errno::EIO }
+        })
+    }
+
+    fn on_syscall(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        let Some(thread) = self.threads.get_mut(&tid) else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        match t.syscall_info()? {
+            SyscallInfo::Entry { nr, args } => {
+                if !thread.started {
+                    if nr != NR_EXECVE {
+                        return t.resume(Resume::Syscall, 0);
+                    }
+                    thread.started = true;
+                }
+                let pid = thread.pid;
+                let stale = thread.pending.take();
+                let entry = self.clock.stamp();
+                let name = syscall_name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall_{nr}"));
+                let decode = decode_entry(&name, &args, &ProcMem { pid });
+                if let Some(p) = stale {
+                    // An entry without an exit in between: the kernel
+                    // restarted or abandoned it; keep what we saw.
+                    Self::deferred(self.finish_syscall(tid, pid, p, None, SyscallOutcome::Unfinished))?;
+                }
+                let thread = self.threads.get_mut(&tid).expect("thread present");
+                thread.pending = Some(Pending { nr, name, args, entry, decode });
+            }
+            SyscallInfo::Exit { rval, .. } => {
+                let pid = thread.pid;
+                if let Some(p) = thread.pending.take() {
+                    if (p.nr == NR_EXECVE || p.nr == NR_EXECVEAT) && rval < 0 && pid == self.root && self.counts.syscalls == 0
+                    {
+                        self.root_exec_error = Some(-rval);
+                    }
+                    Self::deferred(self.finish_syscall(tid, pid, p, Some(rval), SyscallOutcome::Returned))?;
+                }
+            }
+            SyscallInfo::None => {}
+        }
+        t.resume(Resume::Syscall, 0)
+    }
+
+    fn finish_syscall(
+        &mut self,
+        tid: Tid,
+        pid: Pid,
+        p: Pending,
+        ret: Option<i64>,
+        outcome: SyscallOutcome,
+    ) -> Result<(), RecordError> {
+        let exit = (outcome != SyscallOutcome::Unfinished || ret.is_some()).then(|| self.clock.stamp());
+        let mem = ProcMem { pid };
+        let d = p.decode.finish(ret, ret.map(|_| &mem as &dyn Memory));
+        self.counts.syscalls += 1;
+        self.emit(Record::Syscall(Box::new(Syscall {
+            pid,
+            tid,
+            nr: p.nr,
+            name: p.name,
+            args: p.args,
+            entry: p.entry,
+            decoded: d.args,
+            text: d.text,
+            exit,
+            outcome,
+            ret,
+            error: ret.and_then(decode::error_name),
+            result: d.result,
+        })))
+    }
+
+    fn on_event(&mut self, t: Stopped, event: Event, sig: i32) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        match event {
+            Event::Fork | Event::Vfork | Event::Clone => {
+                let child = Tid(t.event_msg()? as i32);
+                Self::deferred(self.on_spawn(tid, child, event))?;
+                t.resume(Resume::Syscall, 0)
+            }
+            Event::Exec => {
+                let former = Tid(t.event_msg()? as i32);
+                Self::deferred(self.on_exec(tid, former))?;
+                t.resume(Resume::Syscall, 0)
+            }
+            Event::Exit => {
+                // The thread is about to die; a syscall it is in never returns.
+                if let Some(th) = self.threads.get_mut(&tid) {
+                    let pid = th.pid;
+                    if let Some(p) = th.pending.take() {
+                        Self::deferred(self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited))?;
+                    }
+                }
+                t.resume(Resume::Syscall, 0)
+            }
+            Event::Stop => {
+                if !self.threads.contains_key(&tid) {
+                    // A new child reporting before its creator's event.
+                    debug!(tid = tid.0, "parking early child");
+                    self.parked.insert(tid, t);
+                    return Ok(());
+                }
+                if self.expected.remove(&tid) {
+                    return t.resume(Resume::Syscall, 0);
+                }
+                if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                    // A job-control group-stop: stay stopped until SIGCONT.
+                    t.resume(Resume::Listen, 0)
+                } else {
+                    t.resume(Resume::Syscall, 0)
+                }
+            }
+            Event::VforkDone | Event::Other(_) => t.resume(Resume::Syscall, 0),
+        }
+    }
+
+    fn on_spawn(&mut self, creator: Tid, child: Tid, event: Event) -> Result<(), RecordError> {
+        let Some(parent) = self.threads.get(&creator) else { return Ok(()) };
+        let creator_pid = parent.pid;
+        let clone_flags = parent.pending.as_ref().and_then(|p| match p.name.as_str() {
+            "clone" => Some(p.args[0]),
+            "clone3" => ProcMem { pid: creator_pid }.read_u64(p.args[0]),
+            _ => None,
+        });
+        let kind = match event {
+            Event::Fork => SpawnKind::Fork,
+            Event::Vfork => SpawnKind::Vfork,
+            _ if clone_flags.is_some_and(|f| f & CLONE_THREAD != 0) => SpawnKind::Thread,
+            _ => SpawnKind::Clone,
+        };
+        let (pid, parent_pid) = if kind == SpawnKind::Thread {
+            (creator_pid, Some(creator_pid))
+        } else if clone_flags.is_some_and(|f| f & CLONE_PARENT != 0) {
+            (Pid(child.0), self.parents.get(&creator_pid).copied().flatten())
+        } else {
+            (Pid(child.0), Some(creator_pid))
+        };
+        if kind == SpawnKind::Thread {
+            self.counts.threads += 1;
+        } else {
+            self.counts.processes += 1;
+            self.counts.threads += 1;
+            self.parents.insert(pid, parent_pid);
+        }
+        let at = self.clock.stamp();
+        self.threads.insert(child, Thread { pid, pending: None, started: true });
+        self.emit(Record::Spawn(Spawn { at, kind, tid: child, pid, parent_pid, creator_tid: Some(creator), clone_flags }))?;
+        match self.parked.remove(&child) {
+            Some(stopped) => match stopped.resume(Resume::Syscall, 0) {
+                Ok(()) | Err(TraceeError::Died) => {}
+                Err(TraceeError::Ptrace { request, errno }) => return Err(RecordError::Sys { syscall: request, errno }),
+            },
+            None => {
+                self.expected.insert(child);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_exec(&mut self, tid: Tid, former: Tid) -> Result<(), RecordError> {
+        let pid = Pid(tid.0);
+        let at = self.clock.stamp();
+        let mut thread = self.threads.remove(&former).unwrap_or(Thread { pid, pending: None, started: true });
+        if former != tid {
+            // A non-main thread exec'd: the main thread is gone without a
+            // death report, and the exec'ing thread takes its tid.
+            if let Some(mut old) = self.threads.remove(&tid) {
+                if let Some(p) = old.pending.take() {
+                    self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited)?;
+                }
+                let at = self.clock.stamp();
+                self.emit(Record::Exit(Exit { at, tid, pid, status: ExitStatus::Execed, process_exit: false }))?;
+            }
+            let at = self.clock.stamp();
+            self.emit(Record::Exit(Exit { at, tid: former, pid, status: ExitStatus::Execed, process_exit: false }))?;
+            let at = self.clock.stamp();
+            self.emit(Record::Spawn(Spawn {
+                at,
+                kind: SpawnKind::ExecTakeover,
+                tid,
+                pid,
+                parent_pid: Some(pid),
+                creator_tid: Some(former),
+                clone_flags: None,
+            }))?;
+        }
+        thread.started = true;
+        let (path, argv) = match &thread.pending {
+            Some(p) => {
+                let d = p.decode_args();
+                (
+                    d.get("path").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                    d.get("argv")
+                        .and_then(|v| v.as_array())
+                        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                )
+            }
+            None => (String::new(), Vec::new()),
+        };
+        let exe = std::fs::read_link(format!("/proc/{}/exe", pid.0))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.clone());
+        self.threads.insert(tid, thread);
+        self.emit(Record::Exec(Exec { at, pid, former_tid: former, exe, path, argv }))
+    }
+
+    fn on_signal(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        let Some(thread) = self.threads.get(&tid) else {
+            return t.resume(Resume::Syscall, sig);
+        };
+        let pid = thread.pid;
+        if !thread.started {
+            return t.resume(Resume::Syscall, sig);
+        }
+        let info = t.siginfo()?;
+        let code = info.si_code;
+        // SAFETY: si_pid is valid for signals sent by a process (SI_USER,
+        // SI_TKILL, SI_QUEUE) and for SIGCHLD; si_addr for the fault signals.
+        let (sender, fault) = unsafe {
+            let sender = (code <= 0 || sig == libc::SIGCHLD).then(|| Pid(info.si_pid()));
+            let fault = (code > 0
+                && matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP))
+            .then(|| info.si_addr() as u64);
+            (sender, fault)
+        };
+        self.counts.signals += 1;
+        let at = self.clock.stamp();
+        Self::deferred(self.emit(Record::Signal(Signal { at, pid, tid, signo: sig, code, sender_pid: sender, fault_addr: fault })))?;
+        t.resume(Resume::Syscall, sig)
+    }
+
+    fn on_death(&mut self, tid: Tid, stop: Stop) -> Result<(), RecordError> {
+        self.expected.remove(&tid);
+        let _ = self.parked.remove(&tid);
+        let Some(mut thread) = self.threads.remove(&tid) else { return Ok(()) };
+        let pid = thread.pid;
+        if let Some(p) = thread.pending.take() {
+            self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited)?;
+        }
+        let status = match stop {
+            Stop::Exited { code } => ExitStatus::Exited { code },
+            Stop::Killed { sig, core_dumped } => ExitStatus::Killed { signal: sig, core_dumped },
+            _ => ExitStatus::Unknown,
+        };
+        // The main thread's death is reported after every other thread's,
+        // so it is the process's end.
+        let process_exit = tid.0 == pid.0;
+        if process_exit && pid == self.root {
+            self.root_status = Some(status);
+        }
+        let at = self.clock.stamp();
+        self.emit(Record::Exit(Exit { at, tid, pid, status, process_exit }))
+    }
+
+    /// Closes what is still open when the recording ends early and flushes
+    /// the trace.
+    pub fn finish(mut self) -> Result<(Counts, Option<ExitStatus>), RecordError> {
+        let open: Vec<Tid> = self.threads.keys().copied().collect();
+        for tid in open {
+            let mut th = self.threads.remove(&tid).expect("listed");
+            if let Some(p) = th.pending.take() {
+                self.finish_syscall(tid, th.pid, p, None, SyscallOutcome::Unfinished)?;
+            }
+        }
+        let counts = self.counts.clone();
+        let status = self.root_status;
+        self.sink.close()?;
+        Ok((counts, status))
+    }
+}
+
+impl Pending {
+    fn decode_args(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.decode.args().clone()
+    }
+}

@@ -1,0 +1,209 @@
+//! Every ptrace and waitpid call of the recorder lives here.
+//!
+//! A tracee is a typestate: [`Stopped`] exists only while the kernel holds the
+//! thread in a ptrace-stop, and every ptrace operation is a method on it.
+//! Resuming consumes it, so no code can poke a running thread. [`wait_stop`]
+//! is the one function that turns a wait status into a [`Stop`].
+
+use crate::error::TraceeError;
+use lockstep_trace::Tid;
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+/// ptrace events, as `status >> 16` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Fork,
+    Vfork,
+    Clone,
+    Exec,
+    VforkDone,
+    Exit,
+    /// PTRACE_EVENT_STOP: group-stop, PTRACE_INTERRUPT, or the first stop of
+    /// an auto-attached child.
+    Stop,
+    Other(i32),
+}
+
+/// Why a thread is not running, decoded once from a wait status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Entering or leaving a syscall (PTRACE_O_TRACESYSGOOD).
+    Syscall,
+    /// A ptrace event; `sig` is the stop signal (meaningful for [`Event::Stop`]).
+    Event { event: Event, sig: i32 },
+    /// A signal is about to be delivered.
+    Signal { sig: i32 },
+    /// The thread is gone: exited with a code.
+    Exited { code: i32 },
+    /// The thread is gone: killed by a signal.
+    Killed { sig: i32, core_dumped: bool },
+}
+
+impl Stop {
+    /// True when the thread no longer exists and has no [`Stopped`] handle.
+    pub fn is_death(self) -> bool {
+        matches!(self, Stop::Exited { .. } | Stop::Killed { .. })
+    }
+}
+
+fn nix_pid(tid: Tid) -> NixPid {
+    NixPid::from_raw(tid.0)
+}
+
+fn event_of(code: i32) -> Event {
+    match code {
+        libc::PTRACE_EVENT_FORK => Event::Fork,
+        libc::PTRACE_EVENT_VFORK => Event::Vfork,
+        libc::PTRACE_EVENT_CLONE => Event::Clone,
+        libc::PTRACE_EVENT_EXEC => Event::Exec,
+        libc::PTRACE_EVENT_VFORK_DONE => Event::VforkDone,
+        libc::PTRACE_EVENT_EXIT => Event::Exit,
+        libc::PTRACE_EVENT_STOP => Event::Stop,
+        other => Event::Other(other),
+    }
+}
+
+/// Waits for the next stop or death of any tracee. Returns `Ok(None)` when
+/// there are no tracees left, `Err(EINTR)` when a signal interrupted the wait.
+/// A stop comes with its [`Stopped`] handle; a death comes without.
+pub fn wait_stop() -> Result<Option<(Tid, Stop, Option<Stopped>)>, Errno> {
+    let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
+        Ok(s) => s,
+        Err(Errno::ECHILD) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (pid, stop) = match status {
+        WaitStatus::Exited(pid, code) => (pid, Stop::Exited { code }),
+        WaitStatus::Signaled(pid, sig, core) => (pid, Stop::Killed { sig: sig as i32, core_dumped: core }),
+        WaitStatus::PtraceSyscall(pid) => (pid, Stop::Syscall),
+        WaitStatus::PtraceEvent(pid, sig, ev) => (pid, Stop::Event { event: event_of(ev), sig: sig as i32 }),
+        WaitStatus::Stopped(pid, sig) => (pid, Stop::Signal { sig: sig as i32 }),
+        // Without WCONTINUED / WNOHANG these are not reported.
+        WaitStatus::Continued(pid) => (pid, Stop::Event { event: Event::Other(-1), sig: 0 }),
+        WaitStatus::StillAlive => return wait_stop(),
+    };
+    let tid = Tid(pid.as_raw());
+    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
+    Ok(Some((tid, stop, handle)))
+}
+
+/// How to let a stopped tracee go on.
+#[derive(Clone, Copy, Debug)]
+pub enum Resume {
+    /// Run to the next syscall entry or exit (PTRACE_SYSCALL).
+    Syscall,
+    /// Keep a group-stopped tracee stopped but let it report job control (PTRACE_LISTEN).
+    Listen,
+}
+
+/// The register state at a syscall stop, from PTRACE_GET_SYSCALL_INFO.
+#[derive(Clone, Copy, Debug)]
+pub enum SyscallInfo {
+    Entry { nr: i64, args: [u64; 6] },
+    Exit { rval: i64, is_error: bool },
+    /// Not at a syscall stop the kernel can describe.
+    None,
+}
+
+/// Kernel layout of `struct ptrace_syscall_info` (linux/ptrace.h).
+#[repr(C)]
+#[derive(Default)]
+struct RawSyscallInfo {
+    op: u8,
+    pad: [u8; 3],
+    arch: u32,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+    // union { entry {nr, args[6]}; exit {rval, is_error}; seccomp {...} }
+    data: [u64; 8],
+}
+
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+
+/// A thread the kernel holds in a ptrace-stop. Only this type can issue
+/// ptrace requests; [`Stopped::resume`] consumes it.
+#[derive(Debug)]
+pub struct Stopped {
+    tid: Tid,
+}
+
+impl Stopped {
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Sets the ptrace options (fork/clone/exec/exit events, EXITKILL...).
+    pub fn set_options(&self, opts: ptrace::Options) -> Result<(), TraceeError> {
+        ptrace::setoptions(nix_pid(self.tid), opts).map_err(|e| TraceeError::from_errno("PTRACE_SETOPTIONS", e))
+    }
+
+    /// The syscall number and arguments (at entry) or return value (at exit).
+    pub fn syscall_info(&self) -> Result<SyscallInfo, TraceeError> {
+        let mut raw = RawSyscallInfo::default();
+        // SAFETY: PTRACE_GET_SYSCALL_INFO writes at most `size` bytes into
+        // `raw`, which is a properly sized and aligned repr(C) struct that
+        // lives for the duration of the call.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_GET_SYSCALL_INFO,
+                self.tid.0,
+                std::mem::size_of::<RawSyscallInfo>(),
+                &mut raw as *mut RawSyscallInfo,
+            )
+        };
+        if r < 0 {
+            return Err(TraceeError::from_errno("PTRACE_GET_SYSCALL_INFO", Errno::last()));
+        }
+        Ok(match raw.op {
+            1 => {
+                let mut args = [0u64; 6];
+                args.copy_from_slice(&raw.data[1..7]);
+                SyscallInfo::Entry { nr: raw.data[0] as i64, args }
+            }
+            2 => SyscallInfo::Exit { rval: raw.data[0] as i64, is_error: raw.data[1] & 0xff != 0 },
+            _ => SyscallInfo::None,
+        })
+    }
+
+    /// PTRACE_GETEVENTMSG: the new tid at fork/clone, the former tid at exec,
+    /// the wait status at exit.
+    pub fn event_msg(&self) -> Result<u64, TraceeError> {
+        ptrace::getevent(nix_pid(self.tid))
+            .map(|v| v as u64)
+            .map_err(|e| TraceeError::from_errno("PTRACE_GETEVENTMSG", e))
+    }
+
+    /// The siginfo of the signal about to be delivered.
+    pub fn siginfo(&self) -> Result<libc::siginfo_t, TraceeError> {
+        ptrace::getsiginfo(nix_pid(self.tid)).map_err(|e| TraceeError::from_errno("PTRACE_GETSIGINFO", e))
+    }
+
+    /// Lets the thread run again, delivering `sig` (0 for none).
+    pub fn resume(self, how: Resume, sig: i32) -> Result<(), TraceeError> {
+        let signal = if sig == 0 { None } else { Signal::try_from(sig).ok() };
+        let pid = nix_pid(self.tid);
+        match how {
+            Resume::Syscall => ptrace::syscall(pid, signal).map_err(|e| TraceeError::from_errno("PTRACE_SYSCALL", e)),
+            Resume::Listen => {
+                // SAFETY: PTRACE_LISTEN takes no pointers; the tid is a
+                // seized tracee in group-stop.
+                let r = unsafe { libc::ptrace(libc::PTRACE_LISTEN, self.tid.0, 0usize, 0usize) };
+                if r < 0 {
+                    Err(TraceeError::from_errno("PTRACE_LISTEN", Errno::last()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Seizes `tid` (which must be a stopped child of ours) with `opts`. The
+/// kernel re-reports its stop as a PTRACE_EVENT_STOP that [`wait_stop`] sees.
+pub fn seize(tid: Tid, opts: ptrace::Options) -> Result<(), TraceeError> {
+    ptrace::seize(nix_pid(tid), opts).map_err(|e| TraceeError::from_errno("PTRACE_SEIZE", e))
+}

@@ -1,0 +1,20 @@
+//! The lockstep trace model.
+//!
+//! This crate is the only contract between the recorder, the replayer and the
+//! analyses: plain data types for everything a recording contains ([`model`]),
+//! the versioned SQLite schema ([`schema`]), and [`TraceWriter`] / [`TraceReader`],
+//! which hide rusqlite from every other crate. It knows nothing about ptrace,
+//! processes or the machine it runs on.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+pub use error::TraceError;
+pub use ids::{Addr, Pid, Seq, Tid};
+pub use model::*;
+pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use writer::TraceWriter;

@@ -1,0 +1,206 @@
+//! Plain data: what a recording contains. The recorder builds these, the
+//! writer stores them, the reader gives them back to the analyses.
+
+use crate::ids::{Pid, Seq, Tid};
+use serde::{Deserialize, Serialize};
+
+/// A point on the trace's clock: the global sequence number and the
+/// monotonic time (CLOCK_MONOTONIC, nanoseconds) at which the recorder saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub seq: Seq,
+    pub ts_ns: u64,
+}
+
+/// How a new process or thread came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpawnKind {
+    /// The process lockstep started.
+    Root,
+    Fork,
+    Vfork,
+    /// clone(2) / clone3(2) without CLONE_THREAD: a new process.
+    Clone,
+    /// clone with CLONE_THREAD: a new thread in the creator's process.
+    Thread,
+    /// A non-main thread exec'd: it goes on as the main thread of the new
+    /// program, under the process's tid (`creator_tid` names its old tid).
+    ExecTakeover,
+}
+
+impl SpawnKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnKind::Root => "root",
+            SpawnKind::Fork => "fork",
+            SpawnKind::Vfork => "vfork",
+            SpawnKind::Clone => "clone",
+            SpawnKind::Thread => "thread",
+            SpawnKind::ExecTakeover => "exec_takeover",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "root" => SpawnKind::Root,
+            "fork" => SpawnKind::Fork,
+            "vfork" => SpawnKind::Vfork,
+            "clone" => SpawnKind::Clone,
+            "thread" => SpawnKind::Thread,
+            "exec_takeover" => SpawnKind::ExecTakeover,
+            _ => return None,
+        })
+    }
+}
+
+/// A process or thread came into existence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub at: Stamp,
+    pub kind: SpawnKind,
+    /// The new thread (for a process, its main thread: tid == pid).
+    pub tid: Tid,
+    /// The process the new thread belongs to.
+    pub pid: Pid,
+    /// The parent process (for a thread, its own process).
+    pub parent_pid: Option<Pid>,
+    /// The thread that called fork/clone, if traced.
+    pub creator_tid: Option<Tid>,
+    /// Raw clone flags when the kernel told them (clone/clone3).
+    pub clone_flags: Option<u64>,
+}
+
+/// How a thread or process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "how")]
+pub enum ExitStatus {
+    Exited { code: i32 },
+    Killed { signal: i32, core_dumped: bool },
+    /// Ended by an exec in its process: the other threads of a process
+    /// vanish when one thread execs, and an exec'ing non-main thread ends
+    /// its old tid (it goes on as the main thread).
+    Execed,
+    /// The recorder lost it (it detached or the recording was cut short).
+    Unknown,
+}
+
+impl ExitStatus {
+    /// The shell's convention: the code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Exited { code } => code,
+            ExitStatus::Killed { signal, .. } => 128 + signal,
+            ExitStatus::Execed => 0,
+            ExitStatus::Unknown => 255,
+        }
+    }
+}
+
+/// A thread ended. `process_exit` is set when it was the last thread of its
+/// process, so the process ended with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub at: Stamp,
+    pub tid: Tid,
+    pub pid: Pid,
+    pub status: ExitStatus,
+    pub process_exit: bool,
+}
+
+/// A successful execve/execveat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub at: Stamp,
+    pub pid: Pid,
+    /// The thread that called execve; after the exec it is the main thread
+    /// (tid == pid) even when it was another thread before.
+    pub former_tid: Tid,
+    /// The executable as the kernel resolved it (/proc/PID/exe).
+    pub exe: String,
+    /// The path argument of execve.
+    pub path: String,
+    pub argv: Vec<String>,
+}
+
+/// A signal, as the kernel reported it at a signal-delivery stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub at: Stamp,
+    pub pid: Pid,
+    pub tid: Tid,
+    pub signo: i32,
+    /// siginfo si_code.
+    pub code: i32,
+    /// The sending process for kill/tgkill/sigqueue, when known.
+    pub sender_pid: Option<Pid>,
+    /// si_addr for faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP).
+    pub fault_addr: Option<u64>,
+}
+
+/// How a syscall ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallOutcome {
+    /// The kernel returned (success or error: see `ret`).
+    Returned,
+    /// The thread ended inside the syscall (exit, exit_group, killed, or
+    /// another thread's exec or exit_group).
+    ThreadExited,
+    /// The recording ended while the thread was inside the syscall.
+    Unfinished,
+}
+
+impl SyscallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyscallOutcome::Returned => "returned",
+            SyscallOutcome::ThreadExited => "thread_exited",
+            SyscallOutcome::Unfinished => "unfinished",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "returned" => SyscallOutcome::Returned,
+            "thread_exited" => SyscallOutcome::ThreadExited,
+            "unfinished" => SyscallOutcome::Unfinished,
+            _ => return None,
+        })
+    }
+}
+
+/// One syscall of one thread: its entry, and its exit when it had one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Syscall {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub nr: i64,
+    pub name: String,
+    /// The six raw argument registers at entry.
+    pub args: [u64; 6],
+    pub entry: Stamp,
+    /// Arguments decoded at entry (paths, flags, fds...), a JSON object.
+    pub decoded: serde_json::Value,
+    /// strace-like rendering of the arguments, e.g. `3, "abc", 3`.
+    pub text: String,
+    pub exit: Option<Stamp>,
+    pub outcome: SyscallOutcome,
+    /// The raw return value (negative errno on failure).
+    pub ret: Option<i64>,
+    /// The error name when the call failed (`ENOENT`, `ERESTARTSYS`...).
+    pub error: Option<String>,
+    /// What the kernel wrote back that matters (pipe fds, wait status...), a JSON object.
+    pub result: serde_json::Value,
+}
+
+/// Everything the recorder hands to the writer, in any order: rows carry
+/// their own sequence numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Spawn(Spawn),
+    Exit(Exit),
+    Exec(Exec),
+    Signal(Signal),
+    Syscall(Box<Syscall>),
+    /// A key of the trace's metadata (command line, start time, ...).
+    Meta { key: String, value: String },
+}

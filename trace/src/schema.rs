@@ -1,0 +1,150 @@
+//! The SQLite schema of a trace and its version.
+//!
+//! Tables (`*_rows`) are the storage and may change between versions; the
+//! views (`processes`, `threads`, `syscalls`, `events`) are the stable
+//! interface users query with the sqlite3 shell. docs/SCHEMA.md describes both.
+
+/// `PRAGMA user_version` of traces this build writes. Readers accept this
+/// version and older ones they know how to read.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
+/// from any other SQLite file.
+pub const APPLICATION_ID: i64 = 0x4C4B_5354;
+
+/// Creates every table, index and view of a new trace.
+pub const CREATE: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE spawn_rows (
+    seq         INTEGER PRIMARY KEY,
+    ts_ns       INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    tid         INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    parent_pid  INTEGER,
+    creator_tid INTEGER,
+    clone_flags INTEGER
+);
+CREATE INDEX spawn_rows_tid ON spawn_rows(tid);
+CREATE INDEX spawn_rows_pid ON spawn_rows(pid);
+
+CREATE TABLE exit_rows (
+    seq          INTEGER PRIMARY KEY,
+    ts_ns        INTEGER NOT NULL,
+    tid          INTEGER NOT NULL,
+    pid          INTEGER NOT NULL,
+    how          TEXT NOT NULL,
+    code         INTEGER,
+    signal       INTEGER,
+    core_dumped  INTEGER,
+    process_exit INTEGER NOT NULL
+);
+CREATE INDEX exit_rows_tid ON exit_rows(tid);
+CREATE INDEX exit_rows_pid ON exit_rows(pid);
+
+CREATE TABLE exec_rows (
+    seq        INTEGER PRIMARY KEY,
+    ts_ns      INTEGER NOT NULL,
+    pid        INTEGER NOT NULL,
+    former_tid INTEGER NOT NULL,
+    exe        TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    argv       TEXT NOT NULL
+);
+CREATE INDEX exec_rows_pid ON exec_rows(pid);
+
+CREATE TABLE signal_rows (
+    seq        INTEGER PRIMARY KEY,
+    ts_ns      INTEGER NOT NULL,
+    pid        INTEGER NOT NULL,
+    tid        INTEGER NOT NULL,
+    signo      INTEGER NOT NULL,
+    code       INTEGER NOT NULL,
+    sender_pid INTEGER,
+    fault_addr INTEGER
+);
+CREATE INDEX signal_rows_tid ON signal_rows(tid);
+
+CREATE TABLE syscall_rows (
+    id        INTEGER PRIMARY KEY,
+    pid       INTEGER NOT NULL,
+    tid       INTEGER NOT NULL,
+    nr        INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    a0 INTEGER NOT NULL, a1 INTEGER NOT NULL, a2 INTEGER NOT NULL,
+    a3 INTEGER NOT NULL, a4 INTEGER NOT NULL, a5 INTEGER NOT NULL,
+    entry_seq INTEGER NOT NULL UNIQUE,
+    entry_ns  INTEGER NOT NULL,
+    decoded   TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    exit_seq  INTEGER UNIQUE,
+    exit_ns   INTEGER,
+    outcome   TEXT NOT NULL,
+    ret       INTEGER,
+    error     TEXT,
+    result    TEXT NOT NULL
+);
+CREATE INDEX syscall_rows_tid_seq ON syscall_rows(tid, entry_seq);
+CREATE INDEX syscall_rows_pid_seq ON syscall_rows(pid, entry_seq);
+CREATE INDEX syscall_rows_name ON syscall_rows(name);
+
+CREATE VIEW processes AS
+SELECT s.pid AS pid,
+       s.parent_pid AS ppid,
+       s.creator_tid AS creator_tid,
+       s.kind AS spawn_kind,
+       s.seq AS start_seq,
+       s.ts_ns AS start_ns,
+       e.seq AS exit_seq,
+       e.ts_ns AS exit_ns,
+       e.how AS exit_how,
+       e.code AS exit_code,
+       e.signal AS exit_signal,
+       e.core_dumped AS core_dumped,
+       (SELECT x.exe FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
+          AND (e.seq IS NULL OR x.seq < e.seq) ORDER BY x.seq DESC LIMIT 1) AS exe,
+       (SELECT x.argv FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
+          AND (e.seq IS NULL OR x.seq < e.seq) ORDER BY x.seq DESC LIMIT 1) AS argv,
+       (SELECT count(*) FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
+          AND (e.seq IS NULL OR x.seq < e.seq)) AS exec_count
+FROM spawn_rows s
+LEFT JOIN exit_rows e ON e.pid = s.pid AND e.process_exit = 1 AND e.seq = (
+    SELECT min(e2.seq) FROM exit_rows e2 WHERE e2.pid = s.pid AND e2.process_exit = 1 AND e2.seq > s.seq)
+WHERE s.kind NOT IN ('thread', 'exec_takeover');
+
+CREATE VIEW threads AS
+SELECT s.tid AS tid,
+       s.pid AS pid,
+       s.kind AS spawn_kind,
+       s.creator_tid AS creator_tid,
+       s.clone_flags AS clone_flags,
+       s.seq AS start_seq,
+       s.ts_ns AS start_ns,
+       e.seq AS exit_seq,
+       e.ts_ns AS exit_ns,
+       e.how AS exit_how,
+       e.code AS exit_code,
+       e.signal AS exit_signal
+FROM spawn_rows s
+LEFT JOIN exit_rows e ON e.tid = s.tid AND e.seq = (
+    SELECT min(e2.seq) FROM exit_rows e2 WHERE e2.tid = s.tid AND e2.seq > s.seq);
+
+CREATE VIEW syscalls AS
+SELECT id, pid, tid, nr, name, a0, a1, a2, a3, a4, a5,
+       entry_seq, entry_ns, decoded AS args, text, exit_seq, exit_ns,
+       exit_ns - entry_ns AS duration_ns, outcome, ret, error, result
+FROM syscall_rows;
+
+CREATE VIEW events AS
+SELECT seq, ts_ns, pid, tid, 'spawn' AS kind, kind AS detail FROM spawn_rows
+UNION ALL SELECT seq, ts_ns, pid, tid, 'exit', how || coalesce(' ' || code, '') || coalesce(' signal ' || signal, '') FROM exit_rows
+UNION ALL SELECT seq, ts_ns, pid, former_tid, 'exec', exe FROM exec_rows
+UNION ALL SELECT seq, ts_ns, pid, tid, 'signal', signo FROM signal_rows
+UNION ALL SELECT entry_seq, entry_ns, pid, tid, 'syscall_entry', name || '(' || text || ')' FROM syscall_rows
+UNION ALL SELECT exit_seq, exit_ns, pid, tid, 'syscall_exit', name || ' = ' || coalesce(ret, '?') || coalesce(' ' || error, '')
+    FROM syscall_rows WHERE exit_seq IS NOT NULL;
+"#;

@@ -1,0 +1,212 @@
+//! [`TraceWriter`]: appends [`Record`]s to a new trace, batched in
+//! transactions so that a row costs microseconds, not an fsync.
+
+use crate::error::TraceError;
+use crate::model::*;
+use crate::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+
+/// Rows per transaction. Large enough that commits are rare, small enough
+/// that a crash of the recorder loses little.
+const BATCH_ROWS: usize = 8192;
+
+/// Writes one trace. Create it with [`TraceWriter::create`], feed it records
+/// with [`TraceWriter::write`], end with [`TraceWriter::finish`]. Dropping it
+/// without `finish` leaves a readable trace up to the last committed batch.
+pub struct TraceWriter {
+    conn: Connection,
+    path: PathBuf,
+    in_tx: usize,
+}
+
+impl TraceWriter {
+    /// Creates a new, empty trace at `path`. An existing file is an error
+    /// unless `force`, in which case it is replaced.
+    pub fn create(path: &Path, force: bool) -> Result<Self, TraceError> {
+        if path.exists() {
+            if !force {
+                return Err(TraceError::Exists(path.to_path_buf()));
+            }
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+        }
+        // Create the file ourselves first so that an unwritable location is
+        // reported as such, not as an obscure SQLite error.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| TraceError::Unwritable { path: path.to_path_buf(), source })?;
+        let sq = |e| TraceError::sqlite(path, e);
+        let conn = Connection::open(path).map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(sq)?;
+        conn.execute_batch(CREATE).map_err(sq)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sq)?;
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('complete', '0'), ('schema_version', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )
+        .map_err(sq)?;
+        Ok(TraceWriter { conn, path: path.to_path_buf(), in_tx: 0 })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sq(&self) -> impl Fn(rusqlite::Error) -> TraceError + '_ {
+        move |e| TraceError::sqlite(&self.path, e)
+    }
+
+    /// Appends one record; commits every [`BATCH_ROWS`] records.
+    pub fn write(&mut self, rec: &Record) -> Result<(), TraceError> {
+        if self.in_tx == 0 {
+            self.conn.execute_batch("BEGIN").map_err(self.sq())?;
+        }
+        self.insert(rec).map_err(self.sq())?;
+        self.in_tx += 1;
+        if self.in_tx >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what has been written so far.
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        if self.in_tx > 0 {
+            self.conn.execute_batch("COMMIT").map_err(self.sq())?;
+            self.in_tx = 0;
+        }
+        Ok(())
+    }
+
+    /// Marks the trace complete, checkpoints the WAL and leaves one
+    /// self-contained file.
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        self.write(&Record::Meta { key: "complete".into(), value: "1".into() })?;
+        self.flush()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(self.sq())?;
+        self.conn
+            .query_row("PRAGMA journal_mode=DELETE", [], |_| Ok(()))
+            .map_err(self.sq())?;
+        Ok(())
+    }
+
+    fn insert(&self, rec: &Record) -> Result<(), rusqlite::Error> {
+        let c = &self.conn;
+        match rec {
+            Record::Meta { key, value } => {
+                c.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
+                    .execute(params![key, value])?;
+            }
+            Record::Spawn(s) => {
+                c.prepare_cached(
+                    "INSERT INTO spawn_rows(seq, ts_ns, kind, tid, pid, parent_pid, creator_tid, clone_flags)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    s.at.seq.0 as i64,
+                    s.at.ts_ns as i64,
+                    s.kind.as_str(),
+                    s.tid.0,
+                    s.pid.0,
+                    s.parent_pid.map(|p| p.0),
+                    s.creator_tid.map(|t| t.0),
+                    s.clone_flags.map(|f| f as i64),
+                ])?;
+            }
+            Record::Exit(e) => {
+                let (how, code, signal, core) = match e.status {
+                    ExitStatus::Exited { code } => ("exited", Some(code), None, None),
+                    ExitStatus::Killed { signal, core_dumped } => ("killed", None, Some(signal), Some(core_dumped)),
+                    ExitStatus::Execed => ("execed", None, None, None),
+                    ExitStatus::Unknown => ("unknown", None, None, None),
+                };
+                c.prepare_cached(
+                    "INSERT INTO exit_rows(seq, ts_ns, tid, pid, how, code, signal, core_dumped, process_exit)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    e.at.seq.0 as i64,
+                    e.at.ts_ns as i64,
+                    e.tid.0,
+                    e.pid.0,
+                    how,
+                    code,
+                    signal,
+                    core,
+                    e.process_exit
+                ])?;
+            }
+            Record::Exec(x) => {
+                let argv = serde_json::to_string(&x.argv).expect("argv serializes");
+                c.prepare_cached(
+                    "INSERT INTO exec_rows(seq, ts_ns, pid, former_tid, exe, path, argv)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![x.at.seq.0 as i64, x.at.ts_ns as i64, x.pid.0, x.former_tid.0, x.exe, x.path, argv])?;
+            }
+            Record::Signal(s) => {
+                c.prepare_cached(
+                    "INSERT INTO signal_rows(seq, ts_ns, pid, tid, signo, code, sender_pid, fault_addr)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    s.at.seq.0 as i64,
+                    s.at.ts_ns as i64,
+                    s.pid.0,
+                    s.tid.0,
+                    s.signo,
+                    s.code,
+                    s.sender_pid.map(|p| p.0),
+                    s.fault_addr.map(|a| a as i64)
+                ])?;
+            }
+            Record::Syscall(s) => {
+                c.prepare_cached(
+                    "INSERT INTO syscall_rows(pid, tid, nr, name, a0, a1, a2, a3, a4, a5, entry_seq, entry_ns,
+                        decoded, text, exit_seq, exit_ns, outcome, ret, error, result)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                )?
+                .execute(params![
+                    s.pid.0,
+                    s.tid.0,
+                    s.nr,
+                    s.name,
+                    s.args[0] as i64,
+                    s.args[1] as i64,
+                    s.args[2] as i64,
+                    s.args[3] as i64,
+                    s.args[4] as i64,
+                    s.args[5] as i64,
+                    s.entry.seq.0 as i64,
+                    s.entry.ts_ns as i64,
+                    s.decoded.to_string(),
+                    s.text,
+                    s.exit.map(|x| x.seq.0 as i64),
+                    s.exit.map(|x| x.ts_ns as i64),
+                    s.outcome.as_str(),
+                    s.ret,
+                    s.error,
+                    s.result.to_string(),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TraceWriter {
+    fn drop(&mut self) {
+        // Keep what was written: a recording cut short still opens.
+        let _ = self.flush();
+    }
+}
