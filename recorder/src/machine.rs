@@ -20,6 +20,9 @@ const NR_EXECVEAT: i64 = 322;
 
 /// A syscall whose entry was seen and whose exit was not yet.
 struct Pending {
+    /// The thread that entered the syscall (an exec'ing thread changes tid
+    /// before its execve returns).
+    tid: Tid,
     nr: i64,
     name: String,
     args: [u64; 6],
@@ -184,10 +187,10 @@ impl Recorder {
                 if let Some(p) = stale {
                     // An entry without an exit in between: the kernel
                     // restarted or abandoned it; keep what we saw.
-                    Self::deferred(self.finish_syscall(tid, pid, p, None, SyscallOutcome::Unfinished))?;
+                    Self::deferred(self.finish_syscall(pid, p, None, SyscallOutcome::Unfinished))?;
                 }
                 let thread = self.threads.get_mut(&tid).expect("thread present");
-                thread.pending = Some(Pending { nr, name, args, entry, decode });
+                thread.pending = Some(Pending { tid, nr, name, args, entry, decode });
             }
             SyscallInfo::Exit { rval, .. } => {
                 let pid = thread.pid;
@@ -196,7 +199,7 @@ impl Recorder {
                     {
                         self.root_exec_error = Some(-rval);
                     }
-                    Self::deferred(self.finish_syscall(tid, pid, p, Some(rval), SyscallOutcome::Returned))?;
+                    Self::deferred(self.finish_syscall(pid, p, Some(rval), SyscallOutcome::Returned))?;
                 }
             }
             SyscallInfo::None => {}
@@ -206,12 +209,12 @@ impl Recorder {
 
     fn finish_syscall(
         &mut self,
-        tid: Tid,
         pid: Pid,
         p: Pending,
         ret: Option<i64>,
         outcome: SyscallOutcome,
     ) -> Result<(), RecordError> {
+        let tid = p.tid;
         let exit = (outcome != SyscallOutcome::Unfinished || ret.is_some()).then(|| self.clock.stamp());
         let mem = ProcMem { pid };
         let d = p.decode.finish(ret, ret.map(|_| &mem as &dyn Memory));
@@ -251,7 +254,7 @@ impl Recorder {
                 if let Some(th) = self.threads.get_mut(&tid) {
                     let pid = th.pid;
                     if let Some(p) = th.pending.take() {
-                        Self::deferred(self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited))?;
+                        Self::deferred(self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited))?;
                     }
                 }
                 t.resume(Resume::Syscall, 0)
@@ -322,14 +325,13 @@ impl Recorder {
 
     fn on_exec(&mut self, tid: Tid, former: Tid) -> Result<(), RecordError> {
         let pid = Pid(tid.0);
-        let at = self.clock.stamp();
         let mut thread = self.threads.remove(&former).unwrap_or(Thread { pid, pending: None, started: true });
         if former != tid {
             // A non-main thread exec'd: the main thread is gone without a
             // death report, and the exec'ing thread takes its tid.
             if let Some(mut old) = self.threads.remove(&tid) {
                 if let Some(p) = old.pending.take() {
-                    self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited)?;
+                    self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited)?;
                 }
                 let at = self.clock.stamp();
                 self.emit(Record::Exit(Exit { at, tid, pid, status: ExitStatus::Execed, process_exit: false }))?;
@@ -361,6 +363,7 @@ impl Recorder {
             }
             None => (String::new(), Vec::new()),
         };
+        let at = self.clock.stamp();
         let exe = std::fs::read_link(format!("/proc/{}/exe", pid.0))
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.clone());
@@ -400,7 +403,7 @@ impl Recorder {
         let Some(mut thread) = self.threads.remove(&tid) else { return Ok(()) };
         let pid = thread.pid;
         if let Some(p) = thread.pending.take() {
-            self.finish_syscall(tid, pid, p, None, SyscallOutcome::ThreadExited)?;
+            self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited)?;
         }
         let status = match stop {
             Stop::Exited { code } => ExitStatus::Exited { code },
@@ -424,7 +427,7 @@ impl Recorder {
         for tid in open {
             let mut th = self.threads.remove(&tid).expect("listed");
             if let Some(p) = th.pending.take() {
-                self.finish_syscall(tid, th.pid, p, None, SyscallOutcome::Unfinished)?;
+                self.finish_syscall(th.pid, p, None, SyscallOutcome::Unfinished)?;
             }
         }
         let counts = self.counts.clone();
