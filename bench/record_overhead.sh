@@ -72,9 +72,14 @@ syscall_rows() {
 echo "machine: nproc=$(nproc) kernel=$(uname -r)"
 echo "lockstep: $LOCKSTEP   runs: best of $RUNS"
 echo
-fmt="%-26s %10s %10s %10s %12s %12s %10s\n"
-printf "$fmt" program native_s strace_s lockstep_s lockstep/strace lockstep/native syscalls
-printf "$fmt" -------------------------- ---------- ---------- ---------- ------------ ------------ ----------
+# lockstep binds the tracer and the program to one CPU by default (ptrace
+# stops are several times cheaper without cross-CPU wakeups); strace -f does
+# not. For a like-for-like figure the table also shows strace -f bound to one
+# CPU with taskset, and lockstep unbound (--cpu all).
+CPU1=$(( $(nproc) - 1 ))
+fmt="%-26s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n"
+printf "$fmt" program native_s strace_s strace1_s lockstep_s lk_all_s lk/strace lk/strace1 lk/native syscalls
+printf "$fmt" -------------------------- --------- --------- --------- --------- --------- --------- --------- --------- ---------
 
 benches=(
     "syscall_loop 200000"
@@ -87,10 +92,12 @@ for bench in "${benches[@]}"; do
 
     native=$(best_time "${prog[@]}")
     strace_t=$(best_time strace -f -o /dev/null "${prog[@]}")
+    strace1_t=$(best_time taskset -c "$CPU1" strace -f -o /dev/null "${prog[@]}")
     rm -f "$TRACE" "$TRACE-wal" "$TRACE-shm"
+    lock_all_t=$(best_time "$LOCKSTEP" record --cpu all --force -o "$TRACE" -- "${prog[@]}")
     lock_t=$(best_time "$LOCKSTEP" record --force -o "$TRACE" -- "${prog[@]}")
     rows=$(syscall_rows)
 
-    printf "$fmt" "$bench" "$native" "$strace_t" "$lock_t" \
-        "$(ratio "$lock_t" "$strace_t")" "$(ratio "$lock_t" "$native")" "$rows"
+    printf "$fmt" "$bench" "$native" "$strace_t" "$strace1_t" "$lock_t" "$lock_all_t" \
+        "$(ratio "$lock_t" "$strace_t")" "$(ratio "$lock_t" "$strace1_t")" "$(ratio "$lock_t" "$native")" "$rows"
 done

@@ -7,6 +7,7 @@
 //! machine that turns stops into [`lockstep_trace::Record`]s; [`sink`] writes
 //! them on a thread of its own.
 
+pub mod affinity;
 pub mod clock;
 pub mod decode;
 pub mod error;
@@ -34,6 +35,8 @@ pub struct RecordConfig {
     pub output: PathBuf,
     /// Replace an existing trace.
     pub force: bool,
+    /// Which CPU the recording runs on.
+    pub cpu: affinity::CpuBinding,
 }
 
 /// The result of a recording.
@@ -70,14 +73,24 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
+    let cpu = affinity::choose(cfg.cpu);
+    if let Some(c) = cpu {
+        affinity::bind_this_thread(c).map_err(RecordError::sys("sched_setaffinity"))?;
+    }
+    let meta_cpu = cpu.map(|c| c.to_string()).unwrap_or_else(|| "all".into());
+    writer.write(&meta("cpu", meta_cpu))?;
+    writer.flush()?;
     let started = clock::monotonic_ns();
+    // The child inherits the tracer thread's binding through fork.
     let root = launch::launch(&exe, &argv)?;
-    let sink = sink::Sink::start(writer);
+    let sink = sink::Sink::start(writer, cpu);
+    signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
     let mut rec = machine::Recorder::new(root, sink)?;
     loop {
         match rec.step()? {
             machine::Outcome::Continue => {}
             machine::Outcome::Interrupted => {
+                rec.tick()?;
                 if let Some(sig) = signals::take_pending() {
                     tracing::info!(sig, "forwarding signal to the program");
                     // SAFETY: kill with a pid we created and a valid signal.
@@ -87,6 +100,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
             machine::Outcome::Done => break,
         }
     }
+    signals::stop_ticker();
     let exec_error = rec.root_exec_error();
     let (counts, status) = rec.finish()?;
     if let Some(errno) = exec_error {

@@ -123,8 +123,13 @@ impl Recorder {
         self.root_exec_error
     }
 
-    fn emit(&self, rec: Record) -> Result<(), RecordError> {
+    fn emit(&mut self, rec: Record) -> Result<(), RecordError> {
         self.sink.send(rec)
+    }
+
+    /// Hands old records to the writer (called when the wait was interrupted).
+    pub fn tick(&mut self) -> Result<(), RecordError> {
+        self.sink.tick()
     }
 
     /// Handles one stop.
@@ -136,6 +141,9 @@ impl Recorder {
             Err(e) => return Err(RecordError::Sys { syscall: "waitpid", errno: e }),
         };
         self.counts.stops += 1;
+        if self.counts.stops % 64 == 0 {
+            self.sink.tick()?;
+        }
         let _span = tracing::trace_span!("stop", tid = tid.0, seq = self.clock.issued()).entered();
         trace!(?stop, "stop");
         let Some(handle) = handle else {

@@ -34,6 +34,47 @@ pub fn install() {
     }
 }
 
+extern "C" fn on_tick(_sig: libc::c_int) {}
+
+/// Makes the tracer's wait return EINTR every `period_ms`, so that records
+/// of an idle program are handed to the writer in time.
+pub fn start_ticker(period_ms: u64) {
+    // SAFETY: a zeroed sigaction with a no-op handler; setitimer with a
+    // valid itimerval.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_tick as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let tv = libc::timeval { tv_sec: (period_ms / 1000) as _, tv_usec: ((period_ms % 1000) * 1000) as _ };
+        let it = libc::itimerval { it_interval: tv, it_value: tv };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+/// Stops the ticker.
+pub fn stop_ticker() {
+    // SAFETY: setitimer with a zeroed itimerval disarms the timer.
+    unsafe {
+        let it: libc::itimerval = std::mem::zeroed();
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+/// Blocks the recorder's signals in the calling (helper) thread, so that
+/// they interrupt the tracer thread's wait and nothing else.
+pub fn block_in_this_thread() {
+    // SAFETY: building a sigset and setting this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGALRM] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Takes the signal to forward, if any.
 pub fn take_pending() -> Option<i32> {
     match PENDING.swap(0, Ordering::SeqCst) {

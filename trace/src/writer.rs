@@ -44,7 +44,9 @@ impl TraceWriter {
         let sq = |e| TraceError::sqlite(path, e);
         let conn = Connection::open(path).map_err(sq)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+        // A trace must survive the recorder dying, not the machine crashing:
+        // no fsync at all (the OS has the pages once a transaction commits).
+        conn.pragma_update(None, "synchronous", "OFF").map_err(sq)?;
         conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(sq)?;
         conn.execute_batch(CREATE).map_err(sq)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sq)?;

@@ -1,6 +1,7 @@
 //! `lockstep record`: run a program under the recorder.
 
 use anyhow::Result;
+use lockstep_recorder::affinity::CpuBinding;
 use lockstep_recorder::{record, RecordConfig};
 use std::path::PathBuf;
 
@@ -12,6 +13,11 @@ pub struct Args {
     /// Overwrite an existing trace.
     #[arg(long)]
     force: bool,
+    /// The CPU the recording runs on: a number, `auto` (one CPU chosen by
+    /// lockstep, the default: ptrace stops are several times cheaper when
+    /// tracer and program share a CPU) or `all` (no binding).
+    #[arg(long, default_value = "auto", value_parser = parse_cpu)]
+    cpu: CpuBinding,
     /// Say nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -28,7 +34,7 @@ pub fn run(a: Args) -> Result<u8> {
         Some(o) => (o, false),
         None => (crate::paths::new_trace_path(&program)?, true),
     };
-    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force };
+    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu };
     let rec = record(&cfg)?;
     if default {
         crate::paths::update_latest(&output)?;
@@ -45,4 +51,12 @@ pub fn run(a: Args) -> Result<u8> {
         );
     }
     Ok(rec.status.shell_code().clamp(0, 255) as u8)
+}
+
+fn parse_cpu(s: &str) -> Result<CpuBinding, String> {
+    match s {
+        "auto" => Ok(CpuBinding::Auto),
+        "all" => Ok(CpuBinding::Unbound),
+        n => n.parse().map(CpuBinding::Cpu).map_err(|_| format!("{n:?} is not a CPU number, `auto` or `all`")),
+    }
 }
