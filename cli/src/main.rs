@@ -4,6 +4,7 @@
 //! plain config structs of the library crates. Errors are `anyhow` here and
 //! only here, printed as one line.
 
+mod agent_lib;
 mod cmd;
 mod paths;
 mod render;

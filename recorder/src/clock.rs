@@ -1,32 +1,53 @@
 //! The trace's clock: one global sequence counter and a monotonic time.
 //!
 //! Every event of the recorded tree takes its [`Stamp`] here, so the trace
-//! has one total order. Mechanisms added later (an in-process agent writing
-//! to shared memory) draw from the same counter.
+//! has one total order. When the in-process agent is in use the counter
+//! lives in the shared area and the agent draws from the same one.
 
+use crate::agent::SharedArea;
 use lockstep_trace::{Seq, Stamp};
+use std::rc::Rc;
 
 /// Hands out strictly increasing sequence numbers with CLOCK_MONOTONIC time.
-#[derive(Debug, Default)]
 pub struct SeqClock {
     next: u64,
+    shared: Option<Rc<SharedArea>>,
+    issued: u64,
 }
 
 impl SeqClock {
+    /// A clock of the recorder's own.
     pub fn new() -> Self {
-        SeqClock { next: 1 }
+        SeqClock { next: 1, shared: None, issued: 0 }
+    }
+
+    /// A clock drawing from the agent area's counter.
+    pub fn shared(area: Rc<SharedArea>) -> Self {
+        SeqClock { next: 0, shared: Some(area), issued: 0 }
     }
 
     /// The next stamp.
     pub fn stamp(&mut self) -> Stamp {
-        let seq = Seq(self.next);
-        self.next += 1;
-        Stamp { seq, ts_ns: monotonic_ns() }
+        let seq = match &self.shared {
+            Some(a) => a.next_seq(),
+            None => {
+                self.next += 1;
+                self.next - 1
+            }
+        };
+        self.issued += 1;
+        Stamp { seq: Seq(seq), ts_ns: monotonic_ns() }
     }
 
-    /// How many stamps were handed out.
+    /// How many stamps this clock handed out.
     pub fn issued(&self) -> u64 {
-        self.next.saturating_sub(1)
+        self.issued
+    }
+}
+
+impl Default for SeqClock {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -10,7 +10,7 @@ use lockstep_trace::Pid;
 use nix::sys::ptrace::Options;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, RecordError> {
 
 /// Forks, lets the child stop itself, seizes it. Returns the child's pid;
 /// its first ptrace-stop (PTRACE_EVENT_STOP) is waiting to be collected.
-pub fn launch(exe: &Path, argv: &[String]) -> Result<Pid, RecordError> {
+pub fn launch(exe: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result<Pid, RecordError> {
     // Everything the child needs is built before fork: after it, the child
     // only makes async-signal-safe calls.
     let path = CString::new(exe.as_os_str().as_bytes())
@@ -67,15 +67,26 @@ pub fn launch(exe: &Path, argv: &[String]) -> Result<Pid, RecordError> {
         .map_err(|_| RecordError::NotExecutable { program: exe.display().to_string(), reason: "NUL in argument".into() })?;
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
+    let env: Vec<CString> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
 
-    // SAFETY: the child branch calls only raise, execv and _exit, which are
+    // SAFETY: the child branch calls only raise, execve and _exit, which are
     // async-signal-safe, on memory prepared before the fork.
     match unsafe { fork() }.map_err(RecordError::sys("fork"))? {
         ForkResult::Child => {
             // SAFETY: plain libc calls on valid, NUL-terminated data.
             unsafe {
                 libc::raise(libc::SIGSTOP);
-                libc::execv(path.as_ptr(), arg_ptrs.as_ptr());
+                libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
                 let code = if *libc::__errno_location() == libc::ENOENT { 127 } else { 126 };
                 libc::_exit(code);
             }

@@ -8,11 +8,13 @@
 //! them on a thread of its own.
 
 pub mod affinity;
+pub mod agent;
 pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod launch;
 pub mod machine;
+pub mod maps;
 pub mod mem;
 pub mod signals;
 pub mod sink;
@@ -37,6 +39,18 @@ pub struct RecordConfig {
     pub force: bool,
     /// Which CPU the recording runs on.
     pub cpu: affinity::CpuBinding,
+    /// How to record synchronization operations.
+    pub sync: SyncMode,
+}
+
+/// How synchronization operations (pthread calls) are recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Not at all: syscalls only.
+    Off,
+    /// With the in-process agent at this path, injected with LD_PRELOAD
+    /// (processes that do not load it, like static binaries, record no sync ops).
+    Agent(PathBuf),
 }
 
 /// The result of a recording.
@@ -64,7 +78,11 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     writer.write(&meta("cwd", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()))?;
     writer.write(&meta("lockstep_version", env!("CARGO_PKG_VERSION").into()))?;
     writer.write(&meta("started_unix_ns", unix_ns().to_string()))?;
-    writer.write(&meta("sync_mechanism", "none".into()))?;
+    let mode = match &cfg.sync {
+        SyncMode::Off => "off".to_string(),
+        SyncMode::Agent(p) => format!("agent {}", p.display()),
+    };
+    writer.write(&meta("sync_mode", mode))?;
     writer.flush()?;
 
     signals::install();
@@ -82,10 +100,18 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     writer.flush()?;
     let started = clock::monotonic_ns();
     // The child inherits the tracer thread's binding through fork.
-    let root = launch::launch(&exe, &argv)?;
+    let area = match &cfg.sync {
+        SyncMode::Off => None,
+        SyncMode::Agent(_) => Some(std::rc::Rc::new(agent::SharedArea::create()?)),
+    };
+    let env: Vec<_> = match (&cfg.sync, &area) {
+        (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a),
+        _ => std::env::vars_os().collect(),
+    };
+    let root = launch::launch(&exe, &argv, &env)?;
     let sink = sink::Sink::start(writer, cpu);
     signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
-    let mut rec = machine::Recorder::new(root, sink)?;
+    let mut rec = machine::Recorder::new(root, sink, area.clone())?;
     loop {
         match rec.step()? {
             machine::Outcome::Continue => {}

@@ -3,6 +3,7 @@
 //! thread go on. It owns the table of live threads and the pairing of
 //! syscall entries with their exits.
 
+use crate::agent::SharedArea;
 use crate::clock::SeqClock;
 use crate::decode::{self, decode_entry, table::syscall_name, EntryDecode};
 use crate::error::{RecordError, TraceeError};
@@ -11,12 +12,14 @@ use crate::sink::Sink;
 use crate::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
 use lockstep_trace::*;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use tracing::{debug, trace};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
 const NR_EXECVE: i64 = 59;
 const NR_EXECVEAT: i64 = 322;
+const PROT_EXEC: u64 = 4;
 
 /// A syscall whose entry was seen and whose exit was not yet.
 struct Pending {
@@ -58,11 +61,15 @@ pub struct Counts {
     pub syscalls: u64,
     pub signals: u64,
     pub stops: u64,
+    pub sync_ops: u64,
 }
 
 pub struct Recorder {
     clock: SeqClock,
     sink: Sink,
+    /// The agent's shared area, drained at every stop.
+    area: Option<Rc<SharedArea>>,
+    drained: Vec<SyncOp>,
     threads: HashMap<Tid, Thread>,
     /// Parents of processes, for CLONE_PARENT.
     parents: HashMap<Pid, Option<Pid>>,
@@ -77,11 +84,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for the freshly seized `root`.
-    pub fn new(root: Pid, sink: Sink) -> Result<Recorder, RecordError> {
+    /// A recorder for the freshly seized `root`; `area` is the agent's
+    /// shared area when the agent is in use.
+    pub fn new(root: Pid, sink: Sink, area: Option<Rc<SharedArea>>) -> Result<Recorder, RecordError> {
         let mut r = Recorder {
-            clock: SeqClock::new(),
+            clock: area.clone().map(SeqClock::shared).unwrap_or_default(),
             sink,
+            area,
+            drained: Vec::new(),
             threads: HashMap::new(),
             parents: HashMap::new(),
             parked: HashMap::new(),
@@ -129,7 +139,33 @@ impl Recorder {
 
     /// Hands old records to the writer (called when the wait was interrupted).
     pub fn tick(&mut self) -> Result<(), RecordError> {
+        self.drain_agent()?;
         self.sink.tick()
+    }
+
+    /// Moves the agent's events into the trace.
+    fn drain_agent(&mut self) -> Result<(), RecordError> {
+        let Some(area) = &self.area else { return Ok(()) };
+        area.drain(&mut self.drained);
+        if self.drained.is_empty() {
+            return Ok(());
+        }
+        self.counts.sync_ops += self.drained.len() as u64;
+        let ops = std::mem::take(&mut self.drained);
+        for op in ops {
+            self.sink.send(Record::Sync(Box::new(op)))?;
+        }
+        Ok(())
+    }
+
+    /// Records `pid`'s executable mappings as they are now.
+    fn snapshot_mappings(&mut self, pid: Pid) -> Result<(), RecordError> {
+        let maps = crate::maps::exec_mappings(pid);
+        if maps.is_empty() {
+            return Ok(());
+        }
+        let at = self.clock.stamp();
+        self.emit(Record::Mappings { at, pid, maps })
     }
 
     /// Handles one stop.
@@ -141,6 +177,7 @@ impl Recorder {
             Err(e) => return Err(RecordError::Sys { syscall: "waitpid", errno: e }),
         };
         self.counts.stops += 1;
+        self.drain_agent()?;
         if self.counts.stops % 64 == 0 {
             self.sink.tick()?;
         }
@@ -203,6 +240,10 @@ impl Recorder {
             SyscallInfo::Exit { rval, .. } => {
                 let pid = thread.pid;
                 if let Some(p) = thread.pending.take() {
+                    let new_code = p.name == "mmap" && p.args[2] & PROT_EXEC != 0 && rval >= 0;
+                    if new_code {
+                        Self::deferred(self.snapshot_mappings(pid))?;
+                    }
                     if (p.nr == NR_EXECVE || p.nr == NR_EXECVEAT) && rval < 0 && pid == self.root && self.counts.syscalls == 0
                     {
                         self.root_exec_error = Some(-rval);
@@ -376,7 +417,8 @@ impl Recorder {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.clone());
         self.threads.insert(tid, thread);
-        self.emit(Record::Exec(Exec { at, pid, former_tid: former, exe, path, argv }))
+        self.emit(Record::Exec(Exec { at, pid, former_tid: former, exe, path, argv }))?;
+        self.snapshot_mappings(pid)
     }
 
     fn on_signal(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
@@ -437,6 +479,11 @@ impl Recorder {
             if let Some(p) = th.pending.take() {
                 self.finish_syscall(th.pid, p, None, SyscallOutcome::Unfinished)?;
             }
+        }
+        self.drain_agent()?;
+        if let Some(area) = &self.area {
+            let dropped = area.dropped();
+            self.emit(Record::Meta { key: "sync_dropped".into(), value: dropped.to_string() })?;
         }
         let counts = self.counts.clone();
         let status = self.root_status;

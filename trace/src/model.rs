@@ -192,6 +192,43 @@ pub struct Syscall {
     pub result: serde_json::Value,
 }
 
+/// One synchronization operation (pthread mutex, rwlock, condvar, semaphore,
+/// spinlock, barrier, thread create/join, once, scheduling attributes), as an
+/// in-process agent or a breakpoint saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncOp {
+    pub at: Stamp,
+    pub pid: Pid,
+    pub tid: Tid,
+    /// The function, e.g. `pthread_mutex_lock`, `sem_post`, `thread_start`.
+    pub op: String,
+    /// `request`, `acquired`, `released`, `failed` or `done`.
+    pub phase: String,
+    /// The object's address (for join/detach/create: the pthread_t value).
+    pub obj: u64,
+    /// Op-specific values; see docs/SCHEMA.md.
+    pub arg: u64,
+    pub arg2: u64,
+    /// Op-specific flags (mutex type and protocol bits).
+    pub flags: u32,
+    /// The call's return value (0, or an errno).
+    pub ret: i32,
+    /// Return addresses, innermost first: `stack[0]` is the call site.
+    pub stack: Vec<u64>,
+    /// `agent` or `ptrace`.
+    pub mechanism: String,
+}
+
+/// One file-backed executable mapping of a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub perms: String,
+    pub path: String,
+}
+
 /// Everything the recorder hands to the writer, in any order: rows carry
 /// their own sequence numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,6 +238,10 @@ pub enum Record {
     Exec(Exec),
     Signal(Signal),
     Syscall(Box<Syscall>),
+    Sync(Box<SyncOp>),
+    /// The executable mappings of `pid` as of `at` (a complete snapshot,
+    /// taken after exec and after each mmap of executable code).
+    Mappings { at: Stamp, pid: Pid, maps: Vec<Mapping> },
     /// A key of the trace's metadata (command line, start time, ...).
     Meta { key: String, value: String },
 }

@@ -30,6 +30,8 @@ pub struct ProcessInfo {
     pub argv: Option<Vec<String>>,
     pub exec_count: i64,
     pub threads: i64,
+    /// How its sync operations were recorded: `agent` or `none`.
+    pub sync_mechanism: String,
 }
 
 /// An open, validated trace.
@@ -62,7 +64,9 @@ impl TraceReader {
         }
         // Touch every table once so that a damaged file fails here, with one
         // clear error, rather than halfway through a report.
-        for table in ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows"] {
+        for table in
+            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "mapping_rows"]
+        {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
                 .map_err(sq)?;
         }
@@ -105,7 +109,7 @@ impl TraceReader {
             .conn
             .prepare(
                 "SELECT pid, ppid, spawn_kind, start_seq, exit_seq, exit_how, exit_code, exit_signal,
-                        core_dumped, exe, argv, exec_count,
+                        core_dumped, exe, argv, exec_count, sync_mechanism,
                         (SELECT count(*) FROM spawn_rows t WHERE t.pid = p.pid AND t.seq >= p.start_seq
                            AND (p.exit_seq IS NULL OR t.seq < p.exit_seq))
                  FROM processes p ORDER BY start_seq",
@@ -124,7 +128,8 @@ impl TraceReader {
                         exe: r.get(9)?,
                         argv: None,
                         exec_count: r.get(11)?,
-                        threads: r.get(12)?,
+                        threads: r.get(13)?,
+                        sync_mechanism: r.get(12)?,
                     },
                     r.get::<_, String>(2)?,
                     r.get::<_, Option<String>>(10)?,
@@ -443,5 +448,88 @@ impl TraceReader {
             })
             .map_err(self.sq())?;
         rows.collect::<Result<_, _>>().map_err(self.sq())
+    }
+}
+
+impl TraceReader {
+    /// Calls `f` for every sync operation, in sequence order (of one thread
+    /// when `tid` is given).
+    pub fn each_sync_op(
+        &self,
+        tid: Option<Tid>,
+        mut f: impl FnMut(SyncOp) -> Result<(), TraceError>,
+    ) -> Result<(), TraceError> {
+        let sql = "SELECT seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, stack, mechanism
+                   FROM sync_rows WHERE ?1 IS NULL OR tid = ?1 ORDER BY seq";
+        let mut st = self.conn.prepare(sql).map_err(self.sq())?;
+        let mut rows = st.query([tid.map(|t| t.0)]).map_err(self.sq())?;
+        while let Some(r) = rows.next().map_err(self.sq())? {
+            let read = |r: &Row<'_>| -> Result<(SyncOp, String), rusqlite::Error> {
+                Ok((
+                    SyncOp {
+                        at: stamp(r, 0, 1)?,
+                        pid: Pid(r.get(2)?),
+                        tid: Tid(r.get(3)?),
+                        op: r.get(4)?,
+                        phase: r.get(5)?,
+                        obj: r.get::<_, i64>(6)? as u64,
+                        arg: r.get::<_, i64>(7)? as u64,
+                        arg2: r.get::<_, i64>(8)? as u64,
+                        flags: r.get(9)?,
+                        ret: r.get(10)?,
+                        stack: Vec::new(),
+                        mechanism: r.get(12)?,
+                    },
+                    r.get(11)?,
+                ))
+            };
+            let (mut op, stack) = read(r).map_err(self.sq())?;
+            op.stack = serde_json::from_str(&stack).map_err(|e| self.bad(format!("sync stack: {e}")))?;
+            f(op)?;
+        }
+        Ok(())
+    }
+
+    /// Every sync operation, in sequence order.
+    pub fn sync_ops(&self) -> Result<Vec<SyncOp>, TraceError> {
+        let mut out = Vec::new();
+        self.each_sync_op(None, |o| {
+            out.push(o);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The snapshots of `pid`'s executable mappings, oldest first.
+    pub fn mappings(&self, pid: Pid) -> Result<Vec<(Seq, Vec<Mapping>)>, TraceError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT seq, start, end, file_offset, perms, path FROM mapping_rows WHERE pid = ?1 ORDER BY seq, start",
+            )
+            .map_err(self.sq())?;
+        let rows = st
+            .query_map([pid.0], |r| {
+                Ok((
+                    Seq(r.get::<_, i64>(0)? as u64),
+                    Mapping {
+                        start: r.get::<_, i64>(1)? as u64,
+                        end: r.get::<_, i64>(2)? as u64,
+                        file_offset: r.get::<_, i64>(3)? as u64,
+                        perms: r.get(4)?,
+                        path: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(self.sq())?;
+        let mut out: Vec<(Seq, Vec<Mapping>)> = Vec::new();
+        for row in rows {
+            let (seq, m) = row.map_err(self.sq())?;
+            match out.last_mut() {
+                Some((s, v)) if *s == seq => v.push(m),
+                _ => out.push((seq, vec![m])),
+            }
+        }
+        Ok(out)
     }
 }

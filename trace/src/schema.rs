@@ -92,6 +92,56 @@ CREATE INDEX syscall_rows_tid_seq ON syscall_rows(tid, entry_seq);
 CREATE INDEX syscall_rows_pid_seq ON syscall_rows(pid, entry_seq);
 CREATE INDEX syscall_rows_name ON syscall_rows(name);
 
+CREATE TABLE sync_rows (
+    seq       INTEGER PRIMARY KEY,
+    ts_ns     INTEGER NOT NULL,
+    pid       INTEGER NOT NULL,
+    tid       INTEGER NOT NULL,
+    op        TEXT NOT NULL,
+    phase     TEXT NOT NULL,
+    obj       INTEGER NOT NULL,
+    arg       INTEGER NOT NULL,
+    arg2      INTEGER NOT NULL,
+    flags     INTEGER NOT NULL,
+    ret       INTEGER NOT NULL,
+    stack     TEXT NOT NULL,
+    mechanism TEXT NOT NULL
+);
+CREATE INDEX sync_rows_obj ON sync_rows(obj, seq);
+CREATE INDEX sync_rows_tid ON sync_rows(tid, seq);
+
+CREATE TABLE mapping_rows (
+    seq         INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    start       INTEGER NOT NULL,
+    end         INTEGER NOT NULL,
+    file_offset INTEGER NOT NULL,
+    perms       TEXT NOT NULL,
+    path        TEXT NOT NULL
+);
+CREATE INDEX mapping_rows_pid ON mapping_rows(pid, seq);
+
+CREATE VIEW sync_ops AS
+SELECT seq, ts_ns, pid, tid, op,
+       CASE
+         WHEN op LIKE 'pthread_mutexattr%' THEN 'mutexattr'
+         WHEN op LIKE 'pthread_mutex%' THEN 'mutex'
+         WHEN op LIKE 'pthread_rwlock%' THEN 'rwlock'
+         WHEN op LIKE 'pthread_cond%' THEN 'cond'
+         WHEN op LIKE 'sem_%' THEN 'semaphore'
+         WHEN op LIKE 'pthread_spin%' THEN 'spinlock'
+         WHEN op LIKE 'pthread_barrier%' THEN 'barrier'
+         WHEN op LIKE 'pthread_attr%' THEN 'thread_attr'
+         WHEN op = 'pthread_once' THEN 'once'
+         ELSE 'thread'
+       END AS object_kind,
+       phase, obj AS object, arg, arg2, flags, ret, stack,
+       json_extract(stack, '$[0]') AS call_site, mechanism
+FROM sync_rows;
+
+CREATE VIEW mappings AS
+SELECT seq, pid, start, end, file_offset, perms, path FROM mapping_rows;
+
 CREATE VIEW processes AS
 SELECT s.pid AS pid,
        s.parent_pid AS ppid,
@@ -110,7 +160,10 @@ SELECT s.pid AS pid,
        (SELECT x.argv FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
           AND (e.seq IS NULL OR x.seq < e.seq) ORDER BY x.seq DESC LIMIT 1) AS argv,
        (SELECT count(*) FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
-          AND (e.seq IS NULL OR x.seq < e.seq)) AS exec_count
+          AND (e.seq IS NULL OR x.seq < e.seq)) AS exec_count,
+       CASE WHEN EXISTS (SELECT 1 FROM mapping_rows m WHERE m.pid = s.pid AND m.seq > s.seq
+                           AND (e.seq IS NULL OR m.seq < e.seq) AND m.path LIKE '%liblockstep_agent%')
+            THEN 'agent' ELSE 'none' END AS sync_mechanism
 FROM spawn_rows s
 LEFT JOIN exit_rows e ON e.pid = s.pid AND e.process_exit = 1 AND e.seq = (
     SELECT min(e2.seq) FROM exit_rows e2 WHERE e2.pid = s.pid AND e2.process_exit = 1 AND e2.seq > s.seq)
@@ -144,6 +197,7 @@ SELECT seq, ts_ns, pid, tid, 'spawn' AS kind, kind AS detail FROM spawn_rows
 UNION ALL SELECT seq, ts_ns, pid, tid, 'exit', how || coalesce(' ' || code, '') || coalesce(' signal ' || signal, '') FROM exit_rows
 UNION ALL SELECT seq, ts_ns, pid, former_tid, 'exec', exe FROM exec_rows
 UNION ALL SELECT seq, ts_ns, pid, tid, 'signal', signo FROM signal_rows
+UNION ALL SELECT seq, ts_ns, pid, tid, 'sync', op || ' ' || phase || printf(' 0x%x', obj) FROM sync_rows
 UNION ALL SELECT entry_seq, entry_ns, pid, tid, 'syscall_entry', name || '(' || text || ')' FROM syscall_rows
 UNION ALL SELECT exit_seq, exit_ns, pid, tid, 'syscall_exit', name || ' = ' || coalesce(ret, '?') || coalesce(' ' || error, '')
     FROM syscall_rows WHERE exit_seq IS NOT NULL;

@@ -172,6 +172,45 @@ impl TraceWriter {
                     s.fault_addr.map(|a| a as i64)
                 ])?;
             }
+            Record::Sync(o) => {
+                let stack = serde_json::to_string(&o.stack).expect("stack serializes");
+                c.prepare_cached(
+                    "INSERT INTO sync_rows(seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, stack, mechanism)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?
+                .execute(params![
+                    o.at.seq.0 as i64,
+                    o.at.ts_ns as i64,
+                    o.pid.0,
+                    o.tid.0,
+                    o.op,
+                    o.phase,
+                    o.obj as i64,
+                    o.arg as i64,
+                    o.arg2 as i64,
+                    o.flags,
+                    o.ret,
+                    stack,
+                    o.mechanism
+                ])?;
+            }
+            Record::Mappings { at, pid, maps } => {
+                let mut st = c.prepare_cached(
+                    "INSERT INTO mapping_rows(seq, pid, start, end, file_offset, perms, path)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for m in maps {
+                    st.execute(params![
+                        at.seq.0 as i64,
+                        pid.0,
+                        m.start as i64,
+                        m.end as i64,
+                        m.file_offset as i64,
+                        m.perms,
+                        m.path
+                    ])?;
+                }
+            }
             Record::Syscall(s) => {
                 c.prepare_cached(
                     "INSERT INTO syscall_rows(pid, tid, nr, name, a0, a1, a2, a3, a4, a5, entry_seq, entry_ns,

@@ -9,6 +9,16 @@ use crate::EXIT_USAGE;
 use lockstep_trace::{TraceError, TraceReader};
 use std::path::PathBuf;
 
+/// The arguments every inspection command takes.
+#[derive(clap::Args)]
+pub struct TraceArgs {
+    /// The trace (default: lockstep-traces/latest).
+    pub trace: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Opens the trace named on the command line, or the latest one.
 pub fn open_trace(path: Option<PathBuf>) -> anyhow::Result<TraceReader> {
     let path = path.unwrap_or_else(crate::paths::default_trace);

@@ -4,16 +4,8 @@ use crate::render::{exit_status, print_json};
 use anyhow::Result;
 use lockstep_trace::{Pid, ProcessInfo};
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// The trace (default: lockstep-traces/latest).
-    trace: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
+pub type Args = super::TraceArgs;
 
 pub fn run(a: Args) -> Result<u8> {
     let t = super::open_trace(a.trace)?;

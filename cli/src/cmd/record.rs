@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use lockstep_recorder::affinity::CpuBinding;
-use lockstep_recorder::{record, RecordConfig};
+use lockstep_recorder::{record, RecordConfig, SyncMode};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -18,6 +18,11 @@ pub struct Args {
     /// tracer and program share a CPU) or `all` (no binding).
     #[arg(long, default_value = "auto", value_parser = parse_cpu)]
     cpu: CpuBinding,
+    /// How to record pthread synchronization: `auto` (the in-process agent
+    /// where it loads), `agent`, or `off` (syscalls only). The breakpoint
+    /// mechanism for static binaries (`ptrace`) is not built yet.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "ptrace", "off"])]
+    sync: String,
     /// Say nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -34,17 +39,27 @@ pub fn run(a: Args) -> Result<u8> {
         Some(o) => (o, false),
         None => (crate::paths::new_trace_path(&program)?, true),
     };
-    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu };
+    let sync = match a.sync.as_str() {
+        "off" => SyncMode::Off,
+        "ptrace" => anyhow::bail!("--sync=ptrace: the breakpoint mechanism is not available in this version"),
+        mode => match crate::agent_lib::agent_path()? {
+            Some(p) => SyncMode::Agent(p),
+            None if mode == "auto" => SyncMode::Off,
+            None => anyhow::bail!("--sync=agent: this lockstep was built without its agent"),
+        },
+    };
+    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu, sync };
     let rec = record(&cfg)?;
     if default {
         crate::paths::update_latest(&output)?;
     }
     if !a.quiet {
         eprintln!(
-            "lockstep: recorded {} processes, {} threads, {} syscalls, {} signals in {:.2}s: {}",
+            "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} signals in {:.2}s: {}",
             rec.counts.processes,
             rec.counts.threads,
             rec.counts.syscalls,
+            rec.counts.sync_ops,
             rec.counts.signals,
             rec.wall_ns as f64 / 1e9,
             rec.trace.display()
