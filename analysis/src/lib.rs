@@ -1,1 +1,18 @@
-//! placeholder
+//! Pure analyses over the lockstep trace model.
+//!
+//! Nothing here calls ptrace, reads /proc or opens a trace: every analysis is
+//! a function from model data ([`lockstep_trace::SyncOp`]s and friends) to
+//! [`Finding`]s, so that it is tested on synthetic traces built with
+//! [`builder::OpsBuilder`]. Source locations come from a [`Locator`] that the
+//! caller provides (the CLI symbolizes with DWARF; tests use a table).
+
+#![forbid(unsafe_code)]
+
+pub mod builder;
+pub mod finding;
+pub mod hb;
+pub mod lockorder;
+pub mod locks;
+pub mod ops;
+
+pub use finding::{Finding, Location, Locator, Severity};

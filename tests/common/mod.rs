@@ -36,8 +36,18 @@ pub fn fixture(name: &str) -> PathBuf {
     };
     if stale {
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        // A first line `// lockstep-build: FLAGS` adds compiler flags (e.g. -static).
+        let text = std::fs::read_to_string(&src).expect("read fixture");
+        let extra: Vec<&str> = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("// lockstep-build:"))
+            .map(|f| f.split_whitespace().collect())
+            .unwrap_or_default();
         let out = Command::new("gcc")
-            .args(["-g", "-O0", "-pthread", "-o"])
+            .args(["-g", "-O0", "-pthread"])
+            .args(&extra)
+            .arg("-o")
             .arg(&tmp)
             .arg(&src)
             .output()

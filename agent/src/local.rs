@@ -1,0 +1,181 @@
+//! Per-thread and per-process state: the thread's ring, its cached tid and
+//! stack bounds, the reentrancy flag, and the cached pid.
+//!
+//! Everything lives in one `thread_local!` with a `const` initializer and no
+//! destructor, so touching it never allocates and never registers anything:
+//! it is safe from the first instruction of a thread to its last, and from a
+//! signal handler.
+//!
+//! After `fork` the child is a new process whose only thread is the forking
+//! one: the `pthread_atfork` child handler registered by [`watch_forks`]
+//! makes that thread forget its ring and tid and the process its pid, so
+//! that the child's events go to a fresh ring stamped with the child's ids
+//! (the mapping itself is inherited, MAP_SHARED).
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+use crate::shm::Shm;
+use crate::stack::Bounds;
+
+/// `Local::ring` before the thread's first event.
+const NO_RING: u32 = u32::MAX;
+/// `Local::ring` when the thread found every ring taken: record nothing.
+const LOST: u32 = u32::MAX - 1;
+
+/// The calling thread's agent state.
+pub struct Local {
+    /// Set while the thread is inside the agent's recording code: a nested
+    /// interposed call (from a signal handler, or from malloc called by the
+    /// agent) is then forwarded without being recorded.
+    busy: Cell<bool>,
+    ring: Cell<u32>,
+    tid: Cell<i32>,
+    bounds: Cell<Bounds>,
+    /// The recorder did not drain this thread's full ring for a second.
+    pub stalled: Cell<bool>,
+}
+
+thread_local! {
+    pub static LOCAL: Local = const {
+        Local {
+            busy: Cell::new(false),
+            ring: Cell::new(NO_RING),
+            tid: Cell::new(0),
+            bounds: Cell::new(Bounds::UNKNOWN),
+            stalled: Cell::new(false),
+        }
+    };
+}
+
+/// The pid of this process, 0 until first asked (and again after fork).
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// The calling process's pid, cached.
+#[inline(always)]
+pub fn pid() -> i32 {
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+impl Local {
+    /// Enters the agent's recording code; false if the thread is already in
+    /// it (the caller must then not record).
+    #[inline(always)]
+    pub fn enter(&self) -> bool {
+        if self.busy.get() {
+            return false;
+        }
+        self.busy.set(true);
+        true
+    }
+
+    /// Leaves the agent's recording code.
+    #[inline(always)]
+    pub fn leave(&self) {
+        self.busy.set(false);
+    }
+
+    /// The kernel thread id, cached.
+    #[inline(always)]
+    pub fn tid(&self) -> i32 {
+        let tid = self.tid.get();
+        if tid != 0 {
+            return tid;
+        }
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        self.tid.set(tid);
+        tid
+    }
+
+    /// The thread's stack bounds, as learnt so far.
+    #[inline(always)]
+    pub fn bounds(&self) -> Bounds {
+        self.bounds.get()
+    }
+
+    /// Learns the thread's stack bounds if not known yet. The caller must
+    /// be inside the agent ([`Local::enter`]): pthread_getattr_np allocates,
+    /// and an allocator may call interposed functions.
+    pub fn learn_bounds(&self) {
+        if self.bounds.get() == Bounds::UNKNOWN {
+            self.bounds.set(Bounds::of_current_thread());
+        }
+    }
+
+    /// The thread's ring, claiming one on first use; `None` if every ring
+    /// was taken when the thread tried. The caller must be inside the agent.
+    #[inline(always)]
+    pub fn ring(&self, shm: Shm) -> Option<u32> {
+        match self.ring.get() {
+            NO_RING => self.claim(shm),
+            LOST => None,
+            ring => Some(ring),
+        }
+    }
+
+    #[cold]
+    fn claim(&self, shm: Shm) -> Option<u32> {
+        self.learn_bounds();
+        match shm.claim(pid(), self.tid()) {
+            Some(ring) => {
+                self.ring.set(ring);
+                Some(ring)
+            }
+            None => {
+                self.ring.set(LOST);
+                None
+            }
+        }
+    }
+
+    /// The thread's ring if it has claimed one, without claiming.
+    pub fn claimed_ring(&self) -> Option<u32> {
+        match self.ring.get() {
+            NO_RING | LOST => None,
+            ring => Some(ring),
+        }
+    }
+
+    /// Forgets everything that belongs to the parent process (fork child).
+    fn forget_process(&self) {
+        self.ring.set(NO_RING);
+        self.tid.set(0);
+        self.stalled.set(false);
+        self.busy.set(false);
+    }
+}
+
+/// Registers the fork handler; called once, when the agent becomes active.
+pub fn watch_forks() {
+    // SAFETY: registers a plain function as the child handler; it stays
+    // valid because the agent is never unloaded while the program runs.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+}
+
+/// `pthread_atfork` child handler: the child claims a fresh ring with its
+/// own pid and tid on its next event. The stack bounds stay: the forking
+/// thread's stack is at the same addresses in the child.
+extern "C" fn after_fork_in_child() {
+    PID.store(0, Ordering::Relaxed);
+    LOCAL.with(Local::forget_process);
+}
+
+/// Learns the calling thread's stack bounds now, outside any signal handler
+/// (the constructor does this for the main thread), so that a first event
+/// from a signal handler does not have to call pthread_getattr_np there.
+pub fn prepare_current_thread() {
+    LOCAL.with(|local| {
+        if local.enter() {
+            local.learn_bounds();
+            local.leave();
+        }
+    });
+}

@@ -1,0 +1,94 @@
+//! Findings as the report contract describes them (PRODUCT.md: kind,
+//! severity, summary, pids, tids, locations, details), and the [`Locator`]
+//! through which analyses turn code addresses into source locations.
+
+use serde::Serialize;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Note,
+}
+
+/// One place in the program a finding points at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// What happened here, e.g. `holds A`, `acquires B`, `waits`.
+    pub role: String,
+    pub pid: i32,
+    pub tid: i32,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The code address (a return address: the instruction after the call).
+    pub address: u64,
+    /// The rest of the call stack, innermost first, as `function file:line`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+}
+
+/// One finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub pids: Vec<i32>,
+    pub tids: Vec<i32>,
+    pub locations: Vec<Location>,
+    pub details: serde_json::Value,
+}
+
+/// A resolved source position.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePos {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// Turns a return address of process `pid` (as of sequence number `seq`)
+/// into a source position.
+pub trait Locator {
+    fn locate(&mut self, pid: i32, seq: u64, return_address: u64) -> SourcePos;
+}
+
+/// A locator that knows nothing: addresses only.
+pub struct NoLocator;
+
+impl Locator for NoLocator {
+    fn locate(&mut self, _pid: i32, _seq: u64, _ra: u64) -> SourcePos {
+        SourcePos::default()
+    }
+}
+
+impl SourcePos {
+    /// `function file:line`, with what is known.
+    pub fn render(&self, address: u64) -> String {
+        let f = self.function.as_deref().unwrap_or("??");
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{f} {file}:{line}"),
+            _ => format!("{f} {address:#x}"),
+        }
+    }
+}
+
+/// Builds a [`Location`] for a stack (innermost first) seen at `seq`.
+pub fn location(loc: &mut dyn Locator, role: &str, pid: i32, tid: i32, seq: u64, stack: &[u64]) -> Location {
+    let address = stack.first().copied().unwrap_or(0);
+    let top = if address != 0 { loc.locate(pid, seq, address) } else { SourcePos::default() };
+    let rest = stack.iter().skip(1).map(|&a| loc.locate(pid, seq, a).render(a)).collect();
+    Location {
+        role: role.to_string(),
+        pid,
+        tid,
+        function: top.function,
+        file: top.file,
+        line: top.line,
+        address,
+        stack: rest,
+    }
+}
