@@ -3,7 +3,7 @@
 //! increasing sequence numbers and a one-frame stack equal to `0x1000 + seq`
 //! so that a test can tell which op a location came from.
 
-use lockstep_trace::{Pid, Seq, Spawn, SpawnKind, Stamp, SyncOp, Tid};
+use lockstep_trace::{Hang, HungThread, Pid, Seq, Spawn, SpawnKind, Stamp, SyncOp, Tid};
 
 pub const PID: i32 = 100;
 
@@ -123,6 +123,26 @@ impl OpsBuilder {
 
     pub fn init(&mut self, tid: i32, m: u64) -> &mut Self {
         self.op(tid, "pthread_mutex_init", "done", m, 0, 0, 0)
+    }
+
+    /// The hang snapshot of threads `tids`, all blocked in futex waits.
+    pub fn hang(&mut self, tids: &[i32]) -> Hang {
+        let at = self.stamp();
+        Hang {
+            at,
+            timeout_ms: 5000,
+            threads: tids
+                .iter()
+                .map(|&t| HungThread {
+                    pid: Pid(PID),
+                    tid: Tid(t),
+                    syscall: Some("futex".into()),
+                    entry_seq: None,
+                    args: "{}".into(),
+                    wchan: "futex_wait_queue".into(),
+                })
+                .collect(),
+        }
     }
 
     pub fn build(&self) -> (Vec<SyncOp>, Vec<Spawn>) {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod deadlock;
 pub mod finding;
 pub mod hb;
 pub mod lockorder;

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod clock;
 pub mod decode;
 pub mod error;
+pub mod hang;
 pub mod launch;
 pub mod machine;
 pub mod maps;
@@ -41,6 +42,9 @@ pub struct RecordConfig {
     pub cpu: affinity::CpuBinding,
     /// How to record synchronization operations.
     pub sync: SyncMode,
+    /// End the program when it makes no progress for this long with every
+    /// thread blocked (`None`: never).
+    pub hang_timeout: Option<std::time::Duration>,
 }
 
 /// How synchronization operations (pthread calls) are recorded.
@@ -61,6 +65,8 @@ pub struct Recording {
     pub status: ExitStatus,
     pub counts: Counts,
     pub wall_ns: u64,
+    /// The hang detector found the program hung and killed it.
+    pub hung: bool,
 }
 
 /// Records `cfg.program` and its whole tree into `cfg.output`.
@@ -117,6 +123,9 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
             machine::Outcome::Continue => {}
             machine::Outcome::Interrupted => {
                 rec.tick()?;
+                if let Some(t) = cfg.hang_timeout {
+                    rec.check_hang(t.as_nanos() as u64)?;
+                }
                 if let Some(sig) = signals::take_pending() {
                     tracing::info!(sig, "forwarding signal to the program");
                     // SAFETY: kill with a pid we created and a valid signal.
@@ -128,6 +137,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     }
     signals::stop_ticker();
     let exec_error = rec.root_exec_error();
+    let hung = rec.hung();
     let (counts, status) = rec.finish()?;
     if let Some(errno) = exec_error {
         return Err(RecordError::NotExecutable {
@@ -140,6 +150,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
         status: status.unwrap_or(ExitStatus::Unknown),
         counts,
         wall_ns: clock::monotonic_ns() - started,
+        hung,
     })
 }
 

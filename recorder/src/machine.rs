@@ -80,6 +80,10 @@ pub struct Recorder {
     root: Pid,
     root_status: Option<ExitStatus>,
     root_exec_error: Option<i64>,
+    /// When a tracee last did anything (a stop or an agent event).
+    last_progress_ns: u64,
+    /// Set once the hang detector killed the program.
+    hung: bool,
     pub counts: Counts,
 }
 
@@ -99,6 +103,8 @@ impl Recorder {
             root,
             root_status: None,
             root_exec_error: None,
+            last_progress_ns: crate::clock::monotonic_ns(),
+            hung: false,
             counts: Counts::default(),
         };
         let at = r.clock.stamp();
@@ -151,11 +157,61 @@ impl Recorder {
             return Ok(());
         }
         self.counts.sync_ops += self.drained.len() as u64;
+        self.last_progress_ns = crate::clock::monotonic_ns();
         let ops = std::mem::take(&mut self.drained);
         for op in ops {
             self.sink.send(Record::Sync(Box::new(op)))?;
         }
         Ok(())
+    }
+
+    /// Whether the hang detector ended the program.
+    pub fn hung(&self) -> bool {
+        self.hung
+    }
+
+    /// Checks for a hang: nothing happened for `timeout_ns` and every live
+    /// thread is blocked indefinitely in a syscall. On a hang, writes the
+    /// snapshot and kills every process of the tree; returns true.
+    pub fn check_hang(&mut self, timeout_ns: u64) -> Result<bool, RecordError> {
+        let now = crate::clock::monotonic_ns();
+        if self.hung || self.threads.is_empty() || now.saturating_sub(self.last_progress_ns) < timeout_ns {
+            return Ok(false);
+        }
+        let all_blocked = self.threads.values().all(|t| {
+            t.pending.as_ref().is_some_and(|p| crate::hang::blocks_indefinitely(&p.name, &p.args))
+        });
+        if !all_blocked || !self.parked.is_empty() || !self.expected.is_empty() {
+            return Ok(false);
+        }
+        self.drain_agent()?;
+        let mut threads: Vec<HungThread> = self
+            .threads
+            .iter()
+            .map(|(&tid, t)| {
+                let p = t.pending.as_ref().expect("blocked threads are in a syscall");
+                HungThread {
+                    pid: t.pid,
+                    tid,
+                    syscall: Some(p.name.clone()),
+                    entry_seq: Some(p.entry.seq),
+                    args: serde_json::Value::Object(p.decode.args().clone()).to_string(),
+                    wchan: crate::hang::wchan(t.pid.0, tid.0),
+                }
+            })
+            .collect();
+        threads.sort_by_key(|t| t.tid);
+        let at = self.clock.stamp();
+        tracing::info!(threads = threads.len(), "program hung; killing it");
+        self.emit(Record::Hang(Hang { at, timeout_ms: timeout_ns / 1_000_000, threads }))?;
+        self.sink.hand_over()?;
+        self.hung = true;
+        let pids: HashSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        for pid in pids {
+            // SAFETY: kill(2) on a process of the traced tree.
+            unsafe { libc::kill(pid.0, libc::SIGKILL) };
+        }
+        Ok(true)
     }
 
     /// Records `pid`'s executable mappings as they are now.
@@ -177,6 +233,7 @@ impl Recorder {
             Err(e) => return Err(RecordError::Sys { syscall: "waitpid", errno: e }),
         };
         self.counts.stops += 1;
+        self.last_progress_ns = crate::clock::monotonic_ns();
         self.drain_agent()?;
         if self.counts.stops % 64 == 0 {
             self.sink.tick()?;

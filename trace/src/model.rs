@@ -229,6 +229,30 @@ pub struct Mapping {
     pub path: String,
 }
 
+/// One thread as the hang detector found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HungThread {
+    pub pid: Pid,
+    pub tid: Tid,
+    /// The syscall it is blocked in (`None`: it was not in a syscall).
+    pub syscall: Option<String>,
+    /// The entry of that syscall (its row in `syscalls`).
+    pub entry_seq: Option<Seq>,
+    /// strace-like arguments of that syscall.
+    pub args: String,
+    /// The kernel's wait channel (/proc/PID/task/TID/wchan), e.g. `futex_wait_queue`, `pipe_read`.
+    pub wchan: String,
+}
+
+/// The recorder found the program hung: no progress for `timeout_ms` and
+/// every thread blocked. The program was killed after this snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hang {
+    pub at: Stamp,
+    pub timeout_ms: u64,
+    pub threads: Vec<HungThread>,
+}
+
 /// Everything the recorder hands to the writer, in any order: rows carry
 /// their own sequence numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -239,6 +263,7 @@ pub enum Record {
     Signal(Signal),
     Syscall(Box<Syscall>),
     Sync(Box<SyncOp>),
+    Hang(Hang),
     /// The executable mappings of `pid` as of `at` (a complete snapshot,
     /// taken after exec and after each mmap of executable code).
     Mappings { at: Stamp, pid: Pid, maps: Vec<Mapping> },

@@ -65,7 +65,7 @@ impl TraceReader {
         // Touch every table once so that a damaged file fails here, with one
         // clear error, rather than halfway through a report.
         for table in
-            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "mapping_rows"]
+            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "mapping_rows", "hang_rows"]
         {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
                 .map_err(sq)?;
@@ -531,5 +531,37 @@ impl TraceReader {
             }
         }
         Ok(out)
+    }
+}
+
+impl TraceReader {
+    /// The hang snapshot, if the recorder found the program hung.
+    pub fn hang(&self) -> Result<Option<Hang>, TraceError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan FROM hang_rows ORDER BY tid")
+            .map_err(self.sq())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    stamp(r, 0, 1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    HungThread {
+                        pid: Pid(r.get(3)?),
+                        tid: Tid(r.get(4)?),
+                        syscall: r.get(5)?,
+                        entry_seq: r.get::<_, Option<i64>>(6)?.map(|s| Seq(s as u64)),
+                        args: r.get(7)?,
+                        wchan: r.get(8)?,
+                    },
+                ))
+            })
+            .map_err(self.sq())?;
+        let mut hang: Option<Hang> = None;
+        for row in rows {
+            let (at, timeout_ms, t) = row.map_err(self.sq())?;
+            hang.get_or_insert_with(|| Hang { at, timeout_ms, threads: Vec::new() }).threads.push(t);
+        }
+        Ok(hang)
     }
 }

@@ -121,6 +121,18 @@ CREATE TABLE mapping_rows (
 );
 CREATE INDEX mapping_rows_pid ON mapping_rows(pid, seq);
 
+CREATE TABLE hang_rows (
+    seq        INTEGER NOT NULL,
+    ts_ns      INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    pid        INTEGER NOT NULL,
+    tid        INTEGER NOT NULL,
+    syscall    TEXT,
+    entry_seq  INTEGER,
+    args       TEXT NOT NULL,
+    wchan      TEXT NOT NULL
+);
+
 CREATE VIEW sync_ops AS
 SELECT seq, ts_ns, pid, tid, op,
        CASE

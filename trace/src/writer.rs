@@ -194,6 +194,25 @@ impl TraceWriter {
                     o.mechanism
                 ])?;
             }
+            Record::Hang(h) => {
+                let mut st = c.prepare_cached(
+                    "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for t in &h.threads {
+                    st.execute(params![
+                        h.at.seq.0 as i64,
+                        h.at.ts_ns as i64,
+                        h.timeout_ms as i64,
+                        t.pid.0,
+                        t.tid.0,
+                        t.syscall,
+                        t.entry_seq.map(|s| s.0 as i64),
+                        t.args,
+                        t.wchan
+                    ])?;
+                }
+            }
             Record::Mappings { at, pid, maps } => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO mapping_rows(seq, pid, start, end, file_offset, perms, path)

@@ -23,6 +23,11 @@ pub struct Args {
     /// mechanism for static binaries (`ptrace`) is not built yet.
     #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "ptrace", "off"])]
     sync: String,
+    /// End the program when no thread makes progress for this many seconds
+    /// and every thread is blocked; the trace gets a snapshot of the hang
+    /// and lockstep exits with status 124. 0 disables.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    hang_timeout: f64,
     /// Say nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -30,6 +35,9 @@ pub struct Args {
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
     command: Vec<String>,
 }
+
+/// The exit status of `record` when the program hung and was killed.
+pub const HANG_EXIT: u8 = 124;
 
 pub fn run(a: Args) -> Result<u8> {
     let program = a.command[0].clone();
@@ -39,6 +47,10 @@ pub fn run(a: Args) -> Result<u8> {
         Some(o) => (o, false),
         None => (crate::paths::new_trace_path(&program)?, true),
     };
+    if !(a.hang_timeout >= 0.0 && a.hang_timeout.is_finite()) {
+        anyhow::bail!("--hang-timeout: {} is not a number of seconds", a.hang_timeout);
+    }
+    let hang_timeout = (a.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(a.hang_timeout));
     let sync = match a.sync.as_str() {
         "off" => SyncMode::Off,
         "ptrace" => anyhow::bail!("--sync=ptrace: the breakpoint mechanism is not available in this version"),
@@ -48,7 +60,7 @@ pub fn run(a: Args) -> Result<u8> {
             None => anyhow::bail!("--sync=agent: this lockstep was built without its agent"),
         },
     };
-    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu, sync };
+    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu, sync, hang_timeout };
     let rec = record(&cfg)?;
     if default {
         crate::paths::update_latest(&output)?;
@@ -64,6 +76,10 @@ pub fn run(a: Args) -> Result<u8> {
             rec.wall_ns as f64 / 1e9,
             rec.trace.display()
         );
+    }
+    if rec.hung {
+        eprintln!("lockstep: the program hung (every thread blocked for {:.1}s); it was killed. Run `lockstep report` to see why.", a.hang_timeout);
+        return Ok(HANG_EXIT);
     }
     Ok(rec.status.shell_code().clamp(0, 255) as u8)
 }

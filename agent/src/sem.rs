@@ -1,0 +1,110 @@
+//! POSIX semaphores: `sem_*`, unnamed and named.
+//!
+//! The sem functions fail with -1 and errno; the event's `ret` is that
+//! errno (EAGAIN for a failed `sem_trywait`, ETIMEDOUT, EINTR...), and the
+//! caller still sees -1 and its errno. `sem_post` is async-signal-safe and
+//! is often called from signal handlers: if the handler interrupted the
+//! agent itself, the post is forwarded unrecorded (counted as dropped).
+//! `flags` is 1 for named semaphores (`sem_open`/`sem_close`).
+
+use libc::{c_char, c_int, c_uint, mode_t, sem_t, timespec};
+use lockstep_agent_abi::{Op, Phase};
+
+use crate::frame;
+use crate::real;
+use crate::record::{self, Conv, Detail, Shape};
+
+/// `flags` of a named semaphore's events.
+const NAMED: u8 = 1;
+
+/// `sem_init`: `Done`, `arg` = initial value, `arg2` = pshared.
+#[no_mangle]
+pub unsafe extern "C" fn sem_init(s: *mut sem_t, pshared: c_int, value: c_uint) -> c_int {
+    let f = frame!();
+    let detail = || Detail { arg: value as u64, arg2: pshared as u32 as u64, ..Detail::obj(s) };
+    record::call(f, Op::SemInit, Shape::Done, Conv::Errno, detail, || {
+        // SAFETY: forwards the caller's arguments.
+        unsafe { real::sem_init(s, pshared, value) }
+    })
+}
+
+/// `sem_wait`: `Request`, then `Acquired` or `Failed` (EINTR). A
+/// cancellation point, hence `C-unwind`.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sem_wait(s: *mut sem_t) -> c_int {
+    let f = frame!();
+    record::call(f, Op::SemWait, Shape::Blocking, Conv::Errno, || Detail::obj(s), || {
+        // SAFETY: forwards the caller's argument.
+        unsafe { real::sem_wait(s) }
+    })
+}
+
+/// `sem_timedwait`: `Request`, then `Acquired` or `Failed` (ETIMEDOUT,
+/// EINTR). A cancellation point, hence `C-unwind`.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
+    let f = frame!();
+    record::call(f, Op::SemTimedwait, Shape::Blocking, Conv::Errno, || Detail::obj(s), || {
+        // SAFETY: forwards the caller's arguments.
+        unsafe { real::sem_timedwait(s, t) }
+    })
+}
+
+/// Declares the sem interposers that take only the semaphore.
+macro_rules! sem_calls {
+    ($($(#[$doc:meta])* $name:ident => $op:ident, $shape:ident, $flags:expr;)*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(s: *mut sem_t) -> c_int {
+            let f = frame!();
+            let detail = || Detail { flags: $flags, ..Detail::obj(s) };
+            record::call(f, Op::$op, Shape::$shape, Conv::Errno, detail, || {
+                // SAFETY: forwards the caller's argument.
+                unsafe { real::$name(s) }
+            })
+        }
+    )*};
+}
+
+sem_calls! {
+    /// `Acquired` or `Failed` (EAGAIN).
+    sem_trywait => SemTrywait, Attempt, 0;
+    /// `Released` (or `Failed`, EOVERFLOW).
+    sem_post => SemPost, Release, 0;
+    /// `Done`.
+    sem_destroy => SemDestroy, Done, 0;
+    /// `Done`, flags 1.
+    sem_close => SemClose, Done, NAMED;
+}
+
+/// `sem_open` (variadic in C: `sem_open(name, oflag, ...)`; on x86-64 SysV
+/// reading `mode` and `value` when the caller passed none is harmless, they
+/// are just whatever the registers held). `Done` with `obj` = the returned
+/// `sem_t *` (0 on failure, `ret` = errno), `flags` 1, `arg` = the initial
+/// value and `arg2` = `oflag` when `O_CREAT` was given, else just `oflag`.
+#[no_mangle]
+pub unsafe extern "C" fn sem_open(name: *const c_char, oflag: c_int, mode: mode_t, value: c_uint) -> *mut sem_t {
+    let f = frame!();
+    let creating = oflag & libc::O_CREAT != 0;
+    let detail = || Detail {
+        arg: if creating { value as u64 } else { 0 },
+        arg2: oflag as u32 as u64,
+        flags: NAMED,
+        ..Detail::default()
+    };
+    record::session(f, Op::SemOpen, detail, |rec| {
+        // SAFETY: forwards the caller's arguments.
+        let open = || unsafe { real::sem_open(name, oflag, mode, value) };
+        let Some(rec) = rec else { return open() };
+        rec.leave();
+        let s = open();
+        let err = record::errno();
+        rec.reenter();
+        let failed = s == libc::SEM_FAILED;
+        rec.ev.obj = if failed { 0 } else { s as u64 };
+        rec.emit(Phase::Done, if failed { err } else { 0 });
+        rec.leave();
+        record::set_errno(err);
+        s
+    })
+}
