@@ -387,3 +387,40 @@ fn default_trace_path_and_latest_link() {
     let ps = json(&dir, &["ps"]);
     assert_eq!(ps[0]["argv"], serde_json::json!(["true"]));
 }
+
+#[test]
+fn a_hung_program_is_killed_with_a_snapshot_and_reported() {
+    let dir = scratch("hang");
+    let bin = fixture("spin_forever");
+    let run = finish(spawn(&dir, &["record", "-q", "--hang-timeout", "0.5", "-o", "t.db", "--", s(&bin)]), Duration::from_secs(30));
+    assert_eq!(run.code, Some(124), "{run:?}");
+    let ps = json(&dir, &["ps", "t.db"]);
+    assert_eq!(ps[0]["status"]["signal"], 9, "killed by the hang detector");
+    let rep = lockstep(&dir, &["report", "t.db", "--format", "json"]);
+    assert_eq!(rep.code, Some(1), "findings exit 1: {rep:?}");
+    let doc: Value = serde_json::from_str(&rep.stdout).unwrap();
+    assert_eq!(doc["trace"], "t.db");
+    let f = &doc["findings"][0];
+    assert_eq!(f["kind"], "hang");
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["details"]["threads"][0]["syscall"], "pause");
+    for key in ["summary", "pids", "tids", "locations", "details"] {
+        assert!(f.get(key).is_some(), "finding has {key}");
+    }
+}
+
+#[test]
+fn check_of_a_clean_program_exits_0_and_keeps_the_trace() {
+    let dir = scratch("check_clean");
+    let run = lockstep(&dir, &["check", "-o", "t.db", "--", s(&fixture("fork_exec"))]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("0 findings"), "{}", run.stdout);
+    assert!(run.stderr.lines().last().unwrap().contains("t.db"), "the last line names the trace: {}", run.stderr);
+    let run = lockstep(&dir, &["report", "t.db", "--format", "json"]);
+    assert_eq!(run.code, Some(0));
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    assert!(doc["command"][0].as_str().unwrap().ends_with("fork_exec"));
+    let run = lockstep(&dir, &["report", "missing.db"]);
+    assert_eq!(run.code, Some(2));
+}

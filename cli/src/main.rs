@@ -5,7 +5,9 @@
 //! only here, printed as one line.
 
 mod agent_lib;
+mod analyze;
 mod cmd;
+mod locate;
 mod paths;
 mod render;
 
@@ -29,6 +31,10 @@ enum Command {
     Events(cmd::events::Args),
     /// Per-syscall counts, errors and time, like `strace -c`.
     Summary(cmd::summary::Args),
+    /// Analyse a trace: deadlocks, lock-order inversions, hangs, lock misuse.
+    Report(cmd::report::Args),
+    /// Record a program, then report on it (the main job).
+    Check(cmd::check::Args),
 }
 
 /// Exit status for usage and trace errors (the contract's 2).
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Command::Ps(a) => cmd::ps::run(a),
         Command::Events(a) => cmd::events::run(a),
         Command::Summary(a) => cmd::summary::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Check(a) => cmd::check::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -57,7 +57,11 @@ impl DwarfInfo {
         if !has_info(".debug_info") {
             return Ok(None);
         }
-        if let Some(s) = NEEDED.iter().filter_map(|n| image.section(n)).find(|s| s.compressed) {
+        if let Some(s) = NEEDED
+            .iter()
+            .filter_map(|n| image.section(n))
+            .find(|s| s.compressed)
+        {
             return Err(compressed(path, &s.name));
         }
         let endian = if image.little_endian {
@@ -163,7 +167,9 @@ pub(crate) fn find_debug_file(
 /// Where GDB looks for a `.gnu_debuglink` target of the module at `path`.
 fn debuglink_candidates(path: &Path, name: &str, debug_root: &Path) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let under_root = debug_root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name);
+    let under_root = debug_root
+        .join(dir.strip_prefix("/").unwrap_or(dir))
+        .join(name);
     vec![dir.join(name), dir.join(".debug").join(name), under_root]
 }
 
@@ -185,7 +191,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -208,7 +218,11 @@ mod tests {
 
     #[test]
     fn debuglink_candidates_follow_gdb() {
-        let c = debuglink_candidates(Path::new("/opt/app/bin/prog"), "prog.debug", Path::new("/usr/lib/debug"));
+        let c = debuglink_candidates(
+            Path::new("/opt/app/bin/prog"),
+            "prog.debug",
+            Path::new("/usr/lib/debug"),
+        );
         let c: Vec<&str> = c.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(
             c,
@@ -226,7 +240,9 @@ mod tests {
     fn resolves_a_function_of_this_test_binary() {
         let exe = std::env::current_exe().unwrap();
         let image = ElfImage::read(&exe).unwrap();
-        let dwarf = DwarfInfo::load(&image, &exe).unwrap().expect("test binary has DWARF");
+        let dwarf = DwarfInfo::load(&image, &exe)
+            .unwrap()
+            .expect("test binary has DWARF");
         let crc = image
             .symbols
             .iter()
@@ -234,10 +250,19 @@ mod tests {
             .expect("crc32 symbol");
         let frames = dwarf.frames(crc.start).unwrap();
         let outer = frames.last().expect("a frame");
-        assert_eq!(outer.function.as_deref(), Some("lockstep_symbols::dwarf::crc32"));
-        assert!(outer.file.as_deref().unwrap().ends_with("src/dwarf.rs"), "{frames:?}");
+        assert_eq!(
+            outer.function.as_deref(),
+            Some("lockstep_symbols::dwarf::crc32")
+        );
+        assert!(
+            outer.file.as_deref().unwrap().ends_with("src/dwarf.rs"),
+            "{frames:?}"
+        );
         assert!(outer.line.is_some());
-        assert!(dwarf.frames(u64::MAX - 16).unwrap().is_empty(), "nothing up there");
+        assert!(
+            dwarf.frames(u64::MAX - 16).unwrap().is_empty(),
+            "nothing up there"
+        );
         let table = SymbolTable::new(image.symbols.clone());
         assert!(table.len() > 0);
         assert!(file_offset_to_vaddr(&image.segments, 0).is_some());
@@ -253,7 +278,9 @@ mod tests {
             }
         }
         let err = DwarfInfo::load(&image, &exe).err().expect("compressed");
-        assert!(matches!(err, SymbolError::CompressedDwarf { ref section, .. } if section == ".debug_line"));
+        assert!(
+            matches!(err, SymbolError::CompressedDwarf { ref section, .. } if section == ".debug_line")
+        );
         image.sections.retain(|s| s.name != ".debug_info");
         assert!(DwarfInfo::load(&image, &exe).unwrap().is_none());
     }

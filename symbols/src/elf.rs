@@ -220,10 +220,26 @@ mod tests {
     /// The segments of a typical PIE built by GNU ld.
     fn pie() -> Vec<Segment> {
         vec![
-            Segment { offset: 0, filesz: 0x628, vaddr: 0 },
-            Segment { offset: 0x1000, filesz: 0x1c5, vaddr: 0x1000 },
-            Segment { offset: 0x2000, filesz: 0x10c, vaddr: 0x2000 },
-            Segment { offset: 0x2db8, filesz: 0x260, vaddr: 0x3db8 },
+            Segment {
+                offset: 0,
+                filesz: 0x628,
+                vaddr: 0,
+            },
+            Segment {
+                offset: 0x1000,
+                filesz: 0x1c5,
+                vaddr: 0x1000,
+            },
+            Segment {
+                offset: 0x2000,
+                filesz: 0x10c,
+                vaddr: 0x2000,
+            },
+            Segment {
+                offset: 0x2db8,
+                filesz: 0x260,
+                vaddr: 0x3db8,
+            },
         ]
     }
 
@@ -232,7 +248,11 @@ mod tests {
         let segs = pie();
         assert_eq!(file_offset_to_vaddr(&segs, 0x1139), Some(0x1139));
         assert_eq!(file_offset_to_vaddr(&segs, 0x2dc0), Some(0x3dc0));
-        let nopie = [Segment { offset: 0x1000, filesz: 0x200, vaddr: 0x401000 }];
+        let nopie = [Segment {
+            offset: 0x1000,
+            filesz: 0x200,
+            vaddr: 0x401000,
+        }];
         assert_eq!(file_offset_to_vaddr(&nopie, 0x1010), Some(0x401010));
     }
 
@@ -242,7 +262,11 @@ mod tests {
         // Past p_filesz of the text segment but in its last page.
         assert_eq!(file_offset_to_vaddr(&segs, 0x1f00), Some(0x1f00));
         // Before p_offset of a segment but in its first page.
-        let head = [Segment { offset: 0x1100, filesz: 0x100, vaddr: 0x401100 }];
+        let head = [Segment {
+            offset: 0x1100,
+            filesz: 0x100,
+            vaddr: 0x401100,
+        }];
         assert_eq!(file_offset_to_vaddr(&head, 0x1010), Some(0x401010));
         assert_eq!(file_offset_to_vaddr(&segs, 0x9000), None);
         assert_eq!(file_offset_to_vaddr(&[], 0), None);
@@ -252,9 +276,16 @@ mod tests {
     fn debuglink_has_name_and_crc() {
         let mut data = b"prog.debug\0\0".to_vec();
         data.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
-        assert_eq!(parse_debuglink(&data), Some(("prog.debug".to_owned(), 0xdead_beef)));
+        assert_eq!(
+            parse_debuglink(&data),
+            Some(("prog.debug".to_owned(), 0xdead_beef))
+        );
         assert_eq!(parse_debuglink(b"abc\0"), None, "no CRC");
-        assert_eq!(parse_debuglink(b"\0\0\0\0\x01\x02\x03\x04"), None, "no name");
+        assert_eq!(
+            parse_debuglink(b"\0\0\0\0\x01\x02\x03\x04"),
+            None,
+            "no name"
+        );
     }
 
     #[test]

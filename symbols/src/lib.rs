@@ -34,6 +34,8 @@
 //! }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod dwarf;
 mod elf;
 mod maps;

@@ -126,11 +126,23 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn find_mapping_uses_half_open_ranges() {
         let maps = parse_proc_maps(SAMPLE);
-        assert_eq!(find_mapping(&maps, 0x55d4c8a01000).unwrap().file_offset, 0x1000);
-        assert_eq!(find_mapping(&maps, 0x55d4c8a01fff).unwrap().file_offset, 0x1000);
-        assert_eq!(find_mapping(&maps, 0x55d4c8a02000).unwrap().file_offset, 0x2000);
+        assert_eq!(
+            find_mapping(&maps, 0x55d4c8a01000).unwrap().file_offset,
+            0x1000
+        );
+        assert_eq!(
+            find_mapping(&maps, 0x55d4c8a01fff).unwrap().file_offset,
+            0x1000
+        );
+        assert_eq!(
+            find_mapping(&maps, 0x55d4c8a02000).unwrap().file_offset,
+            0x2000
+        );
         assert!(find_mapping(&maps, 0x55d4c8a03000).is_none());
-        assert!(find_mapping(&maps, 0x7ffd1d9d0000).is_none(), "[vdso] is not file-backed");
+        assert!(
+            find_mapping(&maps, 0x7ffd1d9d0000).is_none(),
+            "[vdso] is not file-backed"
+        );
         assert!(find_mapping(&maps, 0).is_none());
     }
 
@@ -142,6 +154,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let exe = exe.to_str().expect("utf-8 exe path");
         assert!(maps.iter().any(|m| m.path == exe), "{exe} not in {maps:?}");
         let here = parse_proc_maps as fn(&str) -> Vec<Mapping> as usize as u64;
-        assert_eq!(find_mapping(&maps, here).map(|m| m.path.as_str()), Some(exe));
+        assert_eq!(
+            find_mapping(&maps, here).map(|m| m.path.as_str()),
+            Some(exe)
+        );
     }
 }

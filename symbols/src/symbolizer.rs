@@ -103,7 +103,11 @@ impl Module {
             Some(dwarf) => dwarf.frames(vaddr).unwrap_or_default(),
             None => Vec::new(),
         };
-        let symbol = || self.symbols.lookup(vaddr).map(|raw| demangle(raw).into_owned());
+        let symbol = || {
+            self.symbols
+                .lookup(vaddr)
+                .map(|raw| demangle(raw).into_owned())
+        };
         if sourced.is_empty() {
             return vec![bare_frame(module, vaddr, symbol())];
         }
@@ -114,7 +118,9 @@ impl Module {
             .map(|(i, s)| Frame {
                 // A line without a function (assembly, stripped DIEs): the
                 // outermost frame still gets the symbol's name.
-                function: s.function.or_else(|| if i == last { symbol() } else { None }),
+                function: s
+                    .function
+                    .or_else(|| if i == last { symbol() } else { None }),
                 file: s.file,
                 line: s.line,
                 column: s.column,
@@ -171,7 +177,8 @@ impl Symbolizer {
         let Some(mapping) = find_mapping(maps, addr) else {
             return Vec::new();
         };
-        let offset = addr - mapping.start + mapping.file_offset;
+        // Wrapping: a nonsensical mapping must not panic, only resolve nowhere.
+        let offset = (addr - mapping.start).wrapping_add(mapping.file_offset);
         let path = mapping.path.as_str();
         if let Some(frames) = self.memo_hit(path, offset) {
             return frames;

@@ -69,7 +69,9 @@ impl SymbolTable {
     pub fn lookup(&self, vaddr: u64) -> Option<&str> {
         let below = self.entries.partition_point(|e| e.start <= vaddr);
         let lowest = below.saturating_sub(MAX_BACKTRACK);
-        let hit = (lowest..below).rev().find(|&i| vaddr < self.entries[i].end)?;
+        let hit = (lowest..below)
+            .rev()
+            .find(|&i| vaddr < self.entries[i].end)?;
         let start = self.entries[hit].start;
         // The best-ranked alias at that start that also contains `vaddr`.
         (lowest..=hit)
@@ -156,7 +158,11 @@ mod tests {
         let t = table();
         assert_eq!(t.lookup(0x12ff), Some("asm_entry"));
         assert_eq!(t.lookup(0x1300), Some("asm_tail"));
-        assert_eq!(t.lookup(0x13ff), Some("asm_tail"), "stops at the next symbol");
+        assert_eq!(
+            t.lookup(0x13ff),
+            Some("asm_tail"),
+            "stops at the next symbol"
+        );
         let t = SymbolTable::new(vec![sym("last", 0x1f00, 0, STB_GLOBAL)]);
         assert_eq!(t.lookup(0x1fff), Some("last"));
         assert_eq!(t.lookup(0x2000), None, "stops at the section end");
@@ -166,7 +172,11 @@ mod tests {
     fn nested_symbols_resolve_to_the_innermost_then_the_outer() {
         let t = table();
         assert_eq!(t.lookup(0x1425), Some("inner"));
-        assert_eq!(t.lookup(0x1430), Some("outer"), "past inner, still in outer");
+        assert_eq!(
+            t.lookup(0x1430),
+            Some("outer"),
+            "past inner, still in outer"
+        );
         assert_eq!(t.lookup(0x1500), None);
     }
 
@@ -175,7 +185,12 @@ mod tests {
         let t = SymbolTable::new(vec![
             sym("main", 0x1000, 0x80, STB_GLOBAL),
             sym("_ZN3foo3barEv", 0x1100, 0x20, STB_GLOBAL),
-            sym("_ZN5crate4step17h0123456789abcdefE", 0x1200, 0x30, STB_GLOBAL),
+            sym(
+                "_ZN5crate4step17h0123456789abcdefE",
+                0x1200,
+                0x30,
+                STB_GLOBAL,
+            ),
         ]);
         assert_eq!(t.by_name("main"), Some((0x1000, 0x80)));
         assert_eq!(t.by_name("foo::bar()"), Some((0x1100, 0x20)));
@@ -187,7 +202,10 @@ mod tests {
     #[test]
     fn demangles_rust_and_cpp_and_leaves_c_alone() {
         assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
-        assert_eq!(demangle("_ZN5crate4step17h0123456789abcdefE"), "crate::step");
+        assert_eq!(
+            demangle("_ZN5crate4step17h0123456789abcdefE"),
+            "crate::step"
+        );
         assert_eq!(demangle("pthread_mutex_lock"), "pthread_mutex_lock");
     }
 

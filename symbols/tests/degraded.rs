@@ -17,20 +17,16 @@ use lockstep_symbols::{Mapping, Symbolizer};
 fn original(name: &str) -> (PathBuf, PathBuf, Run) {
     let dir = scratch(name);
     let exe = dir.join("callsites");
-    gcc(&["-g", "-O0", "-I.", "callsites.c", "-o", exe.to_str().unwrap()]);
+    gcc(&[
+        "-g",
+        "-O0",
+        "-I.",
+        "callsites.c",
+        "-o",
+        exe.to_str().unwrap(),
+    ]);
     let run = run(&exe);
     (dir, exe, run)
-}
-
-/// `maps` with every mapping of `from` pointing at `to` instead.
-fn retarget(maps: &[Mapping], from: &Path, to: &Path) -> Vec<Mapping> {
-    let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
-    maps.iter()
-        .map(|m| Mapping {
-            path: if m.path == from { to.to_owned() } else { m.path.clone() },
-            ..m.clone()
-        })
-        .collect()
 }
 
 /// Asserts that the `main` call site resolves with full DWARF information.
@@ -38,7 +34,13 @@ fn assert_main_has_lines(sym: &mut Symbolizer, maps: &[Mapping], run: &Run, modu
     let src = fixture("callsites.c");
     let frames = sym.symbolize_return_address(maps, run.site("main"));
     assert_eq!(frames.len(), 1, "{}", show(&frames));
-    assert_frame(&frames[0], "main", &src, marker_line(&src, "CALL-SITE-MAIN"), module);
+    assert_frame(
+        &frames[0],
+        "main",
+        &src,
+        marker_line(&src, "CALL-SITE-MAIN"),
+        module,
+    );
     let inline = sym.symbolize_return_address(maps, run.site("inline"));
     assert_eq!(inline.len(), 2, "{}", show(&inline));
 }
@@ -47,7 +49,12 @@ fn assert_main_has_lines(sym: &mut Symbolizer, maps: &[Mapping], run: &Run, modu
 fn assert_symbol_only(sym: &mut Symbolizer, maps: &[Mapping], addr: u64, function: &str) {
     let frames = sym.symbolize_return_address(maps, addr);
     assert_eq!(frames.len(), 1, "{}", show(&frames));
-    assert_eq!(frames[0].function.as_deref(), Some(function), "{}", show(&frames));
+    assert_eq!(
+        frames[0].function.as_deref(),
+        Some(function),
+        "{}",
+        show(&frames)
+    );
     assert_eq!((frames[0].file.as_deref(), frames[0].line), (None, None));
     assert!(!frames[0].inlined);
 }
@@ -56,7 +63,15 @@ fn assert_symbol_only(sym: &mut Symbolizer, maps: &[Mapping], addr: u64, functio
 fn stripped_of_debug_info_names_functions_from_symtab() {
     let (dir, exe, run) = original("strip-debug");
     let stripped = dir.join("stripped");
-    tool("strip", &["--strip-debug", exe.to_str().unwrap(), "-o", stripped.to_str().unwrap()]);
+    tool(
+        "strip",
+        &[
+            "--strip-debug",
+            exe.to_str().unwrap(),
+            "-o",
+            stripped.to_str().unwrap(),
+        ],
+    );
     let maps = retarget(&run.maps, &exe, &stripped);
     let mut sym = Symbolizer::with_debug_root(dir.join("no-debug-root"));
     assert_symbol_only(&mut sym, &maps, run.site("main"), "main");
@@ -72,7 +87,15 @@ fn stripped_of_everything_gives_module_and_offset() {
     let known = full.symbolize_return_address(&run.maps, run.site("main"));
 
     let stripped = dir.join("stripped");
-    tool("strip", &["--strip-all", exe.to_str().unwrap(), "-o", stripped.to_str().unwrap()]);
+    tool(
+        "strip",
+        &[
+            "--strip-all",
+            exe.to_str().unwrap(),
+            "-o",
+            stripped.to_str().unwrap(),
+        ],
+    );
     let maps = retarget(&run.maps, &exe, &stripped);
     let mut sym = Symbolizer::with_debug_root(dir.join("no-debug-root"));
     let frames = sym.symbolize_return_address(&maps, run.site("main"));
@@ -80,8 +103,13 @@ fn stripped_of_everything_gives_module_and_offset() {
     assert_eq!(frames[0].function, None, "{}", show(&frames));
     assert_eq!(frames[0].file, None);
     assert_eq!(frames[0].module, stripped.to_str().unwrap());
-    assert_eq!(frames[0].module_offset, known[0].module_offset, "still the link-time address");
-    assert!(frames[0].to_string().starts_with(stripped.to_str().unwrap()));
+    assert_eq!(
+        frames[0].module_offset, known[0].module_offset,
+        "still the link-time address"
+    );
+    assert!(frames[0]
+        .to_string()
+        .starts_with(stripped.to_str().unwrap()));
 }
 
 /// `objcopy --only-keep-debug` + `strip --strip-debug`: the program keeps
@@ -89,7 +117,11 @@ fn stripped_of_everything_gives_module_and_offset() {
 fn split_debug(dir: &Path, exe: &Path) -> (PathBuf, PathBuf) {
     let debug = dir.join("callsites.debug");
     let stripped = dir.join("split");
-    let (e, d, s) = (exe.to_str().unwrap(), debug.to_str().unwrap(), stripped.to_str().unwrap());
+    let (e, d, s) = (
+        exe.to_str().unwrap(),
+        debug.to_str().unwrap(),
+        stripped.to_str().unwrap(),
+    );
     tool("objcopy", &["--only-keep-debug", e, d]);
     tool("strip", &["--strip-debug", e, "-o", s]);
     (debug, stripped)
@@ -101,7 +133,14 @@ fn separate_debug_file_by_debuglink() {
     let (debug, stripped) = split_debug(&dir, &exe);
     let linked = dir.join("linked");
     let link_arg = format!("--add-gnu-debuglink={}", debug.display());
-    tool("objcopy", &[&link_arg, stripped.to_str().unwrap(), linked.to_str().unwrap()]);
+    tool(
+        "objcopy",
+        &[
+            &link_arg,
+            stripped.to_str().unwrap(),
+            linked.to_str().unwrap(),
+        ],
+    );
     let maps = retarget(&run.maps, &exe, &linked);
     let mut sym = Symbolizer::with_debug_root(dir.join("no-debug-root"));
     assert_main_has_lines(&mut sym, &maps, &run, &linked);
@@ -124,7 +163,12 @@ fn separate_debug_file_by_build_id() {
     std::fs::create_dir_all(&slot).unwrap();
     std::fs::rename(&debug, slot.join(format!("{}.debug", &id[2..]))).unwrap();
     let maps = retarget(&run.maps, &exe, &stripped);
-    assert_main_has_lines(&mut Symbolizer::with_debug_root(&root), &maps, &run, &stripped);
+    assert_main_has_lines(
+        &mut Symbolizer::with_debug_root(&root),
+        &maps,
+        &run,
+        &stripped,
+    );
     // Without the root, the same binary only has its symbols.
     let mut without = Symbolizer::with_debug_root(dir.join("elsewhere"));
     assert_symbol_only(&mut without, &maps, run.site("main"), "main");
@@ -137,12 +181,19 @@ fn missing_and_non_elf_files_give_module_and_file_offset() {
     let maps = retarget(&run.maps, &exe, &gone);
     let mut sym = Symbolizer::new();
     let addr = run.site("main");
-    let mapping = maps.iter().find(|m| m.start <= addr && addr < m.end).unwrap().clone();
+    let mapping = maps
+        .iter()
+        .find(|m| m.start <= addr && addr < m.end)
+        .unwrap()
+        .clone();
     let frames = sym.symbolize(&maps, addr);
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0].function, None);
     assert_eq!(frames[0].module, gone.to_str().unwrap());
-    assert_eq!(frames[0].module_offset, addr - mapping.start + mapping.file_offset);
+    assert_eq!(
+        frames[0].module_offset,
+        addr - mapping.start + mapping.file_offset
+    );
     assert!(!sym.problems(gone.to_str().unwrap()).is_empty());
     assert_eq!(sym.function_vaddr(gone.to_str().unwrap(), "main"), None);
 
@@ -150,16 +201,30 @@ fn missing_and_non_elf_files_give_module_and_file_offset() {
     let maps = retarget(&run.maps, &exe, &text);
     let frames = sym.symbolize(&maps, addr);
     assert_eq!(frames.len(), 1);
-    assert_eq!((frames[0].function.as_deref(), frames[0].line), (None, None));
+    assert_eq!(
+        (frames[0].function.as_deref(), frames[0].line),
+        (None, None)
+    );
     let problems = sym.problems(text.to_str().unwrap());
-    assert!(problems.iter().any(|p| p.contains("not a readable ELF")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("not a readable ELF")),
+        "{problems:?}"
+    );
 }
 
 #[test]
 fn a_binary_replaced_at_the_same_path_is_parsed_again() {
     let (dir, exe, run) = original("replaced");
     let stripped = dir.join("stripped");
-    tool("strip", &["--strip-all", exe.to_str().unwrap(), "-o", stripped.to_str().unwrap()]);
+    tool(
+        "strip",
+        &[
+            "--strip-all",
+            exe.to_str().unwrap(),
+            "-o",
+            stripped.to_str().unwrap(),
+        ],
+    );
     let target = dir.join("current");
     let replace_with = |from: &Path| {
         let tmp = dir.join("tmp");

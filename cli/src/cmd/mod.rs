@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod check;
 pub mod events;
 pub mod ps;
 pub mod record;
+pub mod report;
 pub mod summary;
 
 use crate::EXIT_USAGE;

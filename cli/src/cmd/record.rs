@@ -2,35 +2,42 @@
 
 use anyhow::Result;
 use lockstep_recorder::affinity::CpuBinding;
-use lockstep_recorder::{record, RecordConfig, SyncMode};
+use lockstep_recorder::{record, RecordConfig, Recording, SyncMode};
 use std::path::PathBuf;
 
+/// The options of a recording, shared by `record` and `check`.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct RecordOpts {
     /// The trace to write (default: ./lockstep-traces/<program>-<N>.db).
     #[arg(short = 'o', long = "output", value_name = "TRACE")]
-    output: Option<PathBuf>,
+    pub output: Option<PathBuf>,
     /// Overwrite an existing trace.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
     /// The CPU the recording runs on: a number, `auto` (one CPU chosen by
     /// lockstep, the default: ptrace stops are several times cheaper when
     /// tracer and program share a CPU) or `all` (no binding).
     #[arg(long, default_value = "auto", value_parser = parse_cpu)]
-    cpu: CpuBinding,
+    pub cpu: CpuBinding,
     /// How to record pthread synchronization: `auto` (the in-process agent
     /// where it loads), `agent`, or `off` (syscalls only). The breakpoint
     /// mechanism for static binaries (`ptrace`) is not built yet.
     #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "ptrace", "off"])]
-    sync: String,
+    pub sync: String,
     /// End the program when no thread makes progress for this many seconds
     /// and every thread is blocked; the trace gets a snapshot of the hang
-    /// and lockstep exits with status 124. 0 disables.
+    /// and `record` exits with status 124. 0 disables.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    hang_timeout: f64,
+    pub hang_timeout: f64,
     /// Say nothing but errors.
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    opts: RecordOpts,
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -39,19 +46,16 @@ pub struct Args {
 /// The exit status of `record` when the program hung and was killed.
 pub const HANG_EXIT: u8 = 124;
 
-pub fn run(a: Args) -> Result<u8> {
-    let program = a.command[0].clone();
+/// Records `command` as `o` says; returns the recording and the trace path.
+pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
+    let program = command[0].clone();
     // Fail on a missing program before creating anything.
     lockstep_recorder::launch::resolve_program(&program)?;
-    let (output, default) = match a.output {
-        Some(o) => (o, false),
-        None => (crate::paths::new_trace_path(&program)?, true),
-    };
-    if !(a.hang_timeout >= 0.0 && a.hang_timeout.is_finite()) {
-        anyhow::bail!("--hang-timeout: {} is not a number of seconds", a.hang_timeout);
+    if !(o.hang_timeout >= 0.0 && o.hang_timeout.is_finite()) {
+        anyhow::bail!("--hang-timeout: {} is not a number of seconds", o.hang_timeout);
     }
-    let hang_timeout = (a.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(a.hang_timeout));
-    let sync = match a.sync.as_str() {
+    let hang_timeout = (o.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(o.hang_timeout));
+    let sync = match o.sync.as_str() {
         "off" => SyncMode::Off,
         "ptrace" => anyhow::bail!("--sync=ptrace: the breakpoint mechanism is not available in this version"),
         mode => match crate::agent_lib::agent_path()? {
@@ -60,12 +64,24 @@ pub fn run(a: Args) -> Result<u8> {
             None => anyhow::bail!("--sync=agent: this lockstep was built without its agent"),
         },
     };
-    let cfg = RecordConfig { program, args: a.command[1..].to_vec(), output: output.clone(), force: a.force, cpu: a.cpu, sync, hang_timeout };
+    let (output, default) = match &o.output {
+        Some(p) => (p.clone(), false),
+        None => (crate::paths::new_trace_path(&program)?, true),
+    };
+    let cfg = RecordConfig {
+        program,
+        args: command[1..].to_vec(),
+        output: output.clone(),
+        force: o.force,
+        cpu: o.cpu,
+        sync,
+        hang_timeout,
+    };
     let rec = record(&cfg)?;
     if default {
         crate::paths::update_latest(&output)?;
     }
-    if !a.quiet {
+    if !o.quiet {
         eprintln!(
             "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} signals in {:.2}s: {}",
             rec.counts.processes,
@@ -78,7 +94,18 @@ pub fn run(a: Args) -> Result<u8> {
         );
     }
     if rec.hung {
-        eprintln!("lockstep: the program hung (every thread blocked for {:.1}s); it was killed. Run `lockstep report` to see why.", a.hang_timeout);
+        eprintln!(
+            "lockstep: the program hung (every thread blocked for {:.1}s) and was killed; `lockstep report {}` says why",
+            o.hang_timeout,
+            rec.trace.display()
+        );
+    }
+    Ok(rec)
+}
+
+pub fn run(a: Args) -> Result<u8> {
+    let rec = record_with(&a.opts, &a.command)?;
+    if rec.hung {
         return Ok(HANG_EXIT);
     }
     Ok(rec.status.shell_code().clamp(0, 255) as u8)

@@ -26,7 +26,9 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A fresh, empty scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symbols-tests").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("symbols-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir.canonicalize().expect("canonical scratch dir")
@@ -70,11 +72,17 @@ pub struct Run {
 
 impl Run {
     pub fn site(&self, name: &str) -> u64 {
-        *self.sites.get(name).unwrap_or_else(|| panic!("no SITE {name} in {self:?}"))
+        *self
+            .sites
+            .get(name)
+            .unwrap_or_else(|| panic!("no SITE {name} in {self:?}"))
     }
 
     pub fn func(&self, name: &str) -> u64 {
-        *self.funcs.get(name).unwrap_or_else(|| panic!("no FUNC {name} in {self:?}"))
+        *self
+            .funcs
+            .get(name)
+            .unwrap_or_else(|| panic!("no FUNC {name} in {self:?}"))
     }
 
     /// The first mapping of the file at `path`.
@@ -123,7 +131,12 @@ pub fn marker_line(source: &Path, marker: &str) -> u32 {
         .filter(|(_, l)| l.contains(marker))
         .map(|(i, _)| i + 1)
         .collect();
-    assert_eq!(hits.len(), 1, "{marker} must be on exactly one line of {}", source.display());
+    assert_eq!(
+        hits.len(),
+        1,
+        "{marker} must be on exactly one line of {}",
+        source.display()
+    );
     hits[0] as u32
 }
 
@@ -136,13 +149,37 @@ pub fn elf_type(path: &Path) -> u16 {
 /// Asserts that `frame` is `function` at `source:line`, located in `module`.
 pub fn assert_frame(frame: &Frame, function: &str, source: &Path, line: u32, module: &Path) {
     let want_file = source.to_str().unwrap();
-    assert_eq!(frame.function.as_deref(), Some(function), "function of {frame}");
+    assert_eq!(
+        frame.function.as_deref(),
+        Some(function),
+        "function of {frame}"
+    );
     assert_eq!(frame.file.as_deref(), Some(want_file), "file of {frame}");
     assert_eq!(frame.line, Some(line), "line of {frame}");
     assert_eq!(frame.module, module.to_str().unwrap(), "module of {frame}");
 }
 
+/// `maps` with every mapping of `from` pointing at `to` instead (`strip` and
+/// `objcopy` keep loadable segments in place, so one run's addresses stay
+/// valid for every stripped or split variant of its executable).
+pub fn retarget(maps: &[Mapping], from: &Path, to: &Path) -> Vec<Mapping> {
+    let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+    maps.iter()
+        .map(|m| Mapping {
+            path: if m.path == from {
+                to.to_owned()
+            } else {
+                m.path.clone()
+            },
+            ..m.clone()
+        })
+        .collect()
+}
+
 /// Renders frames one per line for assertion messages.
 pub fn show(frames: &[Frame]) -> String {
-    frames.iter().map(|f| format!("\n  {f} [{:#x}]", f.module_offset)).collect()
+    frames
+        .iter()
+        .map(|f| format!("\n  {f} [{:#x}]", f.module_offset))
+        .collect()
 }

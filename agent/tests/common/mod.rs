@@ -1,0 +1,250 @@
+//! The test side of the agent's contract: a stand-in for the recorder.
+//!
+//! It compiles the C programs of `tests/c/` with `gcc -g -O0 -pthread`,
+//! creates a shared-memory file the way the recorder does (sparse file of
+//! `SHM_SIZE` bytes, header with magic, version, ready = 1, seq = 1), runs a
+//! program with `LD_PRELOAD` = the agent built by this same `cargo test` and
+//! `LOCKSTEP_SHM` = the file, and drains the rings while the program runs
+//! (acquire load of `head`, copy, release store of `tail`), then once more
+//! after it exited.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lockstep_agent_abi::{
+    event_offset, ring_header_offset, Event, Header, Op, Phase, RingHeader, MAGIC, MAX_RINGS,
+    SHM_SIZE, VERSION,
+};
+
+/// The agent built for this test run: cargo builds the package's cdylib
+/// next to the test executable's `deps/` directory.
+pub fn agent_so() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    for dir in [deps, deps.parent().expect("profile dir")] {
+        let so = dir.join("liblockstep_agent.so");
+        if so.exists() {
+            return so;
+        }
+    }
+    panic!("liblockstep_agent.so not found next to {}", exe.display());
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Compiles `tests/c/<name>.c` into `dir`.
+pub fn compile(name: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(format!("{name}.c"));
+    let exe = dir.join(name);
+    let out = Command::new("gcc")
+        .args(["-g", "-O0", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(out.status.success(), "gcc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+/// One drained event and the ring it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Got {
+    pub ring: usize,
+    pub ev: Event,
+}
+
+impl Got {
+    pub fn op(&self) -> Op {
+        Op::from_code(self.ev.op).unwrap_or_else(|| panic!("bad op code {}", self.ev.op))
+    }
+    pub fn phase(&self) -> Phase {
+        Phase::from_code(self.ev.phase).unwrap_or_else(|| panic!("bad phase {}", self.ev.phase))
+    }
+}
+
+/// The recorder's side of the shared-memory file.
+pub struct Shm {
+    pub path: PathBuf,
+    base: *mut u8,
+}
+
+impl Shm {
+    /// Creates the file in `dir` and initialises its header; `magic` lets a
+    /// test make an invalid one.
+    pub fn create(dir: &Path, magic: u64) -> Shm {
+        let path = dir.join("lockstep.shm");
+        let file = std::fs::File::create(&path).expect("create shm file");
+        file.set_len(SHM_SIZE as u64).expect("ftruncate");
+        use std::os::fd::AsRawFd;
+        // SAFETY: maps the whole file we just sized; shared so the agent's
+        // writes are visible.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SHM_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap shm");
+        let base = base.cast::<u8>();
+        // SAFETY: the header is at offset 0 of a zeroed mapping.
+        unsafe {
+            let h = base.cast::<Header>();
+            std::ptr::addr_of_mut!((*h).magic).write(magic);
+            std::ptr::addr_of_mut!((*h).version).write(VERSION);
+            (*h).seq.store(1, Ordering::SeqCst);
+            (*h).ready.store(1, Ordering::Release);
+        }
+        Shm { path, base }
+    }
+
+    pub fn valid(dir: &Path) -> Shm {
+        Shm::create(dir, MAGIC)
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: mapped for the life of self.
+        unsafe { &*self.base.cast::<Header>() }
+    }
+
+    pub fn ring(&self, i: usize) -> &RingHeader {
+        // SAFETY: i < MAX_RINGS is checked by callers; inside the mapping.
+        unsafe { &*self.base.add(ring_header_offset(i)).cast::<RingHeader>() }
+    }
+
+    /// Rings claimed so far (capped at MAX_RINGS).
+    pub fn rings(&self) -> usize {
+        (self.header().rings_claimed.load(Ordering::Acquire) as usize).min(MAX_RINGS)
+    }
+
+    /// Moves every published event into `out`; returns how many.
+    pub fn drain(&self, out: &mut Vec<Got>) -> usize {
+        let mut n = 0;
+        for i in 0..self.rings() {
+            let r = self.ring(i);
+            let head = r.head.load(Ordering::Acquire);
+            let mut tail = r.tail.load(Ordering::Relaxed);
+            while tail < head {
+                // SAFETY: slot `tail` was published by the release store of
+                // `head`; it is inside the mapping.
+                let ev = unsafe { std::ptr::read(self.base.add(event_offset(i, tail as usize)).cast::<Event>()) };
+                out.push(Got { ring: i, ev });
+                tail += 1;
+                n += 1;
+            }
+            r.tail.store(tail, Ordering::Release);
+        }
+        n
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        // SAFETY: unmaps our own mapping.
+        unsafe { libc::munmap(self.base.cast(), SHM_SIZE) };
+    }
+}
+
+/// What a run produced.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub pid: i32,
+    pub events: Vec<Got>,
+}
+
+impl Run {
+    /// The `name=value` lines of the program's output.
+    pub fn values(&self) -> BTreeMap<String, String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    }
+
+    /// A printed address or number (`0x...` or decimal).
+    pub fn value(&self, key: &str) -> u64 {
+        let v = self.values().remove(key).unwrap_or_else(|| panic!("{key} not printed:\n{}", self.stdout));
+        match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+            None => v.parse().expect("number"),
+        }
+    }
+
+    pub fn count(&self, op: Op, phase: Phase) -> usize {
+        self.events.iter().filter(|g| g.op() == op && g.phase() == phase).count()
+    }
+}
+
+/// Runs `exe args` with the agent preloaded; `shm` None leaves
+/// `LOCKSTEP_SHM` unset (inert agent), `preload` false runs it natively.
+/// Rings are drained while it runs.
+pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
+    let out_path = exe.with_extension(format!("out{}", std::process::id()));
+    let out = std::fs::File::create(&out_path).expect("stdout file");
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(out).stderr(Stdio::inherit()).env_remove("LOCKSTEP_SHM").env_remove("LD_PRELOAD");
+    if preload {
+        cmd.env("LD_PRELOAD", agent_so());
+    }
+    if let Some(shm) = shm {
+        cmd.env("LOCKSTEP_SHM", &shm.path);
+    }
+    let mut child = cmd.spawn().expect("spawn program");
+    let mut events = Vec::new();
+    let status = loop {
+        let drained = shm.map_or(0, |s| s.drain(&mut events));
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if drained == 0 {
+            if shm.is_some() {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    if let Some(shm) = shm {
+        shm.drain(&mut events);
+    }
+    let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
+    Run { status, stdout, pid: child.id() as i32, events }
+}
+
+/// Checks the invariants every recording must keep: unique seqs, every
+/// ring in seq order, ring headers matching their events' pid/tid.
+pub fn check_order(shm: &Shm, events: &[Got]) {
+    let mut seqs: Vec<u64> = events.iter().map(|g| g.ev.seq).collect();
+    seqs.sort_unstable();
+    let before = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), before, "duplicate seq numbers");
+    assert!(seqs.first().map_or(true, |&s| s >= 1), "seq 0 was drawn (header seq starts at 1)");
+    let mut last: BTreeMap<(i32, i32), u64> = BTreeMap::new();
+    let mut ring_last: BTreeMap<usize, u64> = BTreeMap::new();
+    for g in events {
+        let ring = shm.ring(g.ring);
+        assert_eq!(ring.pid.load(Ordering::Relaxed), g.ev.pid, "ring {} pid", g.ring);
+        assert_eq!(ring.tid.load(Ordering::Relaxed), g.ev.tid, "ring {} tid", g.ring);
+        for prev in [last.insert((g.ev.pid, g.ev.tid), g.ev.seq), ring_last.insert(g.ring, g.ev.seq)] {
+            if let Some(prev) = prev {
+                assert!(prev < g.ev.seq, "thread {} events out of order: {prev} then {}", g.ev.tid, g.ev.seq);
+            }
+        }
+    }
+}
