@@ -35,6 +35,12 @@ fn main() {
         .env("RUSTFLAGS", "-C force-frame-pointers=yes")
         .status()
         .expect("run cargo for the agent");
-    assert!(status.success(), "building the agent failed");
+    // A broken agent must not stop lockstep from building: it then records
+    // without sync events, and the tests that need them fail loudly.
+    if !status.success() {
+        println!("cargo:warning=building the agent failed: lockstep will record without sync events");
+        std::fs::write(&dest, b"").unwrap();
+        return;
+    }
     std::fs::copy(target_dir.join("release/liblockstep_agent.so"), &dest).expect("copy the agent");
 }
