@@ -4,24 +4,33 @@
 
 use lockstep_analysis::finding::{Locator, SourcePos};
 use lockstep_trace::{Mapping, Pid, Seq, TraceReader};
+use lockstep_symbols::Symbolizer;
 use std::collections::HashMap;
 
 /// A [`Locator`] over one trace.
 pub struct TraceLocator<'t> {
     trace: &'t TraceReader,
-    maps: HashMap<i32, Vec<(Seq, Vec<Mapping>)>>,
+    maps: HashMap<i32, Vec<(Seq, Vec<lockstep_symbols::Mapping>)>>,
     memo: HashMap<(i32, u64, u64), SourcePos>,
+    symbols: Symbolizer,
+}
+
+fn convert(m: Mapping) -> lockstep_symbols::Mapping {
+    lockstep_symbols::Mapping { start: m.start, end: m.end, file_offset: m.file_offset, path: m.path }
 }
 
 impl<'t> TraceLocator<'t> {
     pub fn new(trace: &'t TraceReader) -> Self {
-        TraceLocator { trace, maps: HashMap::new(), memo: HashMap::new() }
+        TraceLocator { trace, maps: HashMap::new(), memo: HashMap::new(), symbols: Symbolizer::new() }
     }
 
     /// The index of `pid`'s mapping snapshot in force at `seq`.
     fn snapshot(&mut self, pid: i32, seq: u64) -> Option<usize> {
         let trace = self.trace;
-        let snaps = self.maps.entry(pid).or_insert_with(|| trace.mappings(Pid(pid)).unwrap_or_default());
+        let snaps = self.maps.entry(pid).or_insert_with(|| {
+            let snaps = trace.mappings(Pid(pid)).unwrap_or_default();
+            snaps.into_iter().map(|(s, ms)| (s, ms.into_iter().map(convert).collect())).collect()
+        });
         // The latest snapshot taken before `seq`, or the first one (code
         // mapped before the first snapshot stays mapped).
         snaps.iter().rposition(|(s, _)| s.0 <= seq).or(if snaps.is_empty() { None } else { Some(0) })
@@ -36,15 +45,16 @@ impl Locator for TraceLocator<'_> {
         if let Some(p) = self.memo.get(&(pid, snap, ra)) {
             return p.clone();
         }
-        let pos = match maps.iter().find(|m| ra >= m.start && ra < m.end) {
-            Some(m) => SourcePos {
-                function: Some(format!(
-                    "{}+{:#x}",
-                    std::path::Path::new(&m.path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-                    ra - m.start + m.file_offset
-                )),
-                file: None,
-                line: None,
+        let frames = self.symbols.symbolize_return_address(maps, ra);
+        // The innermost frame is the call site itself (inlined or not).
+        let pos = match frames.first() {
+            Some(f) => SourcePos {
+                function: Some(f.function.clone().unwrap_or_else(|| {
+                    let module = std::path::Path::new(&f.module).file_name().map(|n| n.to_string_lossy().into_owned());
+                    format!("{}+{:#x}", module.unwrap_or_default(), f.module_offset)
+                })),
+                file: f.file.clone(),
+                line: f.line,
             },
             None => SourcePos::default(),
         };

@@ -31,6 +31,8 @@ enum Command {
     Events(cmd::events::Args),
     /// Per-syscall counts, errors and time, like `strace -c`.
     Summary(cmd::summary::Args),
+    /// List the synchronization objects of a trace and who used them.
+    Locks(cmd::locks::Args),
     /// Analyse a trace: deadlocks, lock-order inversions, hangs, lock misuse.
     Report(cmd::report::Args),
     /// Record a program, then report on it (the main job).
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Events(a) => cmd::events::run(a),
         Command::Summary(a) => cmd::summary::run(a),
         Command::Report(a) => cmd::report::run(a),
+        Command::Locks(a) => cmd::locks::run(a),
         Command::Check(a) => cmd::check::run(a),
     };
     match result {

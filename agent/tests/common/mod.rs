@@ -35,9 +35,11 @@ pub fn agent_so() -> PathBuf {
     panic!("liblockstep_agent.so not found next to {}", exe.display());
 }
 
-/// A fresh directory for one test's files.
+/// A fresh directory for one test's files (tests run in parallel).
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
@@ -84,7 +86,13 @@ impl Shm {
     /// test make an invalid one.
     pub fn create(dir: &Path, magic: u64) -> Shm {
         let path = dir.join("lockstep.shm");
-        let file = std::fs::File::create(&path).expect("create shm file");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create shm file");
         file.set_len(SHM_SIZE as u64).expect("ftruncate");
         use std::os::fd::AsRawFd;
         // SAFETY: maps the whole file we just sized; shared so the agent's

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod events;
+pub mod locks;
 pub mod ps;
 pub mod record;
 pub mod report;
