@@ -10,15 +10,12 @@
 //!
 //! The real functions are the `GLIBC_2.3.2` versions (see
 //! [`real`](crate::real)). Waits are cancellation points: a thread
-//! cancelled while waiting unwinds through the interposer, which is
-//! therefore `extern "C-unwind"` and holds nothing that needs cleaning up.
+//! cancelled while waiting unwinds through the interposer (see
+//! [`record`](crate::record) for why that works).
 
 use libc::{c_int, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
-use lockstep_agent_abi::Op;
-
-use crate::frame;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::record::Detail;
+use crate::{intercept, real};
 
 /// The wait's detail: the condition variable and its mutex.
 fn wait_detail(c: *const pthread_cond_t, m: *const pthread_mutex_t) -> Detail {
@@ -28,37 +25,25 @@ fn wait_detail(c: *const pthread_cond_t, m: *const pthread_mutex_t) -> Detail {
 /// `pthread_cond_init`: `Done`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_cond_init(c: *mut pthread_cond_t, a: *const pthread_condattr_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::CondInit, Shape::Done, Conv::Code, || Detail::obj(c), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_cond_init(c, a) }
-    })
+    intercept!(CondInit, Done, Code, Detail::obj(c), real::pthread_cond_init(c, a))
 }
 
 /// `pthread_cond_wait`: `Request`, then `Acquired` (or `Failed`), with
 /// `obj` = cond and `arg` = mutex.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn pthread_cond_wait(c: *mut pthread_cond_t, m: *mut pthread_mutex_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::CondWait, Shape::Blocking, Conv::Code, || wait_detail(c, m), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_cond_wait(c, m) }
-    })
+pub unsafe extern "C" fn pthread_cond_wait(c: *mut pthread_cond_t, m: *mut pthread_mutex_t) -> c_int {
+    intercept!(CondWait, Blocking, Code, wait_detail(c, m), real::pthread_cond_wait(c, m))
 }
 
 /// `pthread_cond_timedwait`: `Request`, then `Acquired` or `Failed`
 /// (ETIMEDOUT), with `obj` = cond and `arg` = mutex.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn pthread_cond_timedwait(
+pub unsafe extern "C" fn pthread_cond_timedwait(
     c: *mut pthread_cond_t,
     m: *mut pthread_mutex_t,
     t: *const timespec,
 ) -> c_int {
-    let f = frame!();
-    record::call(f, Op::CondTimedwait, Shape::Blocking, Conv::Code, || wait_detail(c, m), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_cond_timedwait(c, m, t) }
-    })
+    intercept!(CondTimedwait, Blocking, Code, wait_detail(c, m), real::pthread_cond_timedwait(c, m, t))
 }
 
 /// Declares the cond interposers that take only the condition variable.
@@ -67,11 +52,7 @@ macro_rules! cond_calls {
         $(#[$doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(c: *mut pthread_cond_t) -> c_int {
-            let f = frame!();
-            record::call(f, Op::$op, Shape::$shape, Conv::Code, || Detail::obj(c), || {
-                // SAFETY: forwards the caller's argument.
-                unsafe { real::$name(c) }
-            })
+            intercept!($op, $shape, Code, Detail::obj(c), real::$name(c))
         }
     )*};
 }

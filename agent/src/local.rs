@@ -34,6 +34,11 @@ pub struct Local {
     bounds: Cell<Bounds>,
     /// The recorder did not drain this thread's full ring for a second.
     pub stalled: Cell<bool>,
+    /// The ring's `tail` as last read: the producer re-reads the
+    /// consumer-written `tail` only when the ring looks full by it.
+    pub tail_seen: Cell<u64>,
+    /// The thread's `ThreadExit` has been recorded.
+    pub exited: Cell<bool>,
 }
 
 thread_local! {
@@ -44,6 +49,8 @@ thread_local! {
             tid: Cell::new(0),
             bounds: Cell::new(Bounds::UNKNOWN),
             stalled: Cell::new(false),
+            tail_seen: Cell::new(0),
+            exited: Cell::new(false),
         }
     };
 }
@@ -65,6 +72,16 @@ pub fn pid() -> i32 {
 }
 
 impl Local {
+    /// The calling thread's state.
+    #[inline(always)]
+    pub fn current() -> &'static Local {
+        // SAFETY: LOCAL has a const initializer and no destructor, so its
+        // storage is valid and initialised for the thread's whole life. The
+        // 'static reference cannot leave the thread (Local is !Sync, so
+        // &Local is !Send) and is only held for the duration of a call.
+        LOCAL.with(|local| unsafe { &*(local as *const Local) })
+    }
+
     /// Enters the agent's recording code; false if the thread is already in
     /// it (the caller must then not record).
     #[inline(always)]
@@ -127,6 +144,7 @@ impl Local {
         match shm.claim(pid(), self.tid()) {
             Some(ring) => {
                 self.ring.set(ring);
+                self.tail_seen.set(0);
                 Some(ring)
             }
             None => {
@@ -150,6 +168,7 @@ impl Local {
         self.tid.set(0);
         self.stalled.set(false);
         self.busy.set(false);
+        self.exited.set(false);
     }
 }
 

@@ -5,22 +5,24 @@
 //! field (an `int` at byte offset 16 of `pthread_mutex_t` on x86-64):
 //! bits 0-1 the type (0 normal, 1 recursive, 2 errorcheck, 3 adaptive),
 //! 0x10 robust, 0x20 PRIO_INHERIT, 0x40 PRIO_PROTECT. For PRIO_PROTECT
-//! mutexes `arg2` holds the priority ceiling, which glibc keeps in the bits
-//! 19-31 of `__kind`. The field is read before the real call (an unlock may
-//! let another thread destroy the mutex).
+//! mutexes `arg2` holds the priority ceiling, which glibc keeps in bits
+//! 19-31 of `__lock` (the first int; its low bits are the lock word, the
+//! ceiling bits only change with pthread_mutex_setprioceiling). Both are
+//! read before the real call (an unlock may let another thread destroy the
+//! mutex).
 
 use libc::{c_int, pthread_mutex_t, pthread_mutexattr_t, timespec};
 use lockstep_agent_abi::{Op, Phase};
 
-use crate::frame;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::record::{self, Detail, Shape};
+use crate::{frame, intercept, real};
 
-/// Byte offset of `__kind` in glibc's x86-64 `pthread_mutex_t`.
+/// Byte offsets of `__lock` and `__kind` in glibc's x86-64 `pthread_mutex_t`.
+const LOCK_OFFSET: usize = 0;
 const KIND_OFFSET: usize = 16;
 /// glibc's PTHREAD_MUTEX_PRIO_PROTECT_NP bit of `__kind`.
 const KIND_PRIO_PROTECT: u32 = 64;
-/// glibc's PTHREAD_MUTEX_PRIO_CEILING_SHIFT / _MASK.
+/// glibc's PTHREAD_MUTEX_PRIO_CEILING_SHIFT / _MASK (bits of `__lock`).
 const CEILING_SHIFT: u32 = 19;
 const CEILING_MASK: u32 = 0xfff8_0000;
 
@@ -30,11 +32,14 @@ fn describe(m: *const pthread_mutex_t) -> Detail {
     if m.is_null() {
         return Detail::default();
     }
-    // SAFETY: `m` is the caller's mutex, non-null, which the real function
-    // is about to access as a pthread_mutex_t (40 bytes, 8-aligned), so its
-    // `__kind` int at offset 16 is readable.
-    let kind = unsafe { core::ptr::read_volatile(m.cast::<u8>().add(KIND_OFFSET).cast::<i32>()) } as u32;
-    let ceiling = if kind & KIND_PRIO_PROTECT != 0 { (kind & CEILING_MASK) >> CEILING_SHIFT } else { 0 };
+    let field = |offset: usize| {
+        // SAFETY: `m` is the caller's mutex, non-null, which the real
+        // function is about to access as a pthread_mutex_t (40 bytes,
+        // 8-aligned), so its ints at offsets 0 and 16 are readable.
+        unsafe { core::ptr::read_volatile(m.cast::<u8>().add(offset).cast::<i32>()) as u32 }
+    };
+    let kind = field(KIND_OFFSET);
+    let ceiling = if kind & KIND_PRIO_PROTECT != 0 { (field(LOCK_OFFSET) & CEILING_MASK) >> CEILING_SHIFT } else { 0 };
     Detail { obj: m as u64, arg: 0, arg2: ceiling as u64, flags: ((kind & 3) | (kind & 0x70)) as u8 }
 }
 
@@ -43,16 +48,11 @@ fn describe(m: *const pthread_mutex_t) -> Detail {
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_init(m: *mut pthread_mutex_t, attr: *const pthread_mutexattr_t) -> c_int {
     let f = frame!();
-    record::session(f, Op::MutexInit, || Detail::obj(m), |rec| {
-        let Some(rec) = rec else {
-            // SAFETY: forwards the caller's arguments.
-            return unsafe { real::pthread_mutex_init(m, attr) };
-        };
-        rec.leave();
-        // SAFETY: forwards the caller's arguments.
-        let r = unsafe { real::pthread_mutex_init(m, attr) };
+    let rec = record::begin(f, Op::MutexInit, Shape::Done, || Detail::obj(m));
+    // SAFETY: forwards the caller's arguments.
+    let r = unsafe { real::pthread_mutex_init(m, attr) };
+    if let Some(mut rec) = rec {
         let err = record::errno();
-        rec.reenter();
         if r == 0 {
             let d = describe(m);
             rec.ev.flags = d.flags;
@@ -68,11 +68,10 @@ pub unsafe extern "C" fn pthread_mutex_init(m: *mut pthread_mutex_t, attr: *cons
             }
             rec.ev.arg = (kind as u32 as u64) | ((protocol as u32 as u64) << 32);
         }
-        rec.emit(Phase::Done, r);
-        rec.leave();
         record::set_errno(err);
-        r
-    })
+        rec.complete(Phase::Done, r);
+    }
+    r
 }
 
 /// Declares mutex interposers that take only the mutex.
@@ -81,11 +80,7 @@ macro_rules! mutex_calls {
         $(#[$doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(m: *mut pthread_mutex_t) -> c_int {
-            let f = frame!();
-            record::call(f, Op::$op, Shape::$shape, Conv::Code, || describe(m), || {
-                // SAFETY: forwards the caller's argument.
-                unsafe { real::$name(m) }
-            })
+            intercept!($op, $shape, Code, describe(m), real::$name(m))
         }
     )*};
 }
@@ -107,11 +102,7 @@ mutex_calls! {
 /// `Request`, then `Acquired` or `Failed` (ETIMEDOUT).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_timedlock(m: *mut pthread_mutex_t, t: *const timespec) -> c_int {
-    let f = frame!();
-    record::call(f, Op::MutexTimedlock, Shape::Blocking, Conv::Code, || describe(m), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_mutex_timedlock(m, t) }
-    })
+    intercept!(MutexTimedlock, Blocking, Code, describe(m), real::pthread_mutex_timedlock(m, t))
 }
 
 /// Declares the `pthread_mutexattr_set*` interposers: `Done` with
@@ -121,12 +112,7 @@ macro_rules! mutexattr_calls {
         #[doc = concat!("`", stringify!($name), "`: `Done`, `obj` = attr, `arg` = the value.")]
         #[no_mangle]
         pub unsafe extern "C" fn $name(a: *mut pthread_mutexattr_t, value: c_int) -> c_int {
-            let f = frame!();
-            let detail = || Detail { arg: value as u32 as u64, ..Detail::obj(a) };
-            record::call(f, Op::$op, Shape::Done, Conv::Code, detail, || {
-                // SAFETY: forwards the caller's arguments.
-                unsafe { real::$name(a, value) }
-            })
+            intercept!($op, Done, Code, Detail { arg: value as u32 as u64, ..Detail::obj(a) }, real::$name(a, value))
         }
     )*};
 }

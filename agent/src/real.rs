@@ -12,8 +12,9 @@
 //! ones, which plain `dlsym` may not return. They are looked up with
 //! `dlvsym(RTLD_NEXT, name, "GLIBC_2.3.2")`, falling back to `dlsym`.
 //!
-//! The pointers use the `"C-unwind"` ABI: cancellation points and
-//! `pthread_exit` unwind (glibc's forced unwinding) through their callers.
+//! The pointers are plain `extern "C"`, never `"C-unwind"`, although
+//! cancellation points and `pthread_exit` do unwind through their callers:
+//! see [`record`](crate::record) for why.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -54,7 +55,7 @@ macro_rules! real {
         #[doc = concat!("Calls the real `", stringify!($name), "`.")]
         #[inline(always)]
         #[allow(clippy::missing_safety_doc)]
-        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             static ADDR: AtomicUsize = AtomicUsize::new(0);
             let mut addr = ADDR.load(Ordering::Relaxed);
             if addr == 0 {
@@ -69,7 +70,7 @@ macro_rules! real {
             }
             // SAFETY: `addr` is the address of the C function `$name`, whose
             // signature is the one declared here.
-            let f: unsafe extern "C-unwind" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(addr) };
+            let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(addr) };
             // SAFETY: the caller passes the arguments its own caller gave to
             // the interposer of the same C signature.
             unsafe { f($($arg),*) }
@@ -148,7 +149,7 @@ real! {
 
 /// Calls the real `pthread_exit`; if it cannot be found, ends the thread
 /// with the raw exit system call (no cleanup handlers, no TLS destructors).
-pub unsafe fn pthread_exit(value: *mut c_void) -> ! {
+pub unsafe extern "C" fn pthread_exit(value: *mut c_void) -> ! {
     static ADDR: AtomicUsize = AtomicUsize::new(0);
     let mut addr = ADDR.load(Ordering::Relaxed);
     if addr == 0 {
@@ -157,7 +158,7 @@ pub unsafe fn pthread_exit(value: *mut c_void) -> ! {
     }
     if addr != 0 {
         // SAFETY: `addr` is glibc's pthread_exit, of this signature.
-        let f: unsafe extern "C-unwind" fn(*mut c_void) -> ! = unsafe { core::mem::transmute(addr) };
+        let f: unsafe extern "C" fn(*mut c_void) -> ! = unsafe { core::mem::transmute(addr) };
         // SAFETY: forwards the interposer's argument.
         unsafe { f(value) }
     }

@@ -2,8 +2,8 @@
 //! an event holds, when its sequence number is drawn, and how the real
 //! call's result becomes a phase and a `ret`.
 //!
-//! Every interposer is one call to [`call`] with a [`Shape`] saying which
-//! events the call makes:
+//! Every interposer is one [`intercept!`] (or [`begin`], the real call,
+//! [`finish`]) with a [`Shape`] saying which events the call makes:
 //!
 //! | shape      | before the real call      | after it                         |
 //! |------------|---------------------------|----------------------------------|
@@ -23,11 +23,25 @@
 //! inside the agent (a signal handler, or malloc called from the agent) is
 //! forwarded without events and counted in `Header::dropped`. errno is
 //! preserved across the recording done after the real call.
+//!
+//! # Unwinding through the agent
+//! glibc ends threads (`pthread_exit`, cancellation in `pthread_cond_wait`,
+//! `sem_wait`, `pthread_join`...) by *forced unwinding*, which walks up
+//! through the interposer's frame (and the thread trampoline's). That works
+//! because no function of the agent has a landing pad: the crate is built
+//! with `panic = "abort"` and every foreign function it calls is declared
+//! `extern "C"` (nounwind), so its frames carry unwind tables but no
+//! personality routine, and the unwinder passes them like C frames without
+//! cleanups. They hold nothing to clean up: `Rec` has no destructor, and the
+//! thread is never left marked busy across a call that can unwind.
+//! Do not declare anything `extern "C-unwind"` here: under panic=abort rustc
+//! wraps such calls in an abort-on-unwind landing pad, and a cancelled
+//! thread would abort the process (`tests/coverage.rs` checks this).
 
 use libc::c_int;
 use lockstep_agent_abi::{Event, Op, Phase};
 
-use crate::local::{Local, LOCAL};
+use crate::local::Local;
 use crate::shm::{self, Shm};
 use crate::stack::{self, Frame};
 
@@ -105,21 +119,23 @@ pub fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
-/// An event being made by the calling thread, which is inside the agent
-/// (busy) while a `Rec` is live and not `left`.
-pub struct Rec<'a> {
+/// An event being made by the calling thread. While `busy` is true the
+/// thread is inside the agent (between [`begin`] and the real call of a
+/// release, or while writing).
+pub struct Rec {
     shm: Shm,
-    local: &'a Local,
+    local: &'static Local,
     ring: u32,
+    busy: bool,
     pub ev: Event,
 }
 
-impl<'a> Rec<'a> {
+impl Rec {
     /// Enters the agent and prepares an event of `op` with the stack of
     /// frame `f`; `None` (the call is to be forwarded unrecorded) if the
     /// thread is already inside the agent or has no ring.
     #[inline(always)]
-    fn open(shm: Shm, local: &'a Local, f: Frame, op: Op, detail: Detail) -> Option<Rec<'a>> {
+    fn open(shm: Shm, local: &'static Local, f: Frame, op: Op, detail: impl FnOnce() -> Detail) -> Option<Rec> {
         if !local.enter() {
             shm.count_dropped();
             return None;
@@ -129,6 +145,7 @@ impl<'a> Rec<'a> {
             local.leave();
             return None;
         };
+        let detail = detail();
         let mut ev = Event {
             pid: crate::local::pid(),
             tid: local.tid(),
@@ -140,44 +157,49 @@ impl<'a> Rec<'a> {
             ..Event::default()
         };
         stack::walk(f, local.bounds(), &mut ev.stack);
-        Some(Rec { shm, local, ring, ev })
+        Some(Rec { shm, local, ring, busy: true, ev })
     }
 
     /// Draws the event's sequence number and time: the event happens now.
     #[inline(always)]
-    pub fn stamp(&mut self) {
+    fn stamp(&mut self) {
         self.ev.seq = self.shm.next_seq();
         self.ev.ts_ns = now_ns();
     }
 
-    /// Writes the event with `phase` and `ret` (stamped earlier).
+    /// Writes the event with `phase` and `ret`.
     #[inline(always)]
-    pub fn publish(&mut self, phase: Phase, ret: i32) {
+    fn publish(&mut self, phase: Phase, ret: i32) {
         self.ev.phase = phase as u8;
         self.ev.ret = ret;
-        self.shm.append(self.ring, &self.ev, &self.local.stalled);
+        self.shm.append(self.ring, &self.ev, self.local);
     }
 
-    /// Stamps and writes the event.
+    /// Leaves the agent, e.g. before a call that may block.
     #[inline(always)]
-    pub fn emit(&mut self, phase: Phase, ret: i32) {
-        self.stamp();
-        self.publish(phase, ret);
-    }
-
-    /// Leaves the agent (before a call that may block, or at the end).
-    #[inline(always)]
-    pub fn leave(&self) {
+    fn leave(&mut self) {
+        self.busy = false;
         self.local.leave();
     }
 
-    /// Re-enters the agent after [`Rec::leave`]. The thread cannot be
-    /// inside the agent at this point: a signal handler's interposed calls
-    /// have all returned before the interrupted code resumes.
+    /// Writes the event that ends the call, with `phase` and `ret`, and
+    /// leaves the agent. If the thread is still inside the agent since
+    /// [`begin`] (a release), the event keeps the sequence number drawn
+    /// then; otherwise it re-enters and draws one now. The thread cannot be
+    /// inside the agent already at that point: a signal handler's
+    /// interposed calls have all returned before the interrupted code
+    /// resumes. errno is preserved.
     #[inline(always)]
-    pub fn reenter(&self) {
-        let entered = self.local.enter();
-        debug_assert!(entered);
+    pub fn complete(mut self, phase: Phase, ret: i32) {
+        let err = errno();
+        if !self.busy {
+            let entered = self.local.enter();
+            debug_assert!(entered);
+            self.stamp();
+        }
+        self.publish(phase, ret);
+        self.leave();
+        set_errno(err);
     }
 
     /// The ring the event goes to.
@@ -190,64 +212,60 @@ impl<'a> Rec<'a> {
     }
 }
 
-/// Runs `body` with an open [`Rec`] for an event of `op` (or `None` when
-/// the call is not to be recorded: agent inert, nested call, no ring).
-/// `detail` is evaluated only when recording. The body must leave the agent.
+/// Starts recording a call of `op` of the given `shape` (see the module
+/// table): writes the `Request` of blocking calls, or draws the sequence
+/// number of releases. `detail` is evaluated only when recording. `None`
+/// when the call is not recorded (agent inert, nested call, no ring).
+///
+/// Between `begin` and [`finish`] the interposer calls the real function
+/// (see the module docs on unwinding).
 #[inline(always)]
-pub fn session<R>(
-    f: Frame,
-    op: Op,
-    detail: impl FnOnce() -> Detail,
-    body: impl FnOnce(Option<&mut Rec<'_>>) -> R,
-) -> R {
-    let Some(shm) = shm::get() else {
-        return body(None);
-    };
-    LOCAL.with(|local| match Rec::open(shm, local, f, op, detail()) {
-        Some(mut rec) => body(Some(&mut rec)),
-        None => body(None),
-    })
+pub fn begin(f: Frame, op: Op, shape: Shape, detail: impl FnOnce() -> Detail) -> Option<Rec> {
+    let shm = shm::get()?;
+    let mut rec = Rec::open(shm, Local::current(), f, op, detail)?;
+    match shape {
+        Shape::Blocking | Shape::Waited => {
+            rec.stamp();
+            rec.publish(Phase::Request, 0);
+            rec.leave();
+        }
+        Shape::Release => rec.stamp(),
+        Shape::Attempt | Shape::Done => rec.leave(),
+    }
+    Some(rec)
 }
 
-/// Records an interposed call of `op` of the given `shape` around `real`,
-/// the call of the real function; returns what `real` returned.
+/// Ends recording a call begun with [`begin`], whose real function
+/// returned `r`: writes `Acquired`/`Released`/`Failed`/`Done` as the shape
+/// and `conv` say.
 #[inline(always)]
-pub fn call(
-    f: Frame,
-    op: Op,
-    shape: Shape,
-    conv: Conv,
-    detail: impl FnOnce() -> Detail,
-    real: impl FnOnce() -> c_int,
-) -> c_int {
-    session(f, op, detail, |rec| {
-        let Some(rec) = rec else { return real() };
-        match shape {
-            Shape::Blocking | Shape::Waited => {
-                rec.emit(Phase::Request, 0);
-                rec.leave();
-            }
-            Shape::Release => rec.stamp(),
-            Shape::Attempt | Shape::Done => rec.leave(),
-        }
-        let r = real();
-        let err = errno();
-        let (ok, ret) = conv.judge(r, err);
-        let phase = match (shape, ok) {
-            (Shape::Done | Shape::Waited, _) => Phase::Done,
-            (Shape::Release, true) => Phase::Released,
-            (_, true) => Phase::Acquired,
-            (_, false) => Phase::Failed,
-        };
-        match shape {
-            Shape::Release => rec.publish(phase, ret),
-            _ => {
-                rec.reenter();
-                rec.emit(phase, ret);
-            }
-        }
-        rec.leave();
-        set_errno(err);
+pub fn finish(rec: Option<Rec>, shape: Shape, conv: Conv, r: c_int) {
+    let Some(rec) = rec else { return };
+    let (ok, ret) = conv.judge(r, errno());
+    let phase = match (shape, ok) {
+        (Shape::Done | Shape::Waited, _) => Phase::Done,
+        (Shape::Release, true) => Phase::Released,
+        (_, true) => Phase::Acquired,
+        (_, false) => Phase::Failed,
+    };
+    rec.complete(phase, ret);
+}
+
+/// The body of an interposer: captures the frame, [`begin`]s, calls the
+/// real function (the last argument, an expression evaluated in the
+/// interposer's own body), [`finish`]es and returns the real result.
+///
+/// `intercept!(Op, Shape, Conv, detail_expr, real_call_expr)`.
+#[macro_export]
+macro_rules! intercept {
+    ($op:ident, $shape:ident, $conv:ident, $detail:expr, $real:expr) => {{
+        let frame = $crate::frame!();
+        let shape = $crate::record::Shape::$shape;
+        let rec = $crate::record::begin(frame, lockstep_agent_abi::Op::$op, shape, || $detail);
+        // SAFETY: calls the real function with the arguments the
+        // interposer received, under the same C signature.
+        let r = unsafe { $real };
+        $crate::record::finish(rec, shape, $crate::record::Conv::$conv, r);
         r
-    })
+    }};
 }

@@ -6,12 +6,9 @@
 //! `pthread_rwlock_t` on x86-64), read before the real unlock.
 
 use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
-use lockstep_agent_abi::Op;
-
-use crate::frame;
-use crate::local::LOCAL;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::local::Local;
+use crate::record::Detail;
+use crate::{intercept, real};
 
 /// Byte offset of `__cur_writer` in glibc's x86-64 `pthread_rwlock_t`.
 const CUR_WRITER_OFFSET: usize = 24;
@@ -27,18 +24,14 @@ fn describe_unlock(l: *const pthread_rwlock_t) -> Detail {
     // about to access as a pthread_rwlock_t (56 bytes, 8-aligned), so the
     // int at offset 24 is readable.
     let writer = unsafe { core::ptr::read_volatile(l.cast::<u8>().add(CUR_WRITER_OFFSET).cast::<i32>()) };
-    let me = LOCAL.with(|local| local.tid());
+    let me = Local::current().tid();
     Detail { flags: if writer == me { FLAG_WRITER } else { 0 }, ..Detail::obj(l) }
 }
 
 /// `pthread_rwlock_init`: `Done`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_rwlock_init(l: *mut pthread_rwlock_t, a: *const pthread_rwlockattr_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::RwInit, Shape::Done, Conv::Code, || Detail::obj(l), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_rwlock_init(l, a) }
-    })
+    intercept!(RwInit, Done, Code, Detail::obj(l), real::pthread_rwlock_init(l, a))
 }
 
 /// Declares rwlock interposers that take only the lock.
@@ -47,11 +40,7 @@ macro_rules! rwlock_calls {
         $(#[$doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(l: *mut pthread_rwlock_t) -> c_int {
-            let f = frame!();
-            record::call(f, Op::$op, Shape::$shape, Conv::Code, || Detail::obj(l), || {
-                // SAFETY: forwards the caller's argument.
-                unsafe { real::$name(l) }
-            })
+            intercept!($op, $shape, Code, Detail::obj(l), real::$name(l))
         }
     )*};
 }
@@ -75,11 +64,7 @@ macro_rules! rwlock_timed_calls {
         #[doc = concat!("`", stringify!($name), "`: `Request`, then `Acquired` or `Failed` (ETIMEDOUT).")]
         #[no_mangle]
         pub unsafe extern "C" fn $name(l: *mut pthread_rwlock_t, t: *const timespec) -> c_int {
-            let f = frame!();
-            record::call(f, Op::$op, Shape::Blocking, Conv::Code, || Detail::obj(l), || {
-                // SAFETY: forwards the caller's arguments.
-                unsafe { real::$name(l, t) }
-            })
+            intercept!($op, Blocking, Code, Detail::obj(l), real::$name(l, t))
         }
     )*};
 }
@@ -93,9 +78,5 @@ rwlock_timed_calls! {
 /// or `Failed` (EPERM).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_rwlock_unlock(l: *mut pthread_rwlock_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::RwUnlock, Shape::Release, Conv::Code, || describe_unlock(l), || {
-        // SAFETY: forwards the caller's argument.
-        unsafe { real::pthread_rwlock_unlock(l) }
-    })
+    intercept!(RwUnlock, Release, Code, describe_unlock(l), real::pthread_rwlock_unlock(l))
 }

@@ -11,11 +11,8 @@
 //! | `pthread_attr_setinheritsched` | attr        | inherit        | –       |
 
 use libc::{c_int, pthread_attr_t, pthread_t, sched_param};
-use lockstep_agent_abi::Op;
-
-use crate::frame;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::record::Detail;
+use crate::{intercept, real};
 
 /// The priority in `*param`, or 0 for a null pointer.
 fn priority(param: *const sched_param) -> u64 {
@@ -29,34 +26,19 @@ fn priority(param: *const sched_param) -> u64 {
 /// `pthread_setschedparam`: `obj` = thread, `arg` = priority, `arg2` = policy.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_setschedparam(thread: pthread_t, policy: c_int, param: *const sched_param) -> c_int {
-    let f = frame!();
-    let detail = || Detail { obj: thread as u64, arg: priority(param), arg2: policy as u32 as u64, flags: 0 };
-    record::call(f, Op::SetSchedParam, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_setschedparam(thread, policy, param) }
-    })
+    intercept!(SetSchedParam, Done, Code, Detail { obj: thread as u64, arg: priority(param), arg2: policy as u32 as u64, flags: 0 }, real::pthread_setschedparam(thread, policy, param))
 }
 
 /// `pthread_setschedprio`: `obj` = thread, `arg` = priority.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_setschedprio(thread: pthread_t, prio: c_int) -> c_int {
-    let f = frame!();
-    let detail = || Detail { obj: thread as u64, arg: prio as u32 as u64, ..Detail::default() };
-    record::call(f, Op::SetSchedPrio, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_setschedprio(thread, prio) }
-    })
+    intercept!(SetSchedPrio, Done, Code, Detail { obj: thread as u64, arg: prio as u32 as u64, ..Detail::default() }, real::pthread_setschedprio(thread, prio))
 }
 
 /// `pthread_attr_setschedparam`: `obj` = attr, `arg` = priority.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_attr_setschedparam(a: *mut pthread_attr_t, param: *const sched_param) -> c_int {
-    let f = frame!();
-    let detail = || Detail { arg: priority(param), ..Detail::obj(a) };
-    record::call(f, Op::AttrSetSchedParam, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_attr_setschedparam(a, param) }
-    })
+    intercept!(AttrSetSchedParam, Done, Code, Detail { arg: priority(param), ..Detail::obj(a) }, real::pthread_attr_setschedparam(a, param))
 }
 
 /// Declares the attr interposers that set one int.
@@ -65,12 +47,7 @@ macro_rules! attr_int_calls {
         #[doc = concat!("`", stringify!($name), "`: `obj` = attr, `arg` = the value.")]
         #[no_mangle]
         pub unsafe extern "C" fn $name(a: *mut pthread_attr_t, value: c_int) -> c_int {
-            let f = frame!();
-            let detail = || Detail { arg: value as u32 as u64, ..Detail::obj(a) };
-            record::call(f, Op::$op, Shape::Done, Conv::Code, detail, || {
-                // SAFETY: forwards the caller's arguments.
-                unsafe { real::$name(a, value) }
-            })
+            intercept!($op, Done, Code, Detail { arg: value as u32 as u64, ..Detail::obj(a) }, real::$name(a, value))
         }
     )*};
 }

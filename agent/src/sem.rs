@@ -10,9 +10,8 @@
 use libc::{c_char, c_int, c_uint, mode_t, sem_t, timespec};
 use lockstep_agent_abi::{Op, Phase};
 
-use crate::frame;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::record::{self, Detail, Shape};
+use crate::{frame, intercept, real};
 
 /// `flags` of a named semaphore's events.
 const NAMED: u8 = 1;
@@ -20,34 +19,21 @@ const NAMED: u8 = 1;
 /// `sem_init`: `Done`, `arg` = initial value, `arg2` = pshared.
 #[no_mangle]
 pub unsafe extern "C" fn sem_init(s: *mut sem_t, pshared: c_int, value: c_uint) -> c_int {
-    let f = frame!();
-    let detail = || Detail { arg: value as u64, arg2: pshared as u32 as u64, ..Detail::obj(s) };
-    record::call(f, Op::SemInit, Shape::Done, Conv::Errno, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::sem_init(s, pshared, value) }
-    })
+    intercept!(SemInit, Done, Errno, Detail { arg: value as u64, arg2: pshared as u32 as u64, ..Detail::obj(s) }, real::sem_init(s, pshared, value))
 }
 
 /// `sem_wait`: `Request`, then `Acquired` or `Failed` (EINTR). A
-/// cancellation point, hence `C-unwind`.
+/// cancellation point.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn sem_wait(s: *mut sem_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::SemWait, Shape::Blocking, Conv::Errno, || Detail::obj(s), || {
-        // SAFETY: forwards the caller's argument.
-        unsafe { real::sem_wait(s) }
-    })
+pub unsafe extern "C" fn sem_wait(s: *mut sem_t) -> c_int {
+    intercept!(SemWait, Blocking, Errno, Detail::obj(s), real::sem_wait(s))
 }
 
 /// `sem_timedwait`: `Request`, then `Acquired` or `Failed` (ETIMEDOUT,
-/// EINTR). A cancellation point, hence `C-unwind`.
+/// EINTR). A cancellation point.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
-    let f = frame!();
-    record::call(f, Op::SemTimedwait, Shape::Blocking, Conv::Errno, || Detail::obj(s), || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::sem_timedwait(s, t) }
-    })
+pub unsafe extern "C" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
+    intercept!(SemTimedwait, Blocking, Errno, Detail::obj(s), real::sem_timedwait(s, t))
 }
 
 /// Declares the sem interposers that take only the semaphore.
@@ -56,12 +42,7 @@ macro_rules! sem_calls {
         $(#[$doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(s: *mut sem_t) -> c_int {
-            let f = frame!();
-            let detail = || Detail { flags: $flags, ..Detail::obj(s) };
-            record::call(f, Op::$op, Shape::$shape, Conv::Errno, detail, || {
-                // SAFETY: forwards the caller's argument.
-                unsafe { real::$name(s) }
-            })
+            intercept!($op, $shape, Errno, Detail { flags: $flags, ..Detail::obj(s) }, real::$name(s))
         }
     )*};
 }
@@ -81,7 +62,7 @@ sem_calls! {
 /// reading `mode` and `value` when the caller passed none is harmless, they
 /// are just whatever the registers held). `Done` with `obj` = the returned
 /// `sem_t *` (0 on failure, `ret` = errno), `flags` 1, `arg` = the initial
-/// value and `arg2` = `oflag` when `O_CREAT` was given, else just `oflag`.
+/// value when `O_CREAT` was given, `arg2` = `oflag`.
 #[no_mangle]
 pub unsafe extern "C" fn sem_open(name: *const c_char, oflag: c_int, mode: mode_t, value: c_uint) -> *mut sem_t {
     let f = frame!();
@@ -92,19 +73,13 @@ pub unsafe extern "C" fn sem_open(name: *const c_char, oflag: c_int, mode: mode_
         flags: NAMED,
         ..Detail::default()
     };
-    record::session(f, Op::SemOpen, detail, |rec| {
-        // SAFETY: forwards the caller's arguments.
-        let open = || unsafe { real::sem_open(name, oflag, mode, value) };
-        let Some(rec) = rec else { return open() };
-        rec.leave();
-        let s = open();
-        let err = record::errno();
-        rec.reenter();
+    let rec = record::begin(f, Op::SemOpen, Shape::Done, detail);
+    // SAFETY: forwards the caller's arguments.
+    let s = unsafe { real::sem_open(name, oflag, mode, value) };
+    if let Some(mut rec) = rec {
         let failed = s == libc::SEM_FAILED;
         rec.ev.obj = if failed { 0 } else { s as u64 };
-        rec.emit(Phase::Done, if failed { err } else { 0 });
-        rec.leave();
-        record::set_errno(err);
-        s
-    })
+        rec.complete(Phase::Done, if failed { record::errno() } else { 0 });
+    }
+    s
 }

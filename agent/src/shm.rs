@@ -16,6 +16,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
+use crate::local::Local;
 use lockstep_agent_abi::{
     event_offset, ring_header_offset, Event, Header, RingHeader, ENV_SHM, MAGIC, MAX_RINGS,
     RING_EVENTS, SHM_SIZE, VERSION,
@@ -77,6 +78,7 @@ fn init() -> Option<Shm> {
             BASE.store(base, Ordering::Relaxed);
             STATE.store(ACTIVE, Ordering::Release);
             crate::local::watch_forks();
+            crate::thread::watch_exits();
             Some(Shm { base })
         }
         None => {
@@ -194,24 +196,30 @@ impl Shm {
         self.ring(ring).state.store(2, Ordering::Release);
     }
 
-    /// Appends `ev` to `ring`, which the calling thread owns. When the ring
-    /// is full, yields until the recorder drains it, for at most
-    /// [`FULL_RING_PATIENCE_NS`]; after such a timeout `stalled` is set and
-    /// later appends to a full ring drop at once, until room appears.
-    /// Returns false (and counts the event as dropped) if it was not written.
+    /// Appends `ev` to `ring`, which the calling thread `producer` owns.
+    /// When the ring is full, yields until the recorder drains it (a
+    /// traced sched_yield is itself a stop at which the recorder drains),
+    /// for at most [`FULL_RING_PATIENCE_NS`]; after such a timeout the
+    /// producer is marked stalled and later appends to a full ring drop at
+    /// once, until room appears. Returns false (and counts the event as
+    /// dropped) if it was not written.
     #[inline(always)]
-    pub fn append(self, ring: u32, ev: &Event, stalled: &core::cell::Cell<bool>) -> bool {
+    pub fn append(self, ring: u32, ev: &Event, producer: &Local) -> bool {
         let rh = self.ring(ring);
         // Only this thread stores `head`, so a relaxed load sees its own value.
         let head = rh.head.load(Ordering::Relaxed);
-        if head.wrapping_sub(rh.tail.load(Ordering::Acquire)) >= RING_EVENTS as u64 {
-            if !wait_for_room(rh, head, stalled) {
-                self.count_dropped();
-                return false;
+        if head.wrapping_sub(producer.tail_seen.get()) >= RING_EVENTS as u64 {
+            let tail = rh.tail.load(Ordering::Acquire);
+            producer.tail_seen.set(tail);
+            if head.wrapping_sub(tail) >= RING_EVENTS as u64 {
+                if !wait_for_room(rh, head, producer) {
+                    self.count_dropped();
+                    return false;
+                }
+            } else if producer.stalled.get() {
+                // The recorder drains again: full rings are worth waiting for.
+                producer.stalled.set(false);
             }
-        } else if stalled.get() {
-            // The recorder drains again: full rings are worth waiting for.
-            stalled.set(false);
         }
         // SAFETY: event_offset() is inside the mapping for ring < MAX_RINGS;
         // the slot is free (head - tail < RING_EVENTS) and only this thread
@@ -229,9 +237,8 @@ impl Shm {
 /// Yields until the consumer frees a slot of the ring whose producer is at
 /// `head`; false if it gave up.
 #[cold]
-fn wait_for_room(rh: &RingHeader, head: u64, stalled: &core::cell::Cell<bool>) -> bool {
-    let has_room = || head.wrapping_sub(rh.tail.load(Ordering::Acquire)) < RING_EVENTS as u64;
-    if stalled.get() {
+fn wait_for_room(rh: &RingHeader, head: u64, producer: &Local) -> bool {
+    if producer.stalled.get() {
         return false;
     }
     let start = crate::record::now_ns();
@@ -239,12 +246,14 @@ fn wait_for_room(rh: &RingHeader, head: u64, stalled: &core::cell::Cell<bool>) -
     loop {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
-        if has_room() {
+        let tail = rh.tail.load(Ordering::Acquire);
+        if head.wrapping_sub(tail) < RING_EVENTS as u64 {
+            producer.tail_seen.set(tail);
             return true;
         }
         spins = spins.wrapping_add(1);
         if spins % 64 == 0 && crate::record::now_ns().wrapping_sub(start) > FULL_RING_PATIENCE_NS {
-            stalled.set(true);
+            producer.stalled.set(true);
             return false;
         }
     }

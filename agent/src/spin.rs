@@ -7,21 +7,13 @@
 //! `PTHREAD_BARRIER_SERIAL_THREAD` (-1) for the one thread glibc picks.
 
 use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t, pthread_spinlock_t};
-use lockstep_agent_abi::Op;
-
-use crate::frame;
-use crate::real;
-use crate::record::{self, Conv, Detail, Shape};
+use crate::record::Detail;
+use crate::{intercept, real};
 
 /// `pthread_spin_init`: `Done`, `arg` = pshared.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_spin_init(s: *mut pthread_spinlock_t, pshared: c_int) -> c_int {
-    let f = frame!();
-    let detail = || Detail { arg: pshared as u32 as u64, ..Detail::obj(s) };
-    record::call(f, Op::SpinInit, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_spin_init(s, pshared) }
-    })
+    intercept!(SpinInit, Done, Code, Detail { arg: pshared as u32 as u64, ..Detail::obj(s) }, real::pthread_spin_init(s, pshared))
 }
 
 /// Declares the spinlock interposers that take only the lock.
@@ -30,11 +22,7 @@ macro_rules! spin_calls {
         $(#[$doc])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(s: *mut pthread_spinlock_t) -> c_int {
-            let f = frame!();
-            record::call(f, Op::$op, Shape::$shape, Conv::Code, || Detail::obj(s), || {
-                // SAFETY: forwards the caller's argument.
-                unsafe { real::$name(s) }
-            })
+            intercept!($op, $shape, Code, Detail::obj(s), real::$name(s))
         }
     )*};
 }
@@ -57,31 +45,18 @@ pub unsafe extern "C" fn pthread_barrier_init(
     a: *const pthread_barrierattr_t,
     count: c_uint,
 ) -> c_int {
-    let f = frame!();
-    let detail = || Detail { arg: count as u64, ..Detail::obj(b) };
-    record::call(f, Op::BarrierInit, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_barrier_init(b, a, count) }
-    })
+    intercept!(BarrierInit, Done, Code, Detail { arg: count as u64, ..Detail::obj(b) }, real::pthread_barrier_init(b, a, count))
 }
 
 /// `pthread_barrier_wait`: `Request`, then `Acquired` (ret 0 or -1 for the
 /// serial thread) or `Failed`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_barrier_wait(b: *mut pthread_barrier_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::BarrierWait, Shape::Blocking, Conv::Barrier, || Detail::obj(b), || {
-        // SAFETY: forwards the caller's argument.
-        unsafe { real::pthread_barrier_wait(b) }
-    })
+    intercept!(BarrierWait, Blocking, Barrier, Detail::obj(b), real::pthread_barrier_wait(b))
 }
 
 /// `pthread_barrier_destroy`: `Done`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_barrier_destroy(b: *mut pthread_barrier_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::BarrierDestroy, Shape::Done, Conv::Code, || Detail::obj(b), || {
-        // SAFETY: forwards the caller's argument.
-        unsafe { real::pthread_barrier_destroy(b) }
-    })
+    intercept!(BarrierDestroy, Done, Code, Detail::obj(b), real::pthread_barrier_destroy(b))
 }

@@ -14,19 +14,23 @@
 //! pthread_create, so it precedes every event of the new thread; it is
 //! written after the call, when the `pthread_t` is known.
 //!
+//! A thread that ends neither way (cancelled) is caught by the destructor
+//! of a pthread key the trampoline sets: it records `ThreadExit` with
+//! `flags` 2 and retires the ring, unless the thread's exit was recorded.
+//!
 //! `pthread_exit`, `pthread_join` and `pthread_once` may unwind (glibc's
 //! forced unwinding for exit and cancellation) through the interposer and
-//! the trampoline: they are `extern "C-unwind"` and own nothing that would
-//! need a destructor.
+//! the trampoline; see [`record`](crate::record) for why that is fine.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use libc::{c_int, c_void, pthread_attr_t, pthread_once_t, pthread_t};
 use lockstep_agent_abi::{Op, Phase};
 
-use crate::frame;
-use crate::real;
+use crate::local::Local;
 use crate::record::{self, Conv, Detail, Shape};
+use crate::{frame, intercept, real};
 use crate::stack::Frame;
 
 /// What the trampoline needs: the user's routine and argument.
@@ -38,8 +42,34 @@ struct Start {
 
 /// `flags` of a `ThreadExit`: the start routine returned (0: pthread_exit).
 const RETURNED: u8 = 1;
+/// `flags` of a `ThreadExit` seen only by the key destructor (cancelled).
+const VANISHED: u8 = 2;
 
-type Routine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
+/// The pthread key whose destructor notices threads that end without
+/// returning from their routine or calling pthread_exit; `NO_KEY` if none.
+static EXIT_KEY: AtomicU32 = AtomicU32::new(NO_KEY);
+const NO_KEY: u32 = u32::MAX;
+
+/// Creates [`EXIT_KEY`]; called once, when the agent becomes active.
+/// pthread_key_create does not allocate.
+pub fn watch_exits() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is a plain
+    // function that stays valid for the life of the process.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+        EXIT_KEY.store(key, Ordering::Release);
+    }
+}
+
+/// The key destructor: glibc runs it at the end of every thread that set
+/// the key (after cleanup handlers, with TLS still valid).
+unsafe extern "C" fn on_thread_exit(_value: *mut c_void) {
+    if !Local::current().exited.get() {
+        thread_end(frame!(), ptr::null_mut(), VANISHED);
+    }
+}
+
+type Routine = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
 /// `pthread_create`: `Done` with `obj` = the new thread's `pthread_t`
 /// (0 on failure) and `arg2` = the start routine.
@@ -63,43 +93,42 @@ pub unsafe extern "C" fn pthread_create(
     }
     // SAFETY: `start` is a fresh allocation of the right size and alignment.
     unsafe { start.write(Start { routine, arg }) };
-    let detail = || Detail { arg2: routine as u64, ..Detail::default() };
-    record::session(f, Op::ThreadCreate, detail, |mut rec| {
-        if let Some(rec) = rec.as_deref_mut() {
-            // Stays inside the agent until written: see the module docs.
-            rec.stamp();
-        }
-        // SAFETY: the trampoline has the start-routine signature and takes
-        // ownership of `start` in the new thread.
-        let r = unsafe { real::pthread_create(thread, attr, trampoline as *mut c_void, start.cast()) };
-        let err = record::errno();
-        if r != 0 {
-            // SAFETY: no thread was created, so `start` is still ours.
-            unsafe { libc::free(start.cast()) };
-        }
-        if let Some(rec) = rec {
-            // SAFETY: on success glibc stored the new id in `*thread`.
-            rec.ev.obj = if r == 0 && !thread.is_null() { (unsafe { *thread }) as u64 } else { 0 };
-            rec.publish(Phase::Done, r);
-            rec.leave();
-        }
-        record::set_errno(err);
-        r
-    })
+    // Shape::Release: the sequence number is drawn now, and the thread
+    // stays inside the agent until the event is written (module docs).
+    let rec = record::begin(f, Op::ThreadCreate, Shape::Release, || Detail { arg2: routine as u64, ..Detail::default() });
+    // SAFETY: the trampoline has the start-routine signature and takes
+    // ownership of `start` in the new thread.
+    let r = unsafe { real::pthread_create(thread, attr, trampoline as *mut c_void, start.cast()) };
+    if r != 0 {
+        // SAFETY: no thread was created, so `start` is still ours.
+        unsafe { libc::free(start.cast()) };
+    }
+    if let Some(mut rec) = rec {
+        // SAFETY: on success glibc stored the new id in `*thread`.
+        rec.ev.obj = if r == 0 && !thread.is_null() { (unsafe { *thread }) as u64 } else { 0 };
+        rec.complete(Phase::Done, r);
+    }
+    r
 }
 
 /// The start routine glibc runs in every thread created through the agent.
-unsafe extern "C-unwind" fn trampoline(start: *mut c_void) -> *mut c_void {
+unsafe extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
     let f = frame!();
     // SAFETY: `start` is the block pthread_create filled and gave to this
     // thread alone; it is read once and freed.
     let Start { routine, arg } = unsafe { ptr::read(start.cast::<Start>()) };
     // SAFETY: allocated with malloc by pthread_create.
     unsafe { libc::free(start) };
+    let key = EXIT_KEY.load(Ordering::Acquire);
+    if key != NO_KEY {
+        // SAFETY: a key created by watch_exits; any non-null value makes
+        // glibc run its destructor when this thread ends.
+        unsafe { libc::pthread_setspecific(key, 1 as *const c_void) };
+    }
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
-    let detail = || Detail { obj: me as u64, arg2: routine as u64, ..Detail::default() };
-    record::call(f, Op::ThreadStart, Shape::Done, Conv::Code, detail, || 0);
+    let rec = record::begin(f, Op::ThreadStart, Shape::Done, || Detail { obj: me as u64, arg2: routine as u64, ..Detail::default() });
+    record::finish(rec, Shape::Done, Conv::Code, 0);
     // SAFETY: `routine` is the user's non-null start routine.
     let routine: Routine = unsafe { core::mem::transmute(routine) };
     // SAFETY: calls the user's routine with the user's argument, as glibc
@@ -113,20 +142,19 @@ unsafe extern "C-unwind" fn trampoline(start: *mut c_void) -> *mut c_void {
 /// and marks its ring as retired. Events may still follow (TLS destructors
 /// run after this), and go to the same ring.
 fn thread_end(f: Frame, value: *mut c_void, flags: u8) {
-    let detail = || Detail { arg: value as u64, flags, ..Detail::default() };
-    record::session(f, Op::ThreadExit, detail, |rec| {
-        if let Some(rec) = rec {
-            rec.emit(Phase::Done, 0);
-            rec.shm().retire(rec.ring());
-            rec.leave();
-        }
-    });
+    Local::current().exited.set(true);
+    let rec = record::begin(f, Op::ThreadExit, Shape::Done, || Detail { arg: value as u64, flags, ..Detail::default() });
+    if let Some(rec) = rec {
+        let (shm, ring) = (rec.shm(), rec.ring());
+        rec.complete(Phase::Done, 0);
+        shm.retire(ring);
+    }
 }
 
 /// `pthread_exit`: `ThreadExit` (`Done`, `arg` = the value) before the
 /// real call, which does not return.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn pthread_exit(value: *mut c_void) -> ! {
+pub unsafe extern "C" fn pthread_exit(value: *mut c_void) -> ! {
     let f = frame!();
     thread_end(f, value, 0);
     // SAFETY: forwards the caller's argument.
@@ -136,32 +164,19 @@ pub unsafe extern "C-unwind" fn pthread_exit(value: *mut c_void) -> ! {
 /// `pthread_join`: `Request`, then `Done` with `obj` = the joined
 /// `pthread_t` and `ret` the result. A cancellation point.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn pthread_join(thread: pthread_t, value: *mut *mut c_void) -> c_int {
-    let f = frame!();
-    record::call(f, Op::ThreadJoin, Shape::Waited, Conv::Code, || Detail { obj: thread as u64, ..Detail::default() }, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_join(thread, value) }
-    })
+pub unsafe extern "C" fn pthread_join(thread: pthread_t, value: *mut *mut c_void) -> c_int {
+    intercept!(ThreadJoin, Waited, Code, Detail { obj: thread as u64, ..Detail::default() }, real::pthread_join(thread, value))
 }
 
 /// `pthread_detach`: `Done`, `obj` = the `pthread_t`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_detach(thread: pthread_t) -> c_int {
-    let f = frame!();
-    record::call(f, Op::ThreadDetach, Shape::Done, Conv::Code, || Detail { obj: thread as u64, ..Detail::default() }, || {
-        // SAFETY: forwards the caller's argument.
-        unsafe { real::pthread_detach(thread) }
-    })
+    intercept!(ThreadDetach, Done, Code, Detail { obj: thread as u64, ..Detail::default() }, real::pthread_detach(thread))
 }
 
 /// `pthread_once`: `Done` after the call (so after the init routine, if
 /// this call ran it), `obj` = the once control, `arg2` = the routine.
 #[no_mangle]
-pub unsafe extern "C-unwind" fn pthread_once(once: *mut pthread_once_t, init: *mut c_void) -> c_int {
-    let f = frame!();
-    let detail = || Detail { arg2: init as u64, ..Detail::obj(once) };
-    record::call(f, Op::Once, Shape::Done, Conv::Code, detail, || {
-        // SAFETY: forwards the caller's arguments.
-        unsafe { real::pthread_once(once, init) }
-    })
+pub unsafe extern "C" fn pthread_once(once: *mut pthread_once_t, init: *mut c_void) -> c_int {
+    intercept!(Once, Done, Code, Detail { arg2: init as u64, ..Detail::obj(once) }, real::pthread_once(once, init))
 }

@@ -268,7 +268,15 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
             }
             (Some(w), _) => {
                 locations.push(location(loc, &format!("thread {tid} waits for a lock"), t.pid.0, tid, w.op.at.seq.0, &w.op.stack));
-                format!("waits for {} (no holder is blocked on it in turn)", lock_label(w.kind, w.lock))
+                let holders = tracker.holders(w.lock);
+                if holders.iter().any(|(h, _)| *h == tid) {
+                    format!("waits for {} that it holds itself (self-deadlock)", lock_label(w.kind, w.lock))
+                } else if holders.is_empty() {
+                    format!("waits for {}, which nobody holds (a lost unlock?)", lock_label(w.kind, w.lock))
+                } else {
+                    let who: Vec<String> = holders.iter().map(|(h, _)| h.to_string()).collect();
+                    format!("waits for {} held by thread {} (which is not blocked on it in turn)", lock_label(w.kind, w.lock), who.join(", "))
+                }
             }
             (None, Some((_, op))) => {
                 locations.push(location(loc, &format!("thread {tid} joins"), t.pid.0, tid, op.at.seq.0, &op.stack));

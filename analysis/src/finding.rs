@@ -48,6 +48,8 @@ pub struct SourcePos {
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// A frame of lockstep's own agent, hidden from reports.
+    pub internal: bool,
 }
 
 /// Turns a return address of process `pid` (as of sequence number `seq`)
@@ -80,7 +82,14 @@ impl SourcePos {
 pub fn location(loc: &mut dyn Locator, role: &str, pid: i32, tid: i32, seq: u64, stack: &[u64]) -> Location {
     let address = stack.first().copied().unwrap_or(0);
     let top = if address != 0 { loc.locate(pid, seq, address) } else { SourcePos::default() };
-    let rest = stack.iter().skip(1).map(|&a| loc.locate(pid, seq, a).render(a)).collect();
+    let rest = stack
+        .iter()
+        .skip(1)
+        .filter_map(|&a| {
+            let p = loc.locate(pid, seq, a);
+            (!p.internal).then(|| p.render(a))
+        })
+        .collect();
     Location {
         role: role.to_string(),
         pid,

@@ -61,6 +61,9 @@ pub struct Tracker {
     flags: HashMap<LockId, u32>,
     /// The mutex a thread gave up for a condvar wait, to restore on wakeup.
     parked: HashMap<i32, Held>,
+    /// Holds released by another thread's unlock: the owner's own unlock
+    /// that follows is a consequence, not a second bug.
+    stolen: std::collections::HashSet<(i32, LockId)>,
 }
 
 impl Tracker {
@@ -147,7 +150,7 @@ impl Tracker {
             }
             Effect::Release { obj } => {
                 let lock = self.lock_id(pid, obj);
-                if self.release(tid, lock) {
+                if self.release(tid, lock) || self.stolen.remove(&(tid, lock)) {
                     return;
                 }
                 let owner = self.holders(lock).first().map(|&(t, _)| t);
@@ -157,6 +160,7 @@ impl Tracker {
                         visit(Event::UnlockNotHeld { op, lock, owner: Some((o, &h)), refused: false });
                         // A normal mutex unlocked by another thread is free again.
                         self.release(o, lock);
+                        self.stolen.insert((o, lock));
                     }
                     None => visit(Event::UnlockNotHeld { op, lock, owner: None, refused: false }),
                 }

@@ -103,6 +103,12 @@ fn self_deadlock_and_unlocks_of_locks_not_held() {
     assert!(f[1].summary.contains("not locked"));
     assert!(f.iter().all(|f| f.kind == "unlock_not_held" && f.severity == Severity::Error));
 
+    // The owner's own unlock after another thread stole the lock is a consequence, not a second bug.
+    let mut b = OpsBuilder::new();
+    b.spawn(1, 2);
+    b.lock(1, A).unlock(2, A).unlock(1, A);
+    assert_eq!(lock_misuse(&b.build().0, &mut NoLocator).len(), 1);
+
     // Recursive relock is fine.
     let mut b = OpsBuilder::new();
     b.lock_recursive(1, A).lock_recursive(1, A).unlock(1, A).unlock(1, A);

@@ -55,6 +55,7 @@ impl Locator for TraceLocator<'_> {
                 })),
                 file: f.file.clone(),
                 line: f.line,
+                internal: f.module.contains("liblockstep_agent"),
             },
             None => SourcePos::default(),
         };

@@ -3,7 +3,7 @@
 //! An [`ElfImage`] keeps the whole file in an `Arc<[u8]>` (DWARF readers share
 //! it without copying), the `PT_LOAD` segments that turn file offsets into
 //! link-time addresses, the section table (to find DWARF sections), the function
-//! symbols of `.symtab` and `.dynsym`, the GNU build-id and the
+//! and data object symbols of `.symtab` and `.dynsym`, the GNU build-id and the
 //! `.gnu_debuglink` of a stripped file.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use goblin::elf::note::NT_GNU_BUILD_ID;
 use goblin::elf::program_header::PT_LOAD;
 use goblin::elf::section_header::{SHF_COMPRESSED, SHN_ABS, SHN_UNDEF, SHT_NOBITS};
-use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC};
+use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
 use goblin::elf::Elf;
 
 use crate::SymbolError;
@@ -26,6 +26,8 @@ pub(crate) struct Segment {
     pub offset: u64,
     pub filesz: u64,
     pub vaddr: u64,
+    /// Size in memory: past `filesz` comes zero-filled memory (`.bss`).
+    pub memsz: u64,
 }
 
 /// One section header, with its name resolved.
@@ -42,7 +44,7 @@ pub(crate) struct Section {
     pub nobits: bool,
 }
 
-/// A function symbol of `.symtab` or `.dynsym`.
+/// A function or data object symbol of `.symtab` or `.dynsym`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RawSymbol {
     pub name: String,
@@ -61,6 +63,8 @@ pub(crate) struct ElfImage {
     pub segments: Vec<Segment>,
     pub sections: Vec<Section>,
     pub symbols: Vec<RawSymbol>,
+    /// Data object (`STT_OBJECT`) symbols: global and static variables.
+    pub objects: Vec<RawSymbol>,
     pub build_id: Option<Vec<u8>>,
     /// File name and CRC-32 from `.gnu_debuglink`.
     pub debuglink: Option<(String, u32)>,
@@ -90,6 +94,7 @@ impl ElfImage {
                 offset: ph.p_offset,
                 filesz: ph.p_filesz,
                 vaddr: ph.p_vaddr,
+                memsz: ph.p_memsz,
             })
             .collect();
         let sections: Vec<Section> = elf
@@ -108,9 +113,14 @@ impl ElfImage {
                 }
             })
             .collect();
+        let is_function = |kind| kind == STT_FUNC || kind == STT_GNU_IFUNC;
+        let is_object = |kind| kind == STT_OBJECT;
         let mut symbols = Vec::new();
-        collect_functions(&elf.syms, &elf.strtab, &sections, &mut symbols);
-        collect_functions(&elf.dynsyms, &elf.dynstrtab, &sections, &mut symbols);
+        collect(&elf.syms, &elf.strtab, &sections, is_function, &mut symbols);
+        collect(&elf.dynsyms, &elf.dynstrtab, &sections, is_function, &mut symbols);
+        let mut objects = Vec::new();
+        collect(&elf.syms, &elf.strtab, &sections, is_object, &mut objects);
+        collect(&elf.dynsyms, &elf.dynstrtab, &sections, is_object, &mut objects);
         let debuglink = sections
             .iter()
             .find(|s| s.name == ".gnu_debuglink" && !s.nobits)
@@ -122,6 +132,7 @@ impl ElfImage {
             segments,
             sections,
             symbols,
+            objects,
             debuglink,
             bytes,
         })
@@ -133,17 +144,17 @@ impl ElfImage {
     }
 }
 
-/// Appends the defined function symbols of one symbol table.
-fn collect_functions(
+/// Appends the defined symbols of one symbol table whose `STT_*` type `wanted`.
+fn collect(
     syms: &goblin::elf::Symtab<'_>,
     strtab: &goblin::strtab::Strtab<'_>,
     sections: &[Section],
+    wanted: impl Fn(u8) -> bool,
     out: &mut Vec<RawSymbol>,
 ) {
     for sym in syms.iter() {
-        let kind = sym.st_type();
         let defined = sym.st_shndx != SHN_UNDEF as usize && sym.st_shndx != SHN_ABS as usize;
-        if !(kind == STT_FUNC || kind == STT_GNU_IFUNC) || !defined || sym.st_value == 0 {
+        if !wanted(sym.st_type()) || !defined || sym.st_value == 0 {
             continue;
         }
         let Some(name) = strtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {
@@ -224,21 +235,25 @@ mod tests {
                 offset: 0,
                 filesz: 0x628,
                 vaddr: 0,
+                memsz: 0x628,
             },
             Segment {
                 offset: 0x1000,
                 filesz: 0x1c5,
                 vaddr: 0x1000,
+                memsz: 0x1c5,
             },
             Segment {
                 offset: 0x2000,
                 filesz: 0x10c,
                 vaddr: 0x2000,
+                memsz: 0x10c,
             },
             Segment {
                 offset: 0x2db8,
                 filesz: 0x260,
                 vaddr: 0x3db8,
+                memsz: 0x268,
             },
         ]
     }
@@ -252,6 +267,7 @@ mod tests {
             offset: 0x1000,
             filesz: 0x200,
             vaddr: 0x401000,
+            memsz: 0x200,
         }];
         assert_eq!(file_offset_to_vaddr(&nopie, 0x1010), Some(0x401010));
     }
@@ -266,6 +282,7 @@ mod tests {
             offset: 0x1100,
             filesz: 0x100,
             vaddr: 0x401100,
+            memsz: 0x100,
         }];
         assert_eq!(file_offset_to_vaddr(&head, 0x1010), Some(0x401010));
         assert_eq!(file_offset_to_vaddr(&segs, 0x9000), None);
@@ -301,6 +318,7 @@ mod tests {
         assert!(!image.segments.is_empty());
         assert!(image.section(".text").is_some());
         assert!(image.symbols.iter().any(|s| s.name == "main"));
+        assert!(image.segments.iter().all(|s| s.memsz >= s.filesz));
         let missing = ElfImage::read(Path::new("/nonexistent/binary"));
         assert!(matches!(missing, Err(SymbolError::Io { .. })));
         let not_elf = ElfImage::parse(Arc::from(&b"#!/bin/sh\n"[..]), Path::new("x"));

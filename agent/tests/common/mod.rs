@@ -146,6 +146,9 @@ impl Shm {
             let r = self.ring(i);
             let head = r.head.load(Ordering::Acquire);
             let mut tail = r.tail.load(Ordering::Relaxed);
+            if tail == head {
+                continue; // do not write the producer's cache line for nothing
+            }
             while tail < head {
                 // SAFETY: slot `tail` was published by the release store of
                 // `head`; it is inside the mapping.
@@ -220,11 +223,9 @@ pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
             break status;
         }
         if drained == 0 {
-            if shm.is_some() {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            // Poll gently: a drainer spinning on the header's cache line
+            // would slow the producer's seq.fetch_add down.
+            std::thread::sleep(Duration::from_micros(if shm.is_some() { 20 } else { 1000 }));
         }
     };
     if let Some(shm) = shm {
