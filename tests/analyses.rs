@@ -23,10 +23,15 @@ fn check(fixture: &str, hangs: bool) -> Vec<Value> {
     let dir = scratch(&format!("analyses-{fixture}"));
     let bin = fixture_bin(fixture);
     let run = finish(
-        spawn(&dir, &["check", "-q", "--hang-timeout", "1", "--format", "json", "-o", "t.db", "--", bin.to_str().unwrap()]),
+        spawn(
+            &dir,
+            &["check", "-q", "--hang-timeout", "1", "--format", "json", "--report-file", "r.json", "-o", "t.db", "--", bin.to_str().unwrap()],
+        ),
         Duration::from_secs(60),
     );
-    let doc: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{fixture}: bad JSON ({e}): {run:?}"));
+    // The program's own output goes to stdout; the report to its file.
+    let text = std::fs::read_to_string(dir.join("r.json")).unwrap_or_else(|e| panic!("{fixture}: no report ({e}): {run:?}"));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture}: bad JSON ({e}): {text}"));
     let findings = doc["findings"].as_array().unwrap().clone();
     assert_eq!(run.code, Some(if findings.is_empty() { 0 } else { 1 }), "{fixture}: {run:?}");
     let hung = run.stderr.contains("hung");

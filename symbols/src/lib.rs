@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+mod data;
 mod dwarf;
 mod elf;
 mod maps;
@@ -45,6 +46,7 @@ mod symtab;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use data::DataSymbol;
 pub use maps::parse_proc_maps;
 pub use symbolizer::{build_id, Symbolizer};
 
@@ -168,5 +170,6 @@ mod tests {
         assert_send::<Symbolizer>();
         assert_send::<Frame>();
         assert_send::<SymbolError>();
+        assert_send::<DataSymbol>();
     }
 }

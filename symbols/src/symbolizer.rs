@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::data::{in_image, load_bias, DataSymbol, DataTable};
 use crate::dwarf::{find_debug_file, DwarfInfo};
 use crate::elf::{file_offset_to_vaddr, hex, ElfImage, Segment};
 use crate::maps::find_mapping;
@@ -66,6 +67,8 @@ struct Slot {
 struct Module {
     segments: Vec<Segment>,
     symbols: SymbolTable,
+    /// Global and static variables.
+    objects: DataTable,
     dwarf: Option<DwarfInfo>,
     /// Why the module gives less than full information.
     problems: Vec<SymbolError>,
@@ -76,6 +79,7 @@ impl Module {
         let image = ElfImage::read(path)?;
         let mut problems = Vec::new();
         let mut raw_symbols = image.symbols.clone();
+        let mut raw_objects = image.objects.clone();
         let mut dwarf = DwarfInfo::load(&image, path).unwrap_or_else(|e| {
             problems.push(e);
             None
@@ -83,6 +87,7 @@ impl Module {
         if dwarf.is_none() {
             if let Some((debug_path, debug)) = find_debug_file(path, &image, debug_root) {
                 raw_symbols.extend(debug.symbols.iter().cloned());
+                raw_objects.extend(debug.objects.iter().cloned());
                 dwarf = DwarfInfo::load(&debug, &debug_path).unwrap_or_else(|e| {
                     problems.push(e);
                     None
@@ -92,6 +97,7 @@ impl Module {
         Ok(Module {
             segments: image.segments,
             symbols: SymbolTable::new(raw_symbols),
+            objects: DataTable::new(raw_objects),
             dwarf,
             problems,
         })
@@ -204,6 +210,45 @@ impl Symbolizer {
     /// line of the call rather than the line after it.
     pub fn symbolize_return_address(&mut self, maps: &[Mapping], ret_addr: u64) -> Vec<Frame> {
         self.symbolize(maps, ret_addr.saturating_sub(1))
+    }
+
+    /// The global or static variable containing `addr` in a process whose
+    /// file mappings are `maps`.
+    ///
+    /// `maps` need not contain the data itself: the executable mappings alone
+    /// place each module (its load bias), and the module's `PT_LOAD` segments
+    /// (with `.bss`) say whether `addr` is its data. The variable comes from
+    /// `.symtab`/`.dynsym`, or the separate debug file's `.symtab` of a
+    /// stripped module. `None` for heap, stack and other anonymous memory,
+    /// and for modules without object symbols.
+    pub fn data_symbol(&mut self, maps: &[Mapping], addr: u64) -> Option<DataSymbol> {
+        let mut tried: Vec<(&str, u64)> = Vec::new();
+        for mapping in maps {
+            let path = mapping.path.as_str();
+            let Ok(module) = &self.slot(path, false).module else {
+                continue;
+            };
+            let Some(bias) = load_bias(&module.segments, mapping) else {
+                continue;
+            };
+            if tried.contains(&(path, bias)) {
+                continue;
+            }
+            tried.push((path, bias));
+            let vaddr = addr.wrapping_sub(bias);
+            if !in_image(&module.segments, vaddr) {
+                continue;
+            }
+            // Modules do not overlap: whatever this one says is the answer.
+            let entry = module.objects.lookup(vaddr)?;
+            return Some(DataSymbol {
+                name: demangle(&entry.name).into_owned(),
+                offset: vaddr - entry.start,
+                size: entry.size,
+                module: path.to_owned(),
+            });
+        }
+        None
     }
 
     /// `(start, size)` of the function `name` (raw or demangled symbol name) in

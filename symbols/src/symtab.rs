@@ -94,7 +94,7 @@ impl SymbolTable {
 }
 
 /// Sort key among aliases: lower is the better name to show.
-fn rank(sym: &RawSymbol) -> (usize, u8, usize) {
+pub(crate) fn rank(sym: &RawSymbol) -> (usize, u8, usize) {
     let underscores = sym.name.bytes().take_while(|&b| b == b'_').count();
     let binding = match sym.bind {
         STB_GLOBAL => 0,
