@@ -17,7 +17,7 @@
 //! * [`stack`]: the frame-pointer walk that gives every event its call stack;
 //! * [`real`]: the real functions, found with `dlsym(RTLD_NEXT)`;
 //! * the interposers: [`mutex`], [`rwlock`], [`cond`], [`sem`], [`spin`]
-//!   (spinlocks and barriers), [`thread`], [`sched`].
+//!   (spinlocks and barriers), [`thread`] (threads and scheduling).
 //!
 //! Rules the code keeps: never print, never abort, never allocate or lock
 //! on the recording path; when the file is missing or not valid the agent
@@ -35,7 +35,6 @@ pub mod mutex;
 pub mod real;
 pub mod record;
 pub mod rwlock;
-pub mod sched;
 pub mod sem;
 pub mod shm;
 pub mod spin;

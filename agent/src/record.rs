@@ -222,7 +222,12 @@ impl Rec {
 #[inline(always)]
 pub fn begin(f: Frame, op: Op, shape: Shape, detail: impl FnOnce() -> Detail) -> Option<Rec> {
     let shm = shm::get()?;
-    let mut rec = Rec::open(shm, Local::current(), f, op, detail)?;
+    // A first event may claim a ring and learn the stack bounds, which can
+    // touch errno: keep the caller's (a signal handler's caller's) errno.
+    let err = errno();
+    let rec = Rec::open(shm, Local::current(), f, op, detail);
+    set_errno(err);
+    let mut rec = rec?;
     match shape {
         Shape::Blocking | Shape::Waited => {
             rec.stamp();
@@ -252,19 +257,20 @@ pub fn finish(rec: Option<Rec>, shape: Shape, conv: Conv, r: c_int) {
 }
 
 /// The body of an interposer: captures the frame, [`begin`]s, calls the
-/// real function (the last argument, an expression evaluated in the
-/// interposer's own body), [`finish`]es and returns the real result.
+/// real function with the interposer's own arguments, [`finish`]es and
+/// returns the real result.
 ///
-/// `intercept!(Op, Shape, Conv, detail_expr, real_call_expr)`.
+/// `intercept!(Op, Shape, Conv, detail_expr, real::name(arg, ...))`, the
+/// arguments being the interposer's parameters.
 #[macro_export]
 macro_rules! intercept {
-    ($op:ident, $shape:ident, $conv:ident, $detail:expr, $real:expr) => {{
+    ($op:ident, $shape:ident, $conv:ident, $detail:expr, $($real:ident)::+ ( $($arg:ident),* )) => {{
         let frame = $crate::frame!();
         let shape = $crate::record::Shape::$shape;
         let rec = $crate::record::begin(frame, lockstep_agent_abi::Op::$op, shape, || $detail);
         // SAFETY: calls the real function with the arguments the
         // interposer received, under the same C signature.
-        let r = unsafe { $real };
+        let r = unsafe { $($real)::+($($arg),*) };
         $crate::record::finish(rec, shape, $crate::record::Conv::$conv, r);
         r
     }};

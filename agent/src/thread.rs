@@ -1,5 +1,5 @@
 //! Threads: `pthread_create` (and the start of the new thread), `join`,
-//! `detach`, `exit` and `once`.
+//! `detach`, `exit`, `once`, and the scheduling calls.
 //!
 //! `pthread_create` hands glibc a trampoline instead of the user's start
 //! routine. The trampoline records `ThreadStart` (`obj` = `pthread_self()`,
@@ -21,11 +21,23 @@
 //! `pthread_exit`, `pthread_join` and `pthread_once` may unwind (glibc's
 //! forced unwinding for exit and cancellation) through the interposer and
 //! the trampoline; see [`record`](crate::record) for why that is fine.
+//!
+//! Scheduling calls (directly or through the attributes of a thread to be
+//! created) are `Done` events after the call, for the priority-inversion
+//! analysis:
+//!
+//! | call                           | `obj`       | `arg`          | `arg2`  |
+//! |--------------------------------|-------------|----------------|---------|
+//! | `pthread_setschedparam`        | `pthread_t` | sched_priority | policy  |
+//! | `pthread_setschedprio`         | `pthread_t` | priority       | –       |
+//! | `pthread_attr_setschedparam`   | attr        | sched_priority | –       |
+//! | `pthread_attr_setschedpolicy`  | attr        | policy         | –       |
+//! | `pthread_attr_setinheritsched` | attr        | inherit        | –       |
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use libc::{c_int, c_void, pthread_attr_t, pthread_once_t, pthread_t};
+use libc::{c_int, c_void, pthread_attr_t, pthread_once_t, pthread_t, sched_param};
 use lockstep_agent_abi::{Op, Phase};
 
 use crate::local::Local;
@@ -105,7 +117,7 @@ pub unsafe extern "C" fn pthread_create(
     }
     if let Some(mut rec) = rec {
         // SAFETY: on success glibc stored the new id in `*thread`.
-        rec.ev.obj = if r == 0 && !thread.is_null() { (unsafe { *thread }) as u64 } else { 0 };
+        rec.ev.obj = if r == 0 && !thread.is_null() { unsafe { *thread } } else { 0 };
         rec.complete(Phase::Done, r);
     }
     r
@@ -165,13 +177,13 @@ pub unsafe extern "C" fn pthread_exit(value: *mut c_void) -> ! {
 /// `pthread_t` and `ret` the result. A cancellation point.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_join(thread: pthread_t, value: *mut *mut c_void) -> c_int {
-    intercept!(ThreadJoin, Waited, Code, Detail { obj: thread as u64, ..Detail::default() }, real::pthread_join(thread, value))
+    intercept!(ThreadJoin, Waited, Code, Detail { obj: thread, ..Detail::default() }, real::pthread_join(thread, value))
 }
 
 /// `pthread_detach`: `Done`, `obj` = the `pthread_t`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_detach(thread: pthread_t) -> c_int {
-    intercept!(ThreadDetach, Done, Code, Detail { obj: thread as u64, ..Detail::default() }, real::pthread_detach(thread))
+    intercept!(ThreadDetach, Done, Code, Detail { obj: thread, ..Detail::default() }, real::pthread_detach(thread))
 }
 
 /// `pthread_once`: `Done` after the call (so after the init routine, if
@@ -179,4 +191,47 @@ pub unsafe extern "C" fn pthread_detach(thread: pthread_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn pthread_once(once: *mut pthread_once_t, init: *mut c_void) -> c_int {
     intercept!(Once, Done, Code, Detail { arg2: init as u64, ..Detail::obj(once) }, real::pthread_once(once, init))
+}
+
+/// The priority in `*param`, or 0 for a null pointer.
+fn priority(param: *const sched_param) -> u64 {
+    if param.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null sched_param the real function is about to read.
+    unsafe { (*param).sched_priority as u32 as u64 }
+}
+
+/// `pthread_setschedparam`: `obj` = thread, `arg` = priority, `arg2` = policy.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_setschedparam(thread: pthread_t, policy: c_int, param: *const sched_param) -> c_int {
+    intercept!(SetSchedParam, Done, Code, Detail { obj: thread, arg: priority(param), arg2: policy as u32 as u64, flags: 0 }, real::pthread_setschedparam(thread, policy, param))
+}
+
+/// `pthread_setschedprio`: `obj` = thread, `arg` = priority.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_setschedprio(thread: pthread_t, prio: c_int) -> c_int {
+    intercept!(SetSchedPrio, Done, Code, Detail { obj: thread, arg: prio as u32 as u64, ..Detail::default() }, real::pthread_setschedprio(thread, prio))
+}
+
+/// `pthread_attr_setschedparam`: `obj` = attr, `arg` = priority.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_attr_setschedparam(a: *mut pthread_attr_t, param: *const sched_param) -> c_int {
+    intercept!(AttrSetSchedParam, Done, Code, Detail { arg: priority(param), ..Detail::obj(a) }, real::pthread_attr_setschedparam(a, param))
+}
+
+/// Declares the attr interposers that set one int.
+macro_rules! attr_int_calls {
+    ($($name:ident => $op:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($name), "`: `obj` = attr, `arg` = the value.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(a: *mut pthread_attr_t, value: c_int) -> c_int {
+            intercept!($op, Done, Code, Detail { arg: value as u32 as u64, ..Detail::obj(a) }, real::$name(a, value))
+        }
+    )*};
+}
+
+attr_int_calls! {
+    pthread_attr_setschedpolicy => AttrSetSchedPolicy;
+    pthread_attr_setinheritsched => AttrSetInheritSched;
 }

@@ -47,7 +47,7 @@ fn record_sync() -> (Shm, Run) {
     (shm, run)
 }
 
-fn find<'a>(run: &'a Run, op: Op, phase: Phase, obj: u64) -> Vec<&'a Got> {
+fn find(run: &Run, op: Op, phase: Phase, obj: u64) -> Vec<&Got> {
     run.events.iter().filter(|g| g.op() == op && g.phase() == phase && g.ev.obj == obj).collect()
 }
 

@@ -34,15 +34,21 @@ pub struct DataSymbol {
     pub size: u64,
     /// Path of the module that defines the variable (as the mapping names it).
     pub module: String,
+    /// Where `offset` is inside the variable, from its DWARF type: `[1]`,
+    /// `[1].lock`, `.balance+0x4`. `None` at offset 0, without DWARF, or when
+    /// the type says no more than the offset (a union, a scalar).
+    pub member: Option<String>,
 }
 
 impl DataSymbol {
-    /// `name` at the start of the variable, `name+0xoffset` inside it.
+    /// `name` at the start of the variable; inside it `name` and the
+    /// [`member`](Self::member) path when DWARF gives one
+    /// (`accounts[1].lock`), else `name+0xoffset` (`accounts+0x48`).
     pub fn render(&self) -> String {
-        if self.offset == 0 {
-            self.name.clone()
-        } else {
-            format!("{}+{:#x}", self.name, self.offset)
+        match (&self.member, self.offset) {
+            (_, 0) => self.name.clone(),
+            (Some(member), _) => format!("{}{member}", self.name),
+            (None, offset) => format!("{}+{offset:#x}", self.name),
         }
     }
 }
@@ -82,8 +88,14 @@ impl DataEntry {
 impl DataTable {
     /// Builds the table; duplicates (same name, same address) collapse. At one
     /// address a sized object comes before a zero-sized marker, then the name
-    /// a user would write (see [`rank`]).
+    /// a user would write (see [`rank`]). A symbol version is dropped: GNU ld
+    /// names a copy-relocated `environ` in `.symtab` `environ@GLIBC_2.2.5`.
     pub fn new(mut raws: Vec<RawSymbol>) -> Self {
+        for raw in &mut raws {
+            if let Some(at) = raw.name.find('@').filter(|&at| at > 0) {
+                raw.name.truncate(at);
+            }
+        }
         raws.sort_by(|a, b| {
             a.start
                 .cmp(&b.start)
@@ -167,6 +179,8 @@ mod tests {
             obj("__environ", 0x40d0, 8, STB_GLOBAL),
             obj("environ", 0x40d0, 8, STB_WEAK),
             obj("_environ", 0x40d0, 8, STB_WEAK),
+            obj("environ@GLIBC_2.2.5", 0x40d0, 8, STB_WEAK),
+            obj("stdout@GLIBC_2.2.5", 0x40e0, 8, STB_GLOBAL),
             obj("marker", 0x40c0, 0, STB_GLOBAL),
             obj("outer", 0x5000, 0x100, STB_GLOBAL),
             obj("inner", 0x5010, 0x10, STB_LOCAL),
@@ -186,7 +200,7 @@ mod tests {
         assert_eq!(name(&t, 0x4088), Some(("accounts", 0x28)));
         assert_eq!(name(&t, 0x40c3), Some(("counter", 3)));
         assert_eq!(name(&t, 0x401f), None);
-        assert_eq!(t.len(), 10, "the duplicate A collapsed");
+        assert_eq!(t.len(), 11, "the duplicates A and environ collapsed");
     }
 
     #[test]
@@ -205,6 +219,7 @@ mod tests {
     fn prefers_the_plain_alias_and_the_innermost_object() {
         let t = table();
         assert_eq!(name(&t, 0x40d4), Some(("environ", 4)));
+        assert_eq!(name(&t, 0x40e0), Some(("stdout", 0)), "version dropped");
         assert_eq!(name(&t, 0x5018), Some(("inner", 8)));
         assert_eq!(name(&t, 0x5020), Some(("outer", 0x20)));
         assert_eq!(name(&t, 0x5100), None);
@@ -218,12 +233,15 @@ mod tests {
             offset: 0,
             size: 40,
             module: "/bin/prog".to_owned(),
+            member: None,
         };
         assert_eq!(s.render(), "A");
         s.name = "accounts".to_owned();
         s.offset = 0x28;
         assert_eq!(s.render(), "accounts+0x28");
         assert_eq!(s.to_string(), "accounts+0x28");
+        s.member = Some("[1].lock".to_owned());
+        assert_eq!(s.render(), "accounts[1].lock");
     }
 
     /// A non-PIE executable with text at 0x401000 and data plus `.bss` at

@@ -12,13 +12,14 @@
 //! reported as [`SymbolError::CompressedDwarf`]: there is no decompressor here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use gimli::{EndianArcSlice, RunTimeEndian};
 
 use crate::elf::{hex, slice, ElfImage};
 use crate::SymbolError;
 
-type Reader = EndianArcSlice<RunTimeEndian>;
+pub(crate) type Reader = EndianArcSlice<RunTimeEndian>;
 
 /// The sections `addr2line` reads; if one of them is compressed there are no
 /// lines to be had.
@@ -34,6 +35,8 @@ const NEEDED: [&str; 6] = [
 /// The DWARF of one module, ready for lookups.
 pub(crate) struct DwarfInfo {
     ctx: addr2line::Context<Reader>,
+    /// The sections `ctx` reads, shared for variable and type lookups.
+    pub dwarf: Arc<gimli::Dwarf<Reader>>,
     /// The file the DWARF came from (the module or its debug file).
     pub path: PathBuf,
 }
@@ -85,10 +88,11 @@ impl DwarfInfo {
             path: path.to_owned(),
             source,
         };
-        let dwarf = gimli::Dwarf::load(section).map_err(dwarf_error)?;
-        let ctx = addr2line::Context::from_dwarf(dwarf).map_err(dwarf_error)?;
+        let dwarf = Arc::new(gimli::Dwarf::load(section).map_err(dwarf_error)?);
+        let ctx = addr2line::Context::from_arc_dwarf(dwarf.clone()).map_err(dwarf_error)?;
         Ok(Some(DwarfInfo {
             ctx,
+            dwarf,
             path: path.to_owned(),
         }))
     }

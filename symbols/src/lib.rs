@@ -42,6 +42,7 @@ mod elf;
 mod maps;
 mod symbolizer;
 mod symtab;
+mod variables;
 
 use std::fmt;
 use std::path::PathBuf;

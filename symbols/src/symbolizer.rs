@@ -17,6 +17,7 @@ use crate::dwarf::{find_debug_file, DwarfInfo};
 use crate::elf::{file_offset_to_vaddr, hex, ElfImage, Segment};
 use crate::maps::find_mapping;
 use crate::symtab::{demangle, SymbolTable};
+use crate::variables::Variables;
 use crate::{Frame, Mapping, SymbolError};
 
 /// How long a memo hit may go without re-checking the file's identity.
@@ -70,6 +71,8 @@ struct Module {
     /// Global and static variables.
     objects: DataTable,
     dwarf: Option<DwarfInfo>,
+    /// The DWARF variables, indexed on the first look inside a variable.
+    variables: Option<Variables>,
     /// Why the module gives less than full information.
     problems: Vec<SymbolError>,
 }
@@ -99,8 +102,18 @@ impl Module {
             symbols: SymbolTable::new(raw_symbols),
             objects: DataTable::new(raw_objects),
             dwarf,
+            variables: None,
             problems,
         })
+    }
+
+    /// The DWARF path to `offset` inside the variable starting at `start`.
+    fn member_path(&mut self, start: u64, offset: u64) -> Option<String> {
+        let dwarf = self.dwarf.as_ref()?;
+        let variables = self
+            .variables
+            .get_or_insert_with(|| Variables::index(dwarf.dwarf.clone()));
+        variables.member_path(start, offset)
     }
 
     /// The frames at link-time address `vaddr` of the module called `module`.
@@ -219,13 +232,14 @@ impl Symbolizer {
     /// place each module (its load bias), and the module's `PT_LOAD` segments
     /// (with `.bss`) say whether `addr` is its data. The variable comes from
     /// `.symtab`/`.dynsym`, or the separate debug file's `.symtab` of a
-    /// stripped module. `None` for heap, stack and other anonymous memory,
-    /// and for modules without object symbols.
+    /// stripped module; with DWARF, an address inside it also gets the path
+    /// to the element or member (`accounts[1].lock`). `None` for heap, stack
+    /// and other anonymous memory, and for modules without object symbols.
     pub fn data_symbol(&mut self, maps: &[Mapping], addr: u64) -> Option<DataSymbol> {
         let mut tried: Vec<(&str, u64)> = Vec::new();
         for mapping in maps {
             let path = mapping.path.as_str();
-            let Ok(module) = &self.slot(path, false).module else {
+            let Ok(module) = &mut self.slot(path, false).module else {
                 continue;
             };
             let Some(bias) = load_bias(&module.segments, mapping) else {
@@ -241,11 +255,19 @@ impl Symbolizer {
             }
             // Modules do not overlap: whatever this one says is the answer.
             let entry = module.objects.lookup(vaddr)?;
+            let (start, size) = (entry.start, entry.size);
+            let name = demangle(&entry.name).into_owned();
+            let offset = vaddr - start;
+            let member = match offset {
+                0 => None,
+                _ => module.member_path(start, offset),
+            };
             return Some(DataSymbol {
-                name: demangle(&entry.name).into_owned(),
-                offset: vaddr - entry.start,
-                size: entry.size,
+                name,
+                offset,
+                size,
                 module: path.to_owned(),
+                member,
             });
         }
         None

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use lockstep_agent_abi::{
@@ -21,18 +22,36 @@ use lockstep_agent_abi::{
     SHM_SIZE, VERSION,
 };
 
-/// The agent built for this test run: cargo builds the package's cdylib
-/// next to the test executable's `deps/` directory.
+/// The agent, built for this test run. Cargo does not build a cdylib-only
+/// library for integration tests, so the first call runs
+/// `cargo build --lib` for this package with the test executable's profile,
+/// target directory and environment (RUSTFLAGS included): a no-op when the
+/// library is fresh, and never a stale `.so`.
 pub fn agent_so() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("deps dir");
-    for dir in [deps, deps.parent().expect("profile dir")] {
-        let so = dir.join("liblockstep_agent.so");
-        if so.exists() {
-            return so;
-        }
-    }
-    panic!("liblockstep_agent.so not found next to {}", exe.display());
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(name) => name,
+            None => panic!("no profile directory in {}", exe.display()),
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "--lib", "--profile", profile, "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "cargo build of the agent: {}", String::from_utf8_lossy(&out.stderr));
+        let so = profile_dir.join("liblockstep_agent.so");
+        assert!(so.exists(), "{} not built", so.display());
+        so
+    })
+    .clone()
 }
 
 /// A fresh directory for one test's files (tests run in parallel).
@@ -139,8 +158,8 @@ impl Shm {
         (self.header().rings_claimed.load(Ordering::Acquire) as usize).min(MAX_RINGS)
     }
 
-    /// Moves every published event into `out`; returns how many.
-    pub fn drain(&self, out: &mut Vec<Got>) -> usize {
+    /// Hands every published event to `out`; returns how many.
+    pub fn drain(&self, out: &mut impl FnMut(Got)) -> usize {
         let mut n = 0;
         for i in 0..self.rings() {
             let r = self.ring(i);
@@ -153,7 +172,7 @@ impl Shm {
                 // SAFETY: slot `tail` was published by the release store of
                 // `head`; it is inside the mapping.
                 let ev = unsafe { std::ptr::read(self.base.add(event_offset(i, tail as usize)).cast::<Event>()) };
-                out.push(Got { ring: i, ev });
+                out(Got { ring: i, ev });
                 tail += 1;
                 n += 1;
             }
@@ -175,7 +194,10 @@ pub struct Run {
     pub status: ExitStatus,
     pub stdout: String,
     pub pid: i32,
+    /// The events, unless the run was made with [`run_counting`].
     pub events: Vec<Got>,
+    /// How many events of each (op, phase) arrived.
+    pub counts: BTreeMap<(u16, u8), usize>,
 }
 
 impl Run {
@@ -197,7 +219,7 @@ impl Run {
     }
 
     pub fn count(&self, op: Op, phase: Phase) -> usize {
-        self.events.iter().filter(|g| g.op() == op && g.phase() == phase).count()
+        self.counts.get(&(op as u16, phase as u8)).copied().unwrap_or(0)
     }
 }
 
@@ -205,6 +227,15 @@ impl Run {
 /// `LOCKSTEP_SHM` unset (inert agent), `preload` false runs it natively.
 /// Rings are drained while it runs.
 pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
+    run_with(exe, args, shm, preload, true)
+}
+
+/// [`run`], keeping only the counts of events (for millions of them).
+pub fn run_counting(exe: &Path, args: &[&str], shm: &Shm) -> Run {
+    run_with(exe, args, Some(shm), true, false)
+}
+
+fn run_with(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool, keep: bool) -> Run {
     let out_path = exe.with_extension(format!("out{}", std::process::id()));
     let out = std::fs::File::create(&out_path).expect("stdout file");
     let mut cmd = Command::new(exe);
@@ -217,8 +248,15 @@ pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
     }
     let mut child = cmd.spawn().expect("spawn program");
     let mut events = Vec::new();
+    let mut counts = BTreeMap::new();
+    let mut sink = |g: Got| {
+        *counts.entry((g.ev.op, g.ev.phase)).or_insert(0) += 1;
+        if keep {
+            events.push(g);
+        }
+    };
     let status = loop {
-        let drained = shm.map_or(0, |s| s.drain(&mut events));
+        let drained = shm.map_or(0, |s| s.drain(&mut sink));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
@@ -229,10 +267,10 @@ pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
         }
     };
     if let Some(shm) = shm {
-        shm.drain(&mut events);
+        shm.drain(&mut sink);
     }
     let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
-    Run { status, stdout, pid: child.id() as i32, events }
+    Run { status, stdout, pid: child.id() as i32, events, counts }
 }
 
 /// Checks the invariants every recording must keep: unique seqs, every
@@ -250,10 +288,9 @@ pub fn check_order(shm: &Shm, events: &[Got]) {
         let ring = shm.ring(g.ring);
         assert_eq!(ring.pid.load(Ordering::Relaxed), g.ev.pid, "ring {} pid", g.ring);
         assert_eq!(ring.tid.load(Ordering::Relaxed), g.ev.tid, "ring {} tid", g.ring);
-        for prev in [last.insert((g.ev.pid, g.ev.tid), g.ev.seq), ring_last.insert(g.ring, g.ev.seq)] {
-            if let Some(prev) = prev {
-                assert!(prev < g.ev.seq, "thread {} events out of order: {prev} then {}", g.ev.tid, g.ev.seq);
-            }
+        let previous = [last.insert((g.ev.pid, g.ev.tid), g.ev.seq), ring_last.insert(g.ring, g.ev.seq)];
+        for prev in previous.into_iter().flatten() {
+            assert!(prev < g.ev.seq, "thread {} events out of order: {prev} then {}", g.ev.tid, g.ev.seq);
         }
     }
 }

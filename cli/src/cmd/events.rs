@@ -65,6 +65,22 @@ fn lifecycle(t: &TraceReader) -> Result<Vec<Lifecycle>> {
         let text = format!("+++ {}{} +++", exit_status(&e.status), if e.process_exit { "" } else { " (thread)" });
         v.push(Lifecycle { seq: e.at.seq, pid: e.pid, tid: e.tid, text, json: json!({"kind": "exit", "event": e}) });
     }
+    let mut loc = crate::locate::TraceLocator::new(t);
+    t.each_sync_op(None, |op| {
+        use lockstep_analysis::finding::Locator;
+        let ra = op.stack.first().copied().unwrap_or(0);
+        let pos = if ra != 0 { loc.locate(op.pid.0, op.at.seq.0, ra) } else { Default::default() };
+        let site = match (&pos.file, pos.line) {
+            (Some(f), Some(l)) => format!("{}:{l}", std::path::Path::new(f).file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+            _ => pos.render(ra),
+        };
+        let arg = if op.arg != 0 { format!(", {:#x}", op.arg) } else { String::new() };
+        let text = format!("{}({:#x}{arg}) {} = {}  <{site}>", op.op, op.obj, op.phase, op.ret);
+        let json = json!({"kind": "sync", "event": op,
+            "site": {"function": pos.function, "file": pos.file, "line": pos.line}});
+        v.push(Lifecycle { seq: op.at.seq, pid: op.pid, tid: op.tid, text, json });
+        Ok(())
+    })?;
     v.sort_by_key(|l| l.seq);
     Ok(v)
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: compiling the C fixtures of
-//! `tests/fixtures/` with gcc, running them, parsing what they print (call-site
-//! addresses, function addresses and their own `/proc/self/maps`), finding the
+//! `tests/fixtures/` with gcc, running them, parsing what they print (call-site,
+//! function and data addresses and their own `/proc/self/maps`), finding the
 //! line of a marker comment, and asserting on frames.
 
 #![allow(dead_code)] // each test binary uses a different subset
@@ -66,8 +66,14 @@ pub struct Run {
     pub sites: HashMap<String, u64>,
     /// `FUNC <name> <addr>`: function addresses.
     pub funcs: HashMap<String, u64>,
+    /// `DATA`, `HEAP` and `STACK <name> <addr>`: addresses of variables,
+    /// heap blocks and stack slots.
+    pub data: HashMap<String, u64>,
     /// The process's file mappings.
     pub maps: Vec<Mapping>,
+    /// Only the executable file mappings (perms with `x`), as the recorder
+    /// keeps them.
+    pub exec_maps: Vec<Mapping>,
 }
 
 impl Run {
@@ -83,6 +89,13 @@ impl Run {
             .funcs
             .get(name)
             .unwrap_or_else(|| panic!("no FUNC {name} in {self:?}"))
+    }
+
+    pub fn datum(&self, name: &str) -> u64 {
+        *self
+            .data
+            .get(name)
+            .unwrap_or_else(|| panic!("no DATA {name} in {self:?}"))
     }
 
     /// The first mapping of the file at `path`.
@@ -104,21 +117,30 @@ pub fn run(exe: &Path) -> Run {
     let (maps, _) = maps.split_once("MAPS-END").expect("MAPS-END");
     let mut sites = HashMap::new();
     let mut funcs = HashMap::new();
+    let mut data = HashMap::new();
     for line in report.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let table = match fields.first() {
             Some(&"SITE") => &mut sites,
             Some(&"FUNC") => &mut funcs,
+            Some(&"DATA" | &"HEAP" | &"STACK") => &mut data,
             _ => continue,
         };
         let addr = fields[2].trim_start_matches("0x");
         let addr = u64::from_str_radix(addr, 16).unwrap_or_else(|_| panic!("bad address: {line}"));
         table.insert(fields[1].to_owned(), addr);
     }
+    let executable: String = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .flat_map(|l| [l, "\n"])
+        .collect();
     Run {
         sites,
         funcs,
+        data,
         maps: parse_proc_maps(maps),
+        exec_maps: parse_proc_maps(&executable),
     }
 }
 
