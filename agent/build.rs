@@ -9,7 +9,9 @@ fn main() {
         .collect::<Vec<_>>()
         .windows(2)
         .any(|w| w[0] == "-C" && w[1] == "force-frame-pointers=yes")
-        || flags.split('\u{1f}').any(|f| f == "-Cforce-frame-pointers=yes");
+        || flags
+            .split('\u{1f}')
+            .any(|f| f == "-Cforce-frame-pointers=yes");
     if !with_fp {
         println!(
             "cargo:warning=lockstep-agent built without RUSTFLAGS=\"-C force-frame-pointers=yes\": \

@@ -13,26 +13,47 @@
 //! cancelled while waiting unwinds through the interposer (see
 //! [`record`](crate::record) for why that works).
 
-use libc::{c_int, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
 use crate::record::Detail;
 use crate::{intercept, real};
+use libc::{c_int, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
 
 /// The wait's detail: the condition variable and its mutex.
 fn wait_detail(c: *const pthread_cond_t, m: *const pthread_mutex_t) -> Detail {
-    Detail { arg: m as u64, ..Detail::obj(c) }
+    Detail {
+        arg: m as u64,
+        ..Detail::obj(c)
+    }
 }
 
 /// `pthread_cond_init`: `Done`.
 #[no_mangle]
-pub unsafe extern "C" fn pthread_cond_init(c: *mut pthread_cond_t, a: *const pthread_condattr_t) -> c_int {
-    intercept!(CondInit, Done, Code, Detail::obj(c), real::pthread_cond_init(c, a))
+pub unsafe extern "C" fn pthread_cond_init(
+    c: *mut pthread_cond_t,
+    a: *const pthread_condattr_t,
+) -> c_int {
+    intercept!(
+        CondInit,
+        Done,
+        Code,
+        Detail::obj(c),
+        real::pthread_cond_init(c, a)
+    )
 }
 
 /// `pthread_cond_wait`: `Request`, then `Acquired` (or `Failed`), with
 /// `obj` = cond and `arg` = mutex.
 #[no_mangle]
-pub unsafe extern "C" fn pthread_cond_wait(c: *mut pthread_cond_t, m: *mut pthread_mutex_t) -> c_int {
-    intercept!(CondWait, Blocking, Code, wait_detail(c, m), real::pthread_cond_wait(c, m))
+pub unsafe extern "C" fn pthread_cond_wait(
+    c: *mut pthread_cond_t,
+    m: *mut pthread_mutex_t,
+) -> c_int {
+    intercept!(
+        CondWait,
+        Blocking,
+        Code,
+        wait_detail(c, m),
+        real::pthread_cond_wait(c, m)
+    )
 }
 
 /// `pthread_cond_timedwait`: `Request`, then `Acquired` or `Failed`
@@ -43,7 +64,13 @@ pub unsafe extern "C" fn pthread_cond_timedwait(
     m: *mut pthread_mutex_t,
     t: *const timespec,
 ) -> c_int {
-    intercept!(CondTimedwait, Blocking, Code, wait_detail(c, m), real::pthread_cond_timedwait(c, m, t))
+    intercept!(
+        CondTimedwait,
+        Blocking,
+        Code,
+        wait_detail(c, m),
+        real::pthread_cond_timedwait(c, m, t)
+    )
 }
 
 /// Declares the cond interposers that take only the condition variable.

@@ -10,10 +10,16 @@
 //! one: the `pthread_atfork` child handler registered by [`watch_forks`]
 //! makes that thread forget its ring and tid and the process its pid, so
 //! that the child's events go to a fresh ring stamped with the child's ids
-//! (the mapping itself is inherited, MAP_SHARED).
+//! (the mapping itself is inherited, MAP_SHARED). Child handlers run in
+//! registration order, so another library's handler may make a sync call
+//! in the child before ours runs (unlocking what its prepare handler
+//! locked, typically): writing that to the parent's ring would make two
+//! producers on one ring. So from our prepare handler until our parent or
+//! child handler, every event first checks `getpid()` against the cached
+//! pid (one system call per event, only in that window).
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::shm::Shm;
 use crate::stack::Bounds;
@@ -55,8 +61,11 @@ thread_local! {
     };
 }
 
-/// The pid of this process, 0 until first asked (and again after fork).
+/// The pid of this process, 0 until first asked.
 static PID: AtomicI32 = AtomicI32::new(0);
+/// Set while a fork is under way (between our prepare handler and our
+/// parent or child handler).
+static FORKING: AtomicBool = AtomicBool::new(false);
 
 /// The calling process's pid, cached.
 #[inline(always)]
@@ -131,6 +140,9 @@ impl Local {
     /// was taken when the thread tried. The caller must be inside the agent.
     #[inline(always)]
     pub fn ring(&self, shm: Shm) -> Option<u32> {
+        if FORKING.load(Ordering::Relaxed) {
+            self.notice_fork();
+        }
         match self.ring.get() {
             NO_RING => self.claim(shm),
             LOST => None,
@@ -162,29 +174,50 @@ impl Local {
         }
     }
 
-    /// Forgets everything that belongs to the parent process (fork child).
-    fn forget_process(&self) {
-        self.ring.set(NO_RING);
-        self.tid.set(0);
-        self.stalled.set(false);
-        self.busy.set(false);
-        self.exited.set(false);
+    /// If the calling thread is in a new process (a fork child), forgets
+    /// the parent's ring, tid and pid: the next event claims a fresh ring
+    /// with the child's ids. The stack bounds stay (the forking thread's
+    /// stack is at the same addresses in the child), and so does `busy`.
+    #[cold]
+    fn notice_fork(&self) {
+        // SAFETY: getpid has no preconditions.
+        let now = unsafe { libc::getpid() };
+        if PID.load(Ordering::Relaxed) != now {
+            PID.store(now, Ordering::Relaxed);
+            self.ring.set(NO_RING);
+            self.tid.set(0);
+            self.stalled.set(false);
+            self.exited.set(false);
+        }
     }
 }
 
-/// Registers the fork handler; called once, when the agent becomes active.
+/// Registers the fork handlers; called once, when the agent becomes active.
 pub fn watch_forks() {
-    // SAFETY: registers a plain function as the child handler; it stays
-    // valid because the agent is never unloaded while the program runs.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    // SAFETY: registers plain functions as handlers; they stay valid
+    // because the agent is never unloaded while the program runs.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        )
+    };
 }
 
-/// `pthread_atfork` child handler: the child claims a fresh ring with its
-/// own pid and tid on its next event. The stack bounds stay: the forking
-/// thread's stack is at the same addresses in the child.
+extern "C" fn before_fork() {
+    FORKING.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn after_fork_in_parent() {
+    FORKING.store(false, Ordering::Relaxed);
+}
+
+/// The child handler: forget the parent (unless an event from an earlier
+/// child handler already did).
 extern "C" fn after_fork_in_child() {
-    PID.store(0, Ordering::Relaxed);
-    LOCAL.with(Local::forget_process);
+    LOCAL.with(Local::notice_fork);
+    FORKING.store(false, Ordering::Relaxed);
 }
 
 /// Learns the calling thread's stack bounds now, outside any signal handler

@@ -39,14 +39,26 @@ fn describe(m: *const pthread_mutex_t) -> Detail {
         unsafe { core::ptr::read_volatile(m.cast::<u8>().add(offset).cast::<i32>()) as u32 }
     };
     let kind = field(KIND_OFFSET);
-    let ceiling = if kind & KIND_PRIO_PROTECT != 0 { (field(LOCK_OFFSET) & CEILING_MASK) >> CEILING_SHIFT } else { 0 };
-    Detail { obj: m as u64, arg: 0, arg2: ceiling as u64, flags: ((kind & 3) | (kind & 0x70)) as u8 }
+    let ceiling = if kind & KIND_PRIO_PROTECT != 0 {
+        (field(LOCK_OFFSET) & CEILING_MASK) >> CEILING_SHIFT
+    } else {
+        0
+    };
+    Detail {
+        obj: m as u64,
+        arg: 0,
+        arg2: ceiling as u64,
+        flags: ((kind & 3) | (kind & 0x70)) as u8,
+    }
 }
 
 /// `pthread_mutex_init`: `Done`; `flags`/`arg2` describe the new mutex and
 /// `arg` is the attr's type (low 32 bits) and protocol (high 32 bits).
 #[no_mangle]
-pub unsafe extern "C" fn pthread_mutex_init(m: *mut pthread_mutex_t, attr: *const pthread_mutexattr_t) -> c_int {
+pub unsafe extern "C" fn pthread_mutex_init(
+    m: *mut pthread_mutex_t,
+    attr: *const pthread_mutexattr_t,
+) -> c_int {
     let f = frame!();
     let rec = record::begin(f, Op::MutexInit, Shape::Done, || Detail::obj(m));
     // SAFETY: forwards the caller's arguments.
@@ -101,8 +113,17 @@ mutex_calls! {
 
 /// `Request`, then `Acquired` or `Failed` (ETIMEDOUT).
 #[no_mangle]
-pub unsafe extern "C" fn pthread_mutex_timedlock(m: *mut pthread_mutex_t, t: *const timespec) -> c_int {
-    intercept!(MutexTimedlock, Blocking, Code, describe(m), real::pthread_mutex_timedlock(m, t))
+pub unsafe extern "C" fn pthread_mutex_timedlock(
+    m: *mut pthread_mutex_t,
+    t: *const timespec,
+) -> c_int {
+    intercept!(
+        MutexTimedlock,
+        Blocking,
+        Code,
+        describe(m),
+        real::pthread_mutex_timedlock(m, t)
+    )
 }
 
 /// Declares the `pthread_mutexattr_set*` interposers: `Done` with

@@ -32,7 +32,13 @@ fn lookup(name: &'static [u8], version: Option<&'static [u8]>) -> usize {
     if let Some(version) = version {
         // SAFETY: both strings are NUL-terminated literals; dlvsym only
         // reads them and the loader's tables.
-        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr().cast(), version.as_ptr().cast()) };
+        p = unsafe {
+            libc::dlvsym(
+                libc::RTLD_NEXT,
+                name.as_ptr().cast(),
+                version.as_ptr().cast(),
+            )
+        };
     }
     if p.is_null() {
         // SAFETY: as above.
@@ -170,7 +176,12 @@ pub unsafe extern "C" fn pthread_exit(value: *mut c_void) -> ! {
 
 /// Calls the real variadic `sem_open`, always passing mode and value (they
 /// are ignored by glibc unless `O_CREAT` is in `oflag`).
-pub unsafe fn sem_open(name: *const c_char, oflag: c_int, mode: mode_t, value: c_uint) -> *mut sem_t {
+pub unsafe fn sem_open(
+    name: *const c_char,
+    oflag: c_int,
+    mode: mode_t,
+    value: c_uint,
+) -> *mut sem_t {
     static ADDR: AtomicUsize = AtomicUsize::new(0);
     let mut addr = ADDR.load(Ordering::Relaxed);
     if addr == 0 {

@@ -18,11 +18,14 @@
 //! can only record its `Acquired` after the real unlock). The thread stays
 //! inside the agent (busy) until the event is written, so its ring stays in
 //! seq order; releases do not block, so this holds nobody up.
+//! `pthread_create` uses the same shape for its `Done`, so that the creation
+//! precedes every event of the new thread.
 //!
 //! Nothing here allocates or locks. A call made while the thread is already
-//! inside the agent (a signal handler, or malloc called from the agent) is
-//! forwarded without events and counted in `Header::dropped`. errno is
-//! preserved across the recording done after the real call.
+//! inside the agent (a signal handler, or malloc called from the agent), or
+//! by a thread that found no ring, is forwarded without events and the
+//! events it would have made are counted in `Header::dropped`. errno is
+//! preserved across the agent's own work, before and after the real call.
 //!
 //! # Unwinding through the agent
 //! glibc ends threads (`pthread_exit`, cancellation in `pthread_cond_wait`,
@@ -94,17 +97,25 @@ impl Detail {
     /// Just the object's address.
     #[inline(always)]
     pub fn obj<T>(p: *const T) -> Detail {
-        Detail { obj: p as u64, ..Detail::default() }
+        Detail {
+            obj: p as u64,
+            ..Detail::default()
+        }
     }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 #[inline(always)]
@@ -135,13 +146,17 @@ impl Rec {
     /// frame `f`; `None` (the call is to be forwarded unrecorded) if the
     /// thread is already inside the agent or has no ring.
     #[inline(always)]
-    fn open(shm: Shm, local: &'static Local, f: Frame, op: Op, detail: impl FnOnce() -> Detail) -> Option<Rec> {
+    fn open(
+        shm: Shm,
+        local: &'static Local,
+        f: Frame,
+        op: Op,
+        detail: impl FnOnce() -> Detail,
+    ) -> Option<Rec> {
         if !local.enter() {
-            shm.count_dropped();
             return None;
         }
         let Some(ring) = local.ring(shm) else {
-            shm.count_dropped();
             local.leave();
             return None;
         };
@@ -157,7 +172,13 @@ impl Rec {
             ..Event::default()
         };
         stack::walk(f, local.bounds(), &mut ev.stack);
-        Some(Rec { shm, local, ring, busy: true, ev })
+        Some(Rec {
+            shm,
+            local,
+            ring,
+            busy: true,
+            ev,
+        })
     }
 
     /// Draws the event's sequence number and time: the event happens now.
@@ -227,7 +248,16 @@ pub fn begin(f: Frame, op: Op, shape: Shape, detail: impl FnOnce() -> Detail) ->
     let err = errno();
     let rec = Rec::open(shm, Local::current(), f, op, detail);
     set_errno(err);
-    let mut rec = rec?;
+    let Some(mut rec) = rec else {
+        // Count the events the call would have made.
+        let events = if matches!(shape, Shape::Blocking | Shape::Waited) {
+            2
+        } else {
+            1
+        };
+        shm.count_dropped(events);
+        return None;
+    };
     match shape {
         Shape::Blocking | Shape::Waited => {
             rec.stamp();

@@ -5,10 +5,10 @@
 //! the writer's tid in `__cur_writer` (an `int` at byte offset 24 of
 //! `pthread_rwlock_t` on x86-64), read before the real unlock.
 
-use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
 use crate::local::Local;
 use crate::record::Detail;
 use crate::{intercept, real};
+use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
 
 /// Byte offset of `__cur_writer` in glibc's x86-64 `pthread_rwlock_t`.
 const CUR_WRITER_OFFSET: usize = 24;
@@ -23,15 +23,28 @@ fn describe_unlock(l: *const pthread_rwlock_t) -> Detail {
     // SAFETY: `l` is the caller's non-null rwlock, which the real unlock is
     // about to access as a pthread_rwlock_t (56 bytes, 8-aligned), so the
     // int at offset 24 is readable.
-    let writer = unsafe { core::ptr::read_volatile(l.cast::<u8>().add(CUR_WRITER_OFFSET).cast::<i32>()) };
+    let writer =
+        unsafe { core::ptr::read_volatile(l.cast::<u8>().add(CUR_WRITER_OFFSET).cast::<i32>()) };
     let me = Local::current().tid();
-    Detail { flags: if writer == me { FLAG_WRITER } else { 0 }, ..Detail::obj(l) }
+    Detail {
+        flags: if writer == me { FLAG_WRITER } else { 0 },
+        ..Detail::obj(l)
+    }
 }
 
 /// `pthread_rwlock_init`: `Done`.
 #[no_mangle]
-pub unsafe extern "C" fn pthread_rwlock_init(l: *mut pthread_rwlock_t, a: *const pthread_rwlockattr_t) -> c_int {
-    intercept!(RwInit, Done, Code, Detail::obj(l), real::pthread_rwlock_init(l, a))
+pub unsafe extern "C" fn pthread_rwlock_init(
+    l: *mut pthread_rwlock_t,
+    a: *const pthread_rwlockattr_t,
+) -> c_int {
+    intercept!(
+        RwInit,
+        Done,
+        Code,
+        Detail::obj(l),
+        real::pthread_rwlock_init(l, a)
+    )
 }
 
 /// Declares rwlock interposers that take only the lock.
@@ -78,5 +91,11 @@ rwlock_timed_calls! {
 /// or `Failed` (EPERM).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_rwlock_unlock(l: *mut pthread_rwlock_t) -> c_int {
-    intercept!(RwUnlock, Release, Code, describe_unlock(l), real::pthread_rwlock_unlock(l))
+    intercept!(
+        RwUnlock,
+        Release,
+        Code,
+        describe_unlock(l),
+        real::pthread_rwlock_unlock(l)
+    )
 }

@@ -19,7 +19,17 @@ const NAMED: u8 = 1;
 /// `sem_init`: `Done`, `arg` = initial value, `arg2` = pshared.
 #[no_mangle]
 pub unsafe extern "C" fn sem_init(s: *mut sem_t, pshared: c_int, value: c_uint) -> c_int {
-    intercept!(SemInit, Done, Errno, Detail { arg: value as u64, arg2: pshared as u32 as u64, ..Detail::obj(s) }, real::sem_init(s, pshared, value))
+    intercept!(
+        SemInit,
+        Done,
+        Errno,
+        Detail {
+            arg: value as u64,
+            arg2: pshared as u32 as u64,
+            ..Detail::obj(s)
+        },
+        real::sem_init(s, pshared, value)
+    )
 }
 
 /// `sem_wait`: `Request`, then `Acquired` or `Failed` (EINTR). A
@@ -33,7 +43,13 @@ pub unsafe extern "C" fn sem_wait(s: *mut sem_t) -> c_int {
 /// EINTR). A cancellation point.
 #[no_mangle]
 pub unsafe extern "C" fn sem_timedwait(s: *mut sem_t, t: *const timespec) -> c_int {
-    intercept!(SemTimedwait, Blocking, Errno, Detail::obj(s), real::sem_timedwait(s, t))
+    intercept!(
+        SemTimedwait,
+        Blocking,
+        Errno,
+        Detail::obj(s),
+        real::sem_timedwait(s, t)
+    )
 }
 
 /// Declares the sem interposers that take only the semaphore.
@@ -64,7 +80,12 @@ sem_calls! {
 /// `sem_t *` (0 on failure, `ret` = errno), `flags` 1, `arg` = the initial
 /// value when `O_CREAT` was given, `arg2` = `oflag`.
 #[no_mangle]
-pub unsafe extern "C" fn sem_open(name: *const c_char, oflag: c_int, mode: mode_t, value: c_uint) -> *mut sem_t {
+pub unsafe extern "C" fn sem_open(
+    name: *const c_char,
+    oflag: c_int,
+    mode: mode_t,
+    value: c_uint,
+) -> *mut sem_t {
     let f = frame!();
     let creating = oflag & libc::O_CREAT != 0;
     let detail = || Detail {

@@ -59,7 +59,9 @@ pub struct Shm {
 #[inline(always)]
 pub fn get() -> Option<Shm> {
     match STATE.load(Ordering::Acquire) {
-        ACTIVE => Some(Shm { base: BASE.load(Ordering::Relaxed) }),
+        ACTIVE => Some(Shm {
+            base: BASE.load(Ordering::Relaxed),
+        }),
         UNINIT => init(),
         _ => None,
     }
@@ -90,7 +92,9 @@ fn init() -> Option<Shm> {
 
 fn get_settled() -> Option<Shm> {
     match STATE.load(Ordering::Acquire) {
-        ACTIVE => Some(Shm { base: BASE.load(Ordering::Relaxed) }),
+        ACTIVE => Some(Shm {
+            base: BASE.load(Ordering::Relaxed),
+        }),
         _ => None,
     }
 }
@@ -112,7 +116,10 @@ fn map() -> Option<*mut u8> {
     // SAFETY: `fd` is open and `st` is a valid out-pointer.
     let stat_ok = unsafe { libc::fstat(fd, &mut st) } == 0;
     // A short file would raise SIGBUS on the first access past its end.
-    if !stat_ok || st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as u64) < SHM_SIZE as u64 {
+    if !stat_ok
+        || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        || (st.st_size as u64) < SHM_SIZE as u64
+    {
         // SAFETY: `fd` is ours and open.
         unsafe { libc::close(fd) };
         return None;
@@ -138,7 +145,10 @@ fn map() -> Option<*mut u8> {
     // SAFETY: the mapping is SHM_SIZE bytes, larger than a Header, and page
     // aligned; Header is repr(C) with atomics for the shared fields.
     let header = unsafe { &*base.cast::<Header>() };
-    if header.magic != MAGIC || header.version != VERSION || header.ready.load(Ordering::Acquire) == 0 {
+    if header.magic != MAGIC
+        || header.version != VERSION
+        || header.ready.load(Ordering::Acquire) == 0
+    {
         // SAFETY: unmapping the mapping made above, which nothing else uses.
         unsafe { libc::munmap(base.cast(), SHM_SIZE) };
         return None;
@@ -160,7 +170,12 @@ impl Shm {
         // SAFETY: `ring < MAX_RINGS` (only claim() makes ring numbers), so
         // the offset is inside the mapping; RingHeader is 64-byte aligned
         // there by construction of the layout.
-        unsafe { &*self.base.add(ring_header_offset(ring as usize)).cast::<RingHeader>() }
+        unsafe {
+            &*self
+                .base
+                .add(ring_header_offset(ring as usize))
+                .cast::<RingHeader>()
+        }
     }
 
     /// The next global sequence number.
@@ -169,10 +184,10 @@ impl Shm {
         self.header().seq.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// Counts one event that could not be recorded.
+    /// Counts `events` events that could not be recorded.
     #[inline]
-    pub fn count_dropped(self) {
-        self.header().dropped.fetch_add(1, Ordering::Relaxed);
+    pub fn count_dropped(self, events: u64) {
+        self.header().dropped.fetch_add(events, Ordering::Relaxed);
     }
 
     /// Claims a fresh ring for thread `tid` of process `pid`; `None` (and
@@ -213,7 +228,7 @@ impl Shm {
             producer.tail_seen.set(tail);
             if head.wrapping_sub(tail) >= RING_EVENTS as u64 {
                 if !wait_for_room(rh, head, producer) {
-                    self.count_dropped();
+                    self.count_dropped(1);
                     return false;
                 }
             } else if producer.stalled.get() {
@@ -226,7 +241,10 @@ impl Shm {
         // writes to this ring; the consumer reads it only after the release
         // store below.
         unsafe {
-            let slot = self.base.add(event_offset(ring as usize, head as usize)).cast::<Event>();
+            let slot = self
+                .base
+                .add(event_offset(ring as usize, head as usize))
+                .cast::<Event>();
             ptr::write(slot, *ev);
         }
         rh.head.store(head + 1, Ordering::Release);

@@ -6,14 +6,23 @@
 //! `Request` on arrival, `Acquired` on leaving, with `ret` 0 or
 //! `PTHREAD_BARRIER_SERIAL_THREAD` (-1) for the one thread glibc picks.
 
-use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t, pthread_spinlock_t};
 use crate::record::Detail;
 use crate::{intercept, real};
+use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t, pthread_spinlock_t};
 
 /// `pthread_spin_init`: `Done`, `arg` = pshared.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_spin_init(s: *mut pthread_spinlock_t, pshared: c_int) -> c_int {
-    intercept!(SpinInit, Done, Code, Detail { arg: pshared as u32 as u64, ..Detail::obj(s) }, real::pthread_spin_init(s, pshared))
+    intercept!(
+        SpinInit,
+        Done,
+        Code,
+        Detail {
+            arg: pshared as u32 as u64,
+            ..Detail::obj(s)
+        },
+        real::pthread_spin_init(s, pshared)
+    )
 }
 
 /// Declares the spinlock interposers that take only the lock.
@@ -45,18 +54,39 @@ pub unsafe extern "C" fn pthread_barrier_init(
     a: *const pthread_barrierattr_t,
     count: c_uint,
 ) -> c_int {
-    intercept!(BarrierInit, Done, Code, Detail { arg: count as u64, ..Detail::obj(b) }, real::pthread_barrier_init(b, a, count))
+    intercept!(
+        BarrierInit,
+        Done,
+        Code,
+        Detail {
+            arg: count as u64,
+            ..Detail::obj(b)
+        },
+        real::pthread_barrier_init(b, a, count)
+    )
 }
 
 /// `pthread_barrier_wait`: `Request`, then `Acquired` (ret 0 or -1 for the
 /// serial thread) or `Failed`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_barrier_wait(b: *mut pthread_barrier_t) -> c_int {
-    intercept!(BarrierWait, Blocking, Barrier, Detail::obj(b), real::pthread_barrier_wait(b))
+    intercept!(
+        BarrierWait,
+        Blocking,
+        Barrier,
+        Detail::obj(b),
+        real::pthread_barrier_wait(b)
+    )
 }
 
 /// `pthread_barrier_destroy`: `Done`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_barrier_destroy(b: *mut pthread_barrier_t) -> c_int {
-    intercept!(BarrierDestroy, Done, Code, Detail::obj(b), real::pthread_barrier_destroy(b))
+    intercept!(
+        BarrierDestroy,
+        Done,
+        Code,
+        Detail::obj(b),
+        real::pthread_barrier_destroy(b)
+    )
 }

@@ -88,7 +88,10 @@ impl Bounds {
             return Bounds::UNKNOWN;
         }
         let lo = addr as usize;
-        Bounds { lo, hi: lo.saturating_add(size) }
+        Bounds {
+            lo,
+            hi: lo.saturating_add(size),
+        }
     }
 
     fn contains(self, addr: usize) -> bool {
@@ -143,5 +146,10 @@ pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
 unsafe fn read_frame(fp: usize) -> (usize, usize) {
     let p = fp as *const usize;
     // SAFETY: guaranteed by the caller.
-    unsafe { (core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1))) }
+    unsafe {
+        (
+            core::ptr::read_volatile(p),
+            core::ptr::read_volatile(p.add(1)),
+        )
+    }
 }

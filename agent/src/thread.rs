@@ -42,8 +42,8 @@ use lockstep_agent_abi::{Op, Phase};
 
 use crate::local::Local;
 use crate::record::{self, Conv, Detail, Shape};
-use crate::{frame, intercept, real};
 use crate::stack::Frame;
+use crate::{frame, intercept, real};
 
 /// What the trampoline needs: the user's routine and argument.
 #[repr(C)]
@@ -107,7 +107,10 @@ pub unsafe extern "C" fn pthread_create(
     unsafe { start.write(Start { routine, arg }) };
     // Shape::Release: the sequence number is drawn now, and the thread
     // stays inside the agent until the event is written (module docs).
-    let rec = record::begin(f, Op::ThreadCreate, Shape::Release, || Detail { arg2: routine as u64, ..Detail::default() });
+    let rec = record::begin(f, Op::ThreadCreate, Shape::Release, || Detail {
+        arg2: routine as u64,
+        ..Detail::default()
+    });
     // SAFETY: the trampoline has the start-routine signature and takes
     // ownership of `start` in the new thread.
     let r = unsafe { real::pthread_create(thread, attr, trampoline as *mut c_void, start.cast()) };
@@ -117,7 +120,11 @@ pub unsafe extern "C" fn pthread_create(
     }
     if let Some(mut rec) = rec {
         // SAFETY: on success glibc stored the new id in `*thread`.
-        rec.ev.obj = if r == 0 && !thread.is_null() { unsafe { *thread } } else { 0 };
+        rec.ev.obj = if r == 0 && !thread.is_null() {
+            unsafe { *thread }
+        } else {
+            0
+        };
         rec.complete(Phase::Done, r);
     }
     r
@@ -139,7 +146,11 @@ unsafe extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
     }
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
-    let rec = record::begin(f, Op::ThreadStart, Shape::Done, || Detail { obj: me as u64, arg2: routine as u64, ..Detail::default() });
+    let rec = record::begin(f, Op::ThreadStart, Shape::Done, || Detail {
+        obj: me as u64,
+        arg2: routine as u64,
+        ..Detail::default()
+    });
     record::finish(rec, Shape::Done, Conv::Code, 0);
     // SAFETY: `routine` is the user's non-null start routine.
     let routine: Routine = unsafe { core::mem::transmute(routine) };
@@ -155,7 +166,11 @@ unsafe extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
 /// run after this), and go to the same ring.
 fn thread_end(f: Frame, value: *mut c_void, flags: u8) {
     Local::current().exited.set(true);
-    let rec = record::begin(f, Op::ThreadExit, Shape::Done, || Detail { arg: value as u64, flags, ..Detail::default() });
+    let rec = record::begin(f, Op::ThreadExit, Shape::Done, || Detail {
+        arg: value as u64,
+        flags,
+        ..Detail::default()
+    });
     if let Some(rec) = rec {
         let (shm, ring) = (rec.shm(), rec.ring());
         rec.complete(Phase::Done, 0);
@@ -177,20 +192,47 @@ pub unsafe extern "C" fn pthread_exit(value: *mut c_void) -> ! {
 /// `pthread_t` and `ret` the result. A cancellation point.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_join(thread: pthread_t, value: *mut *mut c_void) -> c_int {
-    intercept!(ThreadJoin, Waited, Code, Detail { obj: thread, ..Detail::default() }, real::pthread_join(thread, value))
+    intercept!(
+        ThreadJoin,
+        Waited,
+        Code,
+        Detail {
+            obj: thread,
+            ..Detail::default()
+        },
+        real::pthread_join(thread, value)
+    )
 }
 
 /// `pthread_detach`: `Done`, `obj` = the `pthread_t`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_detach(thread: pthread_t) -> c_int {
-    intercept!(ThreadDetach, Done, Code, Detail { obj: thread, ..Detail::default() }, real::pthread_detach(thread))
+    intercept!(
+        ThreadDetach,
+        Done,
+        Code,
+        Detail {
+            obj: thread,
+            ..Detail::default()
+        },
+        real::pthread_detach(thread)
+    )
 }
 
 /// `pthread_once`: `Done` after the call (so after the init routine, if
 /// this call ran it), `obj` = the once control, `arg2` = the routine.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_once(once: *mut pthread_once_t, init: *mut c_void) -> c_int {
-    intercept!(Once, Done, Code, Detail { arg2: init as u64, ..Detail::obj(once) }, real::pthread_once(once, init))
+    intercept!(
+        Once,
+        Done,
+        Code,
+        Detail {
+            arg2: init as u64,
+            ..Detail::obj(once)
+        },
+        real::pthread_once(once, init)
+    )
 }
 
 /// The priority in `*param`, or 0 for a null pointer.
@@ -204,20 +246,57 @@ fn priority(param: *const sched_param) -> u64 {
 
 /// `pthread_setschedparam`: `obj` = thread, `arg` = priority, `arg2` = policy.
 #[no_mangle]
-pub unsafe extern "C" fn pthread_setschedparam(thread: pthread_t, policy: c_int, param: *const sched_param) -> c_int {
-    intercept!(SetSchedParam, Done, Code, Detail { obj: thread, arg: priority(param), arg2: policy as u32 as u64, flags: 0 }, real::pthread_setschedparam(thread, policy, param))
+pub unsafe extern "C" fn pthread_setschedparam(
+    thread: pthread_t,
+    policy: c_int,
+    param: *const sched_param,
+) -> c_int {
+    intercept!(
+        SetSchedParam,
+        Done,
+        Code,
+        Detail {
+            obj: thread,
+            arg: priority(param),
+            arg2: policy as u32 as u64,
+            flags: 0
+        },
+        real::pthread_setschedparam(thread, policy, param)
+    )
 }
 
 /// `pthread_setschedprio`: `obj` = thread, `arg` = priority.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_setschedprio(thread: pthread_t, prio: c_int) -> c_int {
-    intercept!(SetSchedPrio, Done, Code, Detail { obj: thread, arg: prio as u32 as u64, ..Detail::default() }, real::pthread_setschedprio(thread, prio))
+    intercept!(
+        SetSchedPrio,
+        Done,
+        Code,
+        Detail {
+            obj: thread,
+            arg: prio as u32 as u64,
+            ..Detail::default()
+        },
+        real::pthread_setschedprio(thread, prio)
+    )
 }
 
 /// `pthread_attr_setschedparam`: `obj` = attr, `arg` = priority.
 #[no_mangle]
-pub unsafe extern "C" fn pthread_attr_setschedparam(a: *mut pthread_attr_t, param: *const sched_param) -> c_int {
-    intercept!(AttrSetSchedParam, Done, Code, Detail { arg: priority(param), ..Detail::obj(a) }, real::pthread_attr_setschedparam(a, param))
+pub unsafe extern "C" fn pthread_attr_setschedparam(
+    a: *mut pthread_attr_t,
+    param: *const sched_param,
+) -> c_int {
+    intercept!(
+        AttrSetSchedParam,
+        Done,
+        Code,
+        Detail {
+            arg: priority(param),
+            ..Detail::obj(a)
+        },
+        real::pthread_attr_setschedparam(a, param)
+    )
 }
 
 /// Declares the attr interposers that set one int.

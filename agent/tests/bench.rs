@@ -47,6 +47,13 @@ fn lock_unlock_cost() {
     println!("  {:<18} {:>10} {:>10}", "", "wall", "cpu");
     println!("  {:<18} {nw:>10.1} {nc:>10.1}", "native");
     println!("  {:<18} {iw:>10.1} {ic:>10.1}", "agent, inert");
-    println!("  {:<18} {rw:>10.1} {rc:>10.1}   (3 events per pair)", "agent, recording");
-    println!("  recording cost per event: {:.1} ns wall, {:.1} ns cpu", (rw - nw) / 3.0, (rc - nc) / 3.0);
+    println!(
+        "  {:<18} {rw:>10.1} {rc:>10.1}   (3 events per pair)",
+        "agent, recording"
+    );
+    println!(
+        "  recording cost per event: {:.1} ns wall, {:.1} ns cpu",
+        (rw - nw) / 3.0,
+        (rc - nc) / 3.0
+    );
 }

@@ -14,24 +14,75 @@ use lockstep_agent_abi::{Op, Phase};
 
 /// Every op the agent can record (ThreadStart included).
 const ALL_OPS: &[Op] = &[
-    Op::MutexInit, Op::MutexLock, Op::MutexTrylock, Op::MutexTimedlock, Op::MutexUnlock,
-    Op::MutexDestroy, Op::MutexConsistent, Op::RwInit, Op::RwRdlock, Op::RwWrlock,
-    Op::RwTryrdlock, Op::RwTrywrlock, Op::RwTimedrdlock, Op::RwTimedwrlock, Op::RwUnlock,
-    Op::RwDestroy, Op::CondInit, Op::CondWait, Op::CondTimedwait, Op::CondSignal,
-    Op::CondBroadcast, Op::CondDestroy, Op::SemInit, Op::SemOpen, Op::SemWait, Op::SemTrywait,
-    Op::SemTimedwait, Op::SemPost, Op::SemDestroy, Op::SemClose, Op::SpinInit, Op::SpinLock,
-    Op::SpinTrylock, Op::SpinUnlock, Op::SpinDestroy, Op::BarrierInit, Op::BarrierWait,
-    Op::BarrierDestroy, Op::ThreadCreate, Op::ThreadStart, Op::ThreadJoin, Op::ThreadDetach,
-    Op::ThreadExit, Op::Once, Op::SetSchedParam, Op::SetSchedPrio, Op::AttrSetSchedParam,
-    Op::AttrSetSchedPolicy, Op::AttrSetInheritSched, Op::MutexattrSetType,
-    Op::MutexattrSetProtocol, Op::MutexattrSetPrioceiling, Op::MutexattrSetRobust,
+    Op::MutexInit,
+    Op::MutexLock,
+    Op::MutexTrylock,
+    Op::MutexTimedlock,
+    Op::MutexUnlock,
+    Op::MutexDestroy,
+    Op::MutexConsistent,
+    Op::RwInit,
+    Op::RwRdlock,
+    Op::RwWrlock,
+    Op::RwTryrdlock,
+    Op::RwTrywrlock,
+    Op::RwTimedrdlock,
+    Op::RwTimedwrlock,
+    Op::RwUnlock,
+    Op::RwDestroy,
+    Op::CondInit,
+    Op::CondWait,
+    Op::CondTimedwait,
+    Op::CondSignal,
+    Op::CondBroadcast,
+    Op::CondDestroy,
+    Op::SemInit,
+    Op::SemOpen,
+    Op::SemWait,
+    Op::SemTrywait,
+    Op::SemTimedwait,
+    Op::SemPost,
+    Op::SemDestroy,
+    Op::SemClose,
+    Op::SpinInit,
+    Op::SpinLock,
+    Op::SpinTrylock,
+    Op::SpinUnlock,
+    Op::SpinDestroy,
+    Op::BarrierInit,
+    Op::BarrierWait,
+    Op::BarrierDestroy,
+    Op::ThreadCreate,
+    Op::ThreadStart,
+    Op::ThreadJoin,
+    Op::ThreadDetach,
+    Op::ThreadExit,
+    Op::Once,
+    Op::SetSchedParam,
+    Op::SetSchedPrio,
+    Op::AttrSetSchedParam,
+    Op::AttrSetSchedPolicy,
+    Op::AttrSetInheritSched,
+    Op::MutexattrSetType,
+    Op::MutexattrSetProtocol,
+    Op::MutexattrSetPrioceiling,
+    Op::MutexattrSetRobust,
 ];
 
 /// everything.c does not call these (they are covered by sync.c).
-const NOT_CALLED: &[Op] = &[Op::CondInit, Op::CondDestroy, Op::CondSignal, Op::MutexattrSetType, Op::MutexTrylock];
+const NOT_CALLED: &[Op] = &[
+    Op::CondInit,
+    Op::CondDestroy,
+    Op::CondSignal,
+    Op::MutexattrSetType,
+    Op::MutexTrylock,
+];
 
 fn events(run: &Run, op: Op, phase: Phase) -> Vec<&Got> {
-    run.events.iter().filter(|g| g.op() == op && g.phase() == phase).collect()
+    run.events
+        .iter()
+        .filter(|g| g.op() == op && g.phase() == phase)
+        .collect()
 }
 
 #[test]
@@ -42,10 +93,23 @@ fn output_and_status_are_unchanged() {
     let inert = run(&exe, &[], None, true);
     let shm = Shm::valid(&dir);
     let recorded = run(&exe, &[], Some(&shm), true);
-    assert_eq!(native.status.code(), Some(3), "native run:\n{}", native.stdout);
-    assert!(native.stdout.contains("cancel_cond=1 cancel_sem=1 exit=42"), "{}", native.stdout);
+    assert_eq!(
+        native.status.code(),
+        Some(3),
+        "native run:\n{}",
+        native.stdout
+    );
+    assert!(
+        native.stdout.contains("cancel_cond=1 cancel_sem=1 exit=42"),
+        "{}",
+        native.stdout
+    );
     for (name, r) in [("inert", &inert), ("recording", &recorded)] {
-        assert_eq!(r.status.code(), native.status.code(), "{name} agent changed the exit status");
+        assert_eq!(
+            r.status.code(),
+            native.status.code(),
+            "{name} agent changed the exit status"
+        );
         assert_eq!(r.stdout, native.stdout, "{name} agent changed the output");
     }
     assert!(inert.events.is_empty());
@@ -74,16 +138,37 @@ fn every_interposed_function_is_recorded() {
     assert_eq!(owner_dead.len(), 1);
     assert_eq!(owner_dead[0].ev.flags, 0x10);
     // PRIO_PROTECT mutex: the kind bit and the ceiling.
-    let pp = events(&run, Op::MutexInit, Phase::Done).into_iter().find(|g| g.ev.flags & 0x40 != 0).unwrap();
-    assert_eq!((pp.ev.arg2, pp.ev.arg >> 32), (10, libc::PTHREAD_PRIO_PROTECT as u64));
+    let pp = events(&run, Op::MutexInit, Phase::Done)
+        .into_iter()
+        .find(|g| g.ev.flags & 0x40 != 0)
+        .unwrap();
+    assert_eq!(
+        (pp.ev.arg2, pp.ev.arg >> 32),
+        (10, libc::PTHREAD_PRIO_PROTECT as u64)
+    );
     // Timeouts are failures with ETIMEDOUT, try-failures say EBUSY/EAGAIN.
-    for op in [Op::MutexTimedlock, Op::CondTimedwait, Op::SemTimedwait, Op::RwTimedwrlock] {
+    for op in [
+        Op::MutexTimedlock,
+        Op::CondTimedwait,
+        Op::SemTimedwait,
+        Op::RwTimedwrlock,
+    ] {
         let failed = events(&run, op, Phase::Failed);
         assert_eq!(failed.len(), 1, "{}", op.name());
         assert_eq!(failed[0].ev.ret, libc::ETIMEDOUT, "{}", op.name());
     }
-    for (op, err) in [(Op::RwTrywrlock, libc::EBUSY), (Op::SpinTrylock, libc::EBUSY), (Op::SemTrywait, libc::EAGAIN)] {
-        assert_eq!(events(&run, op, Phase::Failed).iter().map(|g| g.ev.ret).collect::<Vec<_>>(), [err]);
+    for (op, err) in [
+        (Op::RwTrywrlock, libc::EBUSY),
+        (Op::SpinTrylock, libc::EBUSY),
+        (Op::SemTrywait, libc::EAGAIN),
+    ] {
+        assert_eq!(
+            events(&run, op, Phase::Failed)
+                .iter()
+                .map(|g| g.ev.ret)
+                .collect::<Vec<_>>(),
+            [err]
+        );
     }
     // A timed-out cond wait still carries its mutex.
     let timed = events(&run, Op::CondTimedwait, Phase::Failed)[0];
@@ -91,7 +176,12 @@ fn every_interposed_function_is_recorded() {
     // Barrier: two arrivals, two departures, exactly one serial thread.
     let left = events(&run, Op::BarrierWait, Phase::Acquired);
     assert_eq!(events(&run, Op::BarrierWait, Phase::Request).len(), 2);
-    assert_eq!(left.iter().filter(|g| g.ev.ret == libc::PTHREAD_BARRIER_SERIAL_THREAD).count(), 1);
+    assert_eq!(
+        left.iter()
+            .filter(|g| g.ev.ret == libc::PTHREAD_BARRIER_SERIAL_THREAD)
+            .count(),
+        1
+    );
     assert_eq!(left.len(), 2);
     // Named semaphore: obj = the sem_t*, flags 1, the same object closed.
     let open = events(&run, Op::SemOpen, Phase::Done)[0];
@@ -99,10 +189,15 @@ fn every_interposed_function_is_recorded() {
     let close = events(&run, Op::SemClose, Phase::Done)[0];
     assert_eq!((close.ev.obj, close.ev.flags), (open.ev.obj, 1));
     // The sem_post on it is not a named-semaphore op, but the same object.
-    assert!(events(&run, Op::SemPost, Phase::Released).iter().any(|g| g.ev.obj == open.ev.obj));
+    assert!(events(&run, Op::SemPost, Phase::Released)
+        .iter()
+        .any(|g| g.ev.obj == open.ev.obj));
     // Writer's rwlock unlock says so (flags bit 0), readers' do not.
     let unlocks = events(&run, Op::RwUnlock, Phase::Released);
-    assert_eq!(unlocks.iter().map(|g| g.ev.flags).collect::<Vec<_>>(), [0, 0, 1, 0]);
+    assert_eq!(
+        unlocks.iter().map(|g| g.ev.flags).collect::<Vec<_>>(),
+        [0, 0, 1, 0]
+    );
 }
 
 #[test]
@@ -121,21 +216,45 @@ fn thread_ends_are_recorded_however_threads_end() {
     let detach = events(&run, Op::ThreadDetach, Phase::Done)[0];
     let mut flags: Vec<(u8, u64)> = exits.iter().map(|g| (g.ev.flags, g.ev.arg)).collect();
     flags.sort();
-    assert!((2..=3).contains(&flags.iter().filter(|f| f.0 == 1).count()), "{flags:?}");
+    assert!(
+        (2..=3).contains(&flags.iter().filter(|f| f.0 == 1).count()),
+        "{flags:?}"
+    );
     assert!(flags.contains(&(0, 42)), "{flags:?}");
-    assert_eq!(flags.iter().filter(|f| f.0 == 2).count(), 2, "cancelled threads: {flags:?}");
+    assert_eq!(
+        flags.iter().filter(|f| f.0 == 2).count(),
+        2,
+        "cancelled threads: {flags:?}"
+    );
     for s in starts.iter().filter(|s| s.ev.obj != detach.ev.obj) {
-        assert!(exits.iter().any(|e| e.ev.tid == s.ev.tid && e.ev.seq > s.ev.seq), "no exit for {}", s.ev.tid);
+        assert!(
+            exits
+                .iter()
+                .any(|e| e.ev.tid == s.ev.tid && e.ev.seq > s.ev.seq),
+            "no exit for {}",
+            s.ev.tid
+        );
         assert_eq!(shm.ring(s.ring).state.load(Ordering::Relaxed), 2);
     }
     // Cancellation: the waiter's Request is the last thing before its end.
     let cancelled_cond = events(&run, Op::CondWait, Phase::Request)[0];
     assert!(events(&run, Op::CondWait, Phase::Acquired).is_empty());
-    let its_exit = exits.iter().find(|e| e.ev.tid == cancelled_cond.ev.tid).unwrap();
+    let its_exit = exits
+        .iter()
+        .find(|e| e.ev.tid == cancelled_cond.ev.tid)
+        .unwrap();
     assert_eq!(its_exit.ev.flags, 2);
     // The detach names the thread the create returned.
-    assert!(events(&run, Op::ThreadCreate, Phase::Done).iter().any(|c| c.ev.obj == detach.ev.obj));
+    assert!(events(&run, Op::ThreadCreate, Phase::Done)
+        .iter()
+        .any(|c| c.ev.obj == detach.ev.obj));
     let sched = events(&run, Op::SetSchedParam, Phase::Done)[0];
-    let printed: i32 = run.stdout.split("setschedparam=").nth(1).unwrap()[..2].trim().parse().unwrap();
-    assert_eq!((sched.ev.arg2, sched.ev.ret), (libc::SCHED_OTHER as u64, printed));
+    let printed: i32 = run.stdout.split("setschedparam=").nth(1).unwrap()[..2]
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        (sched.ev.arg2, sched.ev.ret),
+        (libc::SCHED_OTHER as u64, printed)
+    );
 }

@@ -18,8 +18,15 @@ fn signal_handlers_inside_the_agent_are_forwarded_and_counted() {
     let run = run(&exe, &["300000"], Some(&shm), true);
     assert!(run.status.success(), "{:?}\n{}", run.status, run.stdout);
     check_order(&shm, &run.events);
-    let (pairs, posts, value) = (run.value("pairs") as usize, run.value("posts") as usize, run.value("value"));
-    assert_eq!(value as usize, posts, "every post reached the real sem_post");
+    let (pairs, posts, value) = (
+        run.value("pairs") as usize,
+        run.value("posts") as usize,
+        run.value("value"),
+    );
+    assert_eq!(
+        value as usize, posts,
+        "every post reached the real sem_post"
+    );
     assert!(posts > 100, "only {posts} signals arrived");
     // The interrupted thread loses nothing.
     assert_eq!(run.count(Op::MutexLock, Phase::Request), pairs);
@@ -28,7 +35,14 @@ fn signal_handlers_inside_the_agent_are_forwarded_and_counted() {
     // Each post is either recorded or counted as dropped.
     let recorded = run.count(Op::SemPost, Phase::Released);
     let dropped = shm.header().dropped.load(Ordering::Relaxed) as usize;
-    assert_eq!(recorded + dropped, posts, "recorded {recorded} + dropped {dropped}");
-    assert!(recorded > 0 && dropped > 0, "recorded {recorded}, dropped {dropped}: both paths taken");
+    assert_eq!(
+        recorded + dropped,
+        posts,
+        "recorded {recorded} + dropped {dropped}"
+    );
+    assert!(
+        recorded > 0 && dropped > 0,
+        "recorded {recorded}, dropped {dropped}: both paths taken"
+    );
     println!("{posts} signals: {recorded} posts recorded, {dropped} landed inside the agent");
 }

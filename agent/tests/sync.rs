@@ -43,12 +43,20 @@ fn record_sync() -> (Shm, Run) {
     let exe = compile("sync", &dir);
     let shm = Shm::valid(&dir);
     let run = run(&exe, &[], Some(&shm), true);
-    assert!(run.status.success(), "sync.c failed: {:?}\n{}", run.status, run.stdout);
+    assert!(
+        run.status.success(),
+        "sync.c failed: {:?}\n{}",
+        run.status,
+        run.stdout
+    );
     (shm, run)
 }
 
 fn find(run: &Run, op: Op, phase: Phase, obj: u64) -> Vec<&Got> {
-    run.events.iter().filter(|g| g.op() == op && g.phase() == phase && g.ev.obj == obj).collect()
+    run.events
+        .iter()
+        .filter(|g| g.op() == op && g.phase() == phase && g.ev.obj == obj)
+        .collect()
 }
 
 #[test]
@@ -56,7 +64,11 @@ fn records_exactly_what_the_program_does() {
     let (shm, run) = record_sync();
     let v = |k: &str| run.value(k);
     assert_eq!(v("counter"), 2000);
-    assert_eq!(shm.header().dropped.load(Ordering::Relaxed), 0, "events dropped");
+    assert_eq!(
+        shm.header().dropped.load(Ordering::Relaxed),
+        0,
+        "events dropped"
+    );
     assert_eq!(shm.header().overflow.load(Ordering::Relaxed), 0);
     check_order(&shm, &run.events);
 
@@ -93,7 +105,9 @@ fn locks_pair_up_per_thread() {
         let mut held: BTreeMap<u64, i64> = BTreeMap::new();
         for g in events {
             let (obj, delta, what) = match (g.op(), g.phase()) {
-                (Op::MutexLock | Op::MutexTrylock | Op::MutexTimedlock, Phase::Acquired) => (g.ev.obj, 1, "lock"),
+                (Op::MutexLock | Op::MutexTrylock | Op::MutexTimedlock, Phase::Acquired) => {
+                    (g.ev.obj, 1, "lock")
+                }
                 (Op::MutexUnlock, Phase::Released) => (g.ev.obj, -1, "unlock"),
                 (Op::CondWait, Phase::Request) => (g.ev.arg, -1, "cond wait"),
                 (Op::CondWait, Phase::Acquired | Phase::Failed) => (g.ev.arg, 1, "wake-up"),
@@ -101,7 +115,11 @@ fn locks_pair_up_per_thread() {
             };
             let n = held.entry(obj).or_default();
             *n += delta;
-            assert!(*n >= 0, "thread {tid}: {what} of {obj:#x} (seq {}) without holding it", g.ev.seq);
+            assert!(
+                *n >= 0,
+                "thread {tid}: {what} of {obj:#x} (seq {}) without holding it",
+                g.ev.seq
+            );
         }
         let leaked: Vec<_> = held.iter().filter(|(_, &n)| n != 0).collect();
         assert!(leaked.is_empty(), "thread {tid} ends holding {leaked:x?}");
@@ -120,15 +138,33 @@ fn mutex_kinds_errors_and_wakeups() {
             .collect()
     };
     let (rec, ec, pi, counter_lock) = (v("rec"), v("ec"), v("pi"), v("counter_lock"));
-    assert!(kinds(rec).iter().all(|&f| f == 1), "recursive: {:?}", kinds(rec));
-    assert!(kinds(ec).iter().all(|&f| f == 2), "errorcheck: {:?}", kinds(ec));
-    assert!(!kinds(pi).is_empty() && kinds(pi).iter().all(|&f| f == 0x20), "PI: {:?}", kinds(pi));
+    assert!(
+        kinds(rec).iter().all(|&f| f == 1),
+        "recursive: {:?}",
+        kinds(rec)
+    );
+    assert!(
+        kinds(ec).iter().all(|&f| f == 2),
+        "errorcheck: {:?}",
+        kinds(ec)
+    );
+    assert!(
+        !kinds(pi).is_empty() && kinds(pi).iter().all(|&f| f == 0x20),
+        "PI: {:?}",
+        kinds(pi)
+    );
     assert!(kinds(counter_lock).iter().all(|&f| f == 0));
     // pthread_mutex_init records the attr's type (low half) and protocol (high half).
     let init = |obj| find(&run, Op::MutexInit, Phase::Done, obj)[0].ev;
-    assert_eq!((init(rec).arg, init(rec).flags), (libc::PTHREAD_MUTEX_RECURSIVE as u64, 1));
+    assert_eq!(
+        (init(rec).arg, init(rec).flags),
+        (libc::PTHREAD_MUTEX_RECURSIVE as u64, 1)
+    );
     assert_eq!(init(ec).arg, libc::PTHREAD_MUTEX_ERRORCHECK as u64);
-    assert_eq!((init(pi).arg >> 32, init(pi).flags), (libc::PTHREAD_PRIO_INHERIT as u64, 0x20));
+    assert_eq!(
+        (init(pi).arg >> 32, init(pi).flags),
+        (libc::PTHREAD_PRIO_INHERIT as u64, 0x20)
+    );
 
     // The failed trylock says EBUSY; the non-owner's unlock EPERM.
     let busy = v("busy");
@@ -139,7 +175,10 @@ fn mutex_kinds_errors_and_wakeups() {
     let bad_unlock = find(&run, Op::MutexUnlock, Phase::Failed, ec);
     assert_eq!(bad_unlock.len(), 1);
     assert_eq!(bad_unlock[0].ev.ret, libc::EPERM);
-    assert_ne!(bad_unlock[0].ev.tid, run.pid, "the intruder thread, not main, failed to unlock");
+    assert_ne!(
+        bad_unlock[0].ev.tid, run.pid,
+        "the intruder thread, not main, failed to unlock"
+    );
 
     // Cond wait: obj = cond, arg = mutex; the signal precedes the wake-up,
     // and the consumer's wait (which released m) precedes main's lock of m.
@@ -149,7 +188,10 @@ fn mutex_kinds_errors_and_wakeups() {
     assert_eq!((wait_req[0].ev.arg, woken[0].ev.arg), (m, m));
     let signal = find(&run, Op::CondSignal, Phase::Released, cond)[0];
     assert!(signal.ev.seq < woken[0].ev.seq);
-    let main_lock_m = find(&run, Op::MutexLock, Phase::Acquired, m).into_iter().find(|g| g.ev.tid == run.pid).unwrap();
+    let main_lock_m = find(&run, Op::MutexLock, Phase::Acquired, m)
+        .into_iter()
+        .find(|g| g.ev.tid == run.pid)
+        .unwrap();
     assert!(wait_req[0].ev.seq < main_lock_m.ev.seq);
     // Semaphore: the post precedes the wait's success.
     let sem = v("sem");
@@ -175,8 +217,16 @@ fn stacks_start_at_the_call_site() {
     }
     // lock_busy() called from main: two frames of user code.
     let busy = find(&run, Op::MutexLock, Phase::Acquired, v("busy"))[0];
-    assert!((lock_busy..lock_busy + 0x40).contains(&busy.ev.stack[0]), "{:x?}", busy.ev.stack);
-    assert!((main..main + 0x1000).contains(&busy.ev.stack[1]), "{:x?}", busy.ev.stack);
+    assert!(
+        (lock_busy..lock_busy + 0x40).contains(&busy.ev.stack[0]),
+        "{:x?}",
+        busy.ev.stack
+    );
+    assert!(
+        (main..main + 0x1000).contains(&busy.ev.stack[1]),
+        "{:x?}",
+        busy.ev.stack
+    );
 }
 
 #[test]
@@ -184,7 +234,11 @@ fn threads_are_identified() {
     let (shm, run) = record_sync();
     let v = |k: &str| run.value(k);
     let sorted = |op: Op, phase: Phase| -> Vec<&Got> {
-        let mut evs: Vec<&Got> = run.events.iter().filter(|g| g.op() == op && g.phase() == phase).collect();
+        let mut evs: Vec<&Got> = run
+            .events
+            .iter()
+            .filter(|g| g.op() == op && g.phase() == phase)
+            .collect();
         evs.sort_by_key(|g| g.ev.seq);
         evs
     };
@@ -194,27 +248,64 @@ fn threads_are_identified() {
     let creates = sorted(Op::ThreadCreate, Phase::Done);
     let joins = sorted(Op::ThreadJoin, Phase::Done);
     let mut starts = sorted(Op::ThreadStart, Phase::Done);
-    assert_eq!(creates.iter().map(|g| g.ev.obj).collect::<Vec<_>>(), names.map(v));
-    assert_eq!(joins.iter().map(|g| g.ev.obj).collect::<Vec<_>>(), names.map(v));
+    assert_eq!(
+        creates.iter().map(|g| g.ev.obj).collect::<Vec<_>>(),
+        names.map(v)
+    );
+    assert_eq!(
+        joins.iter().map(|g| g.ev.obj).collect::<Vec<_>>(),
+        names.map(v)
+    );
     for (i, name) in names.into_iter().enumerate() {
         let create = creates[i];
-        assert_eq!((create.ev.tid, create.ev.ret), (run.pid, 0), "main created {name}");
-        let at = starts.iter().position(|s| s.ev.obj == create.ev.obj && s.ev.seq > create.ev.seq);
+        assert_eq!(
+            (create.ev.tid, create.ev.ret),
+            (run.pid, 0),
+            "main created {name}"
+        );
+        let at = starts
+            .iter()
+            .position(|s| s.ev.obj == create.ev.obj && s.ev.seq > create.ev.seq);
         let start = starts.remove(at.unwrap_or_else(|| panic!("no ThreadStart for {name}")));
         assert_ne!(start.ev.tid, run.pid);
-        assert_eq!(create.ev.arg2, start.ev.arg2, "{name}: the same start routine");
+        assert_eq!(
+            create.ev.arg2, start.ev.arg2,
+            "{name}: the same start routine"
+        );
         if name.starts_with('w') {
             assert_eq!(create.ev.arg2, v("worker"), "{name} runs worker()");
         }
-        let exit = run.events.iter().find(|g| g.op() == Op::ThreadExit && g.ev.tid == start.ev.tid).unwrap();
+        let exit = run
+            .events
+            .iter()
+            .find(|g| g.op() == Op::ThreadExit && g.ev.tid == start.ev.tid)
+            .unwrap();
         assert_eq!(exit.ev.flags, 1, "{name} returned from its routine");
-        assert!(create.ev.seq < start.ev.seq && exit.ev.seq < joins[i].ev.seq, "{name}: create < start, exit < join");
-        assert_eq!(shm.ring(start.ring).state.load(Ordering::Relaxed), 2, "{name}'s ring retired");
+        assert!(
+            create.ev.seq < start.ev.seq && exit.ev.seq < joins[i].ev.seq,
+            "{name}: create < start, exit < join"
+        );
+        assert_eq!(
+            shm.ring(start.ring).state.load(Ordering::Relaxed),
+            2,
+            "{name}'s ring retired"
+        );
         let thread_events = run.events.iter().filter(|g| g.ev.tid == start.ev.tid);
-        assert!(thread_events.clone().all(|g| g.ring == start.ring), "one ring per thread");
-        assert_eq!(thread_events.min_by_key(|g| g.ev.seq).unwrap().op(), Op::ThreadStart);
+        assert!(
+            thread_events.clone().all(|g| g.ring == start.ring),
+            "one ring per thread"
+        );
+        assert_eq!(
+            thread_events.min_by_key(|g| g.ev.seq).unwrap().op(),
+            Op::ThreadStart
+        );
     }
-    let main_ring = run.events.iter().find(|g| g.ev.tid == run.pid).unwrap().ring;
+    let main_ring = run
+        .events
+        .iter()
+        .find(|g| g.ev.tid == run.pid)
+        .unwrap()
+        .ring;
     assert_eq!(shm.ring(main_ring).state.load(Ordering::Relaxed), 1);
     assert_eq!(shm.rings(), 5, "main + 4 threads");
 }

@@ -43,6 +43,9 @@ enum Command {
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Like every Unix tool: a closed pipe (`lockstep events | head`) ends us quietly.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG")

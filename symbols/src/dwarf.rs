@@ -262,7 +262,10 @@ mod tests {
         let frames = dwarf.frames(crc.start).unwrap();
         let outer = frames.last().expect("a frame");
         assert!(
-            outer.function.as_deref().is_some_and(|f| f.ends_with("lockstep_symbols_dwarf_probe")),
+            outer
+                .function
+                .as_deref()
+                .is_some_and(|f| f.ends_with("lockstep_symbols_dwarf_probe")),
             "{frames:?}"
         );
         assert!(

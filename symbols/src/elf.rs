@@ -113,14 +113,18 @@ impl ElfImage {
                 }
             })
             .collect();
-        let is_function = |kind| kind == STT_FUNC || kind == STT_GNU_IFUNC;
-        let is_object = |kind| kind == STT_OBJECT;
-        let mut symbols = Vec::new();
-        collect(&elf.syms, &elf.strtab, &sections, is_function, &mut symbols);
-        collect(&elf.dynsyms, &elf.dynstrtab, &sections, is_function, &mut symbols);
-        let mut objects = Vec::new();
-        collect(&elf.syms, &elf.strtab, &sections, is_object, &mut objects);
-        collect(&elf.dynsyms, &elf.dynstrtab, &sections, is_object, &mut objects);
+        let (mut symbols, mut objects) = (Vec::new(), Vec::new());
+        for (syms, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
+            let is_function = |kind| kind == STT_FUNC || kind == STT_GNU_IFUNC;
+            collect(syms, strtab, &sections, is_function, &mut symbols);
+            collect(
+                syms,
+                strtab,
+                &sections,
+                |kind| kind == STT_OBJECT,
+                &mut objects,
+            );
+        }
         let debuglink = sections
             .iter()
             .find(|s| s.name == ".gnu_debuglink" && !s.nobits)

@@ -16,6 +16,13 @@
 //!    without DWARF the ELF `.symtab`/`.dynsym` gives at least a function name;
 //!    without either, a frame still names the module and the offset.
 //!
+//! Data addresses (locks, shared variables) go the other way round:
+//! [`Symbolizer::data_symbol`] places each module by the load bias of any of
+//! its mappings (the executable ones suffice), keeps the module whose
+//! `PT_LOAD` segments, `.bss` included, hold the address, and names the
+//! `STT_OBJECT` symbol there as a [`DataSymbol`] (`A`, `accounts+0x48`, or with
+//! DWARF `accounts[1].lock`). Heap and stack addresses have no name.
+//!
 //! Separate debug files are found through the build-id
 //! (`/usr/lib/debug/.build-id/xx/yyyy.debug`) or `.gnu_debuglink`.
 //!

@@ -224,7 +224,7 @@ impl Walk<'_> {
                     // Unsigned: `DW_FORM_data1` 199 is not -57. An unknown
                     // bound is absent, an expression, or -1.
                     let upper = entry.attr_value(gimli::DW_AT_upper_bound)?;
-                    (upper.sdata_value()? as u64).checked_add(1)?.checked_sub(lower)
+                    upper.udata_value()?.checked_add(1)?.checked_sub(lower)
                 });
             dims.push(count);
         }

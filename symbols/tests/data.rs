@@ -20,14 +20,19 @@ fn original(name: &str, flags: &[&str]) -> (PathBuf, PathBuf, Run) {
     gcc(&args);
     let run = run(&exe);
     assert!(
-        run.exec_maps.iter().any(|m| m.path == exe.to_str().unwrap()),
+        run.exec_maps
+            .iter()
+            .any(|m| m.path == exe.to_str().unwrap()),
         "the executable's text is mapped: {:?}",
         run.exec_maps
     );
     // The data are in none of the mappings the lookups get.
     for name in ["A", "counter", "accounts", "heap", "local"] {
         let addr = run.datum(name);
-        let mapped = run.exec_maps.iter().any(|m| m.start <= addr && addr < m.end);
+        let mapped = run
+            .exec_maps
+            .iter()
+            .any(|m| m.start <= addr && addr < m.end);
         assert!(!mapped, "{name} is in an executable mapping");
     }
     (dir, exe, run)
@@ -40,7 +45,14 @@ fn named(sym: &mut Symbolizer, maps: &[Mapping], addr: u64) -> DataSymbol {
 }
 
 /// Asserts that `addr` is `name+offset` in `module`.
-fn assert_var(sym: &mut Symbolizer, maps: &[Mapping], addr: u64, name: &str, offset: u64, module: &Path) {
+fn assert_var(
+    sym: &mut Symbolizer,
+    maps: &[Mapping],
+    addr: u64,
+    name: &str,
+    offset: u64,
+    module: &Path,
+) {
     let found = named(sym, maps, addr);
     assert_eq!(
         (found.name.as_str(), found.offset),
@@ -99,27 +111,42 @@ fn assert_program_variables(
     // Inside a scalar field, the rest stays an offset.
     let balance = run.datum("accounts1.balance") - base + 2;
     let in_balance = named(sym, maps, base + balance).render();
-    assert_eq!(in_balance, inside(dwarf, "accounts", "[1].balance+0x2", balance));
+    assert_eq!(
+        in_balance,
+        inside(dwarf, "accounts", "[1].balance+0x2", balance)
+    );
     // The last byte of the array, and the byte after it (another variable or
     // padding, but not `accounts`).
     let last = named(sym, maps, base + 2 * second - 1);
     assert_eq!(last.offset, 2 * second - 1);
     let in_lock = format!("[1].lock+{:#x}", 2 * second - 1 - lock);
-    assert_eq!(last.render(), inside(dwarf, "accounts", &in_lock, last.offset));
+    assert_eq!(
+        last.render(),
+        inside(dwarf, "accounts", &in_lock, last.offset)
+    );
     let after = sym.data_symbol(maps, base + 2 * second);
-    assert!(after.as_ref().is_none_or(|d| d.name != "accounts"), "{after:?}");
+    assert!(
+        after.as_ref().is_none_or(|d| d.name != "accounts"),
+        "{after:?}"
+    );
 
     // Arrays in structs, arrays of arrays.
     let bank = run.datum("bank");
     let vault = run.datum("bank.vault2.lock") - bank;
     let found = named(sym, maps, bank + vault);
-    assert_eq!(found.render(), inside(dwarf, "bank", ".vault[2].lock", vault));
+    assert_eq!(
+        found.render(),
+        inside(dwarf, "bank", ".vault[2].lock", vault)
+    );
     let grid = run.datum("grid");
     let cell = run.datum("grid21") - grid;
     assert_eq!(cell, (2 * 4 + 1) * 4, "int grid[3][4]");
     let found = named(sym, maps, grid + cell);
     assert_eq!(found.render(), inside(dwarf, "grid", "[2][1]", cell));
     assert_eq!(found.size, 3 * 4 * 4);
+    let wide = named(sym, maps, run.datum("wide1.150"));
+    let offset = (200 + 150) * 2;
+    assert_eq!(wide.render(), inside(dwarf, "wide", "[1][150]", offset));
 
     // Read-only data, and a function-local static (GCC calls it `calls.N`).
     assert_var(sym, maps, run.datum("greeting"), "greeting", 0, exe);
@@ -142,7 +169,14 @@ fn assert_libc_variables(sym: &mut Symbolizer, maps: &[Mapping], run: &Run) {
     assert!(libc.module.contains("libc.so"), "{libc:?}");
     assert_eq!(libc.render(), "_IO_2_1_stdout_");
     assert!(libc.size >= 0xd8, "a whole FILE: {libc:?}");
-    assert_eq!(named(sym, maps, file + 0x10).render(), "_IO_2_1_stdout_+0x10");
+    let inside = named(sym, maps, file + 0x10);
+    assert_eq!(
+        (inside.name.as_str(), inside.offset),
+        ("_IO_2_1_stdout_", 0x10)
+    );
+    // `+0x10`, or `.file._IO_read_end` where libc's debug file is installed.
+    let member = inside.member.as_deref().unwrap_or("+0x10");
+    assert_eq!(inside.render(), format!("_IO_2_1_stdout_{member}"));
 }
 
 #[test]
@@ -155,7 +189,10 @@ fn pie_variables_are_named_from_executable_mappings_alone() {
     assert_libc_variables(&mut sym, &run.exec_maps, &run);
     // The copy-relocated `environ` (whichever module holds it) is named
     // without its `@GLIBC_2.2.5` version, by its plain alias.
-    assert_eq!(named(&mut sym, &run.exec_maps, run.datum("environ")).render(), "environ");
+    assert_eq!(
+        named(&mut sym, &run.exec_maps, run.datum("environ")).render(),
+        "environ"
+    );
     // All the mappings give the same answers as the executable ones.
     assert_program_variables(&mut Symbolizer::new(), &run.maps, &run, &exe, Dwarf::Yes);
 }
@@ -191,7 +228,17 @@ fn strip_all_leaves_only_dynamic_symbols() {
     tool("strip", &["--strip-all", e, "-o", s]);
     let maps = retarget(&run.exec_maps, &exe, &stripped);
     let mut sym = Symbolizer::with_debug_root(dir.join("no-debug-root"));
-    let all = ["A", "B", "counter", "accounts", "accounts1", "bank", "grid", "greeting", "calls"];
+    let all = [
+        "A",
+        "B",
+        "counter",
+        "accounts",
+        "accounts1",
+        "bank",
+        "grid",
+        "greeting",
+        "calls",
+    ];
     for name in all {
         let found = sym.data_symbol(&maps, run.datum(name));
         assert_eq!(found, None, "{name} has no symbol left");

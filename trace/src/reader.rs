@@ -6,6 +6,7 @@ use crate::ids::{Pid, Seq, Tid};
 use crate::model::*;
 use crate::schema::{APPLICATION_ID, SCHEMA_VERSION};
 use rusqlite::{Connection, OpenFlags, Row};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -65,7 +66,7 @@ impl TraceReader {
         // Touch every table once so that a damaged file fails here, with one
         // clear error, rather than halfway through a report.
         for table in
-            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "mapping_rows", "hang_rows"]
+            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "sync_names", "stacks", "mapping_rows", "hang_rows"]
         {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
                 .map_err(sq)?;
@@ -459,33 +460,54 @@ impl TraceReader {
         tid: Option<Tid>,
         mut f: impl FnMut(SyncOp) -> Result<(), TraceError>,
     ) -> Result<(), TraceError> {
+        let mut names: HashMap<i64, String> = HashMap::new();
+        {
+            let mut st = self.conn.prepare("SELECT code, name FROM sync_names").map_err(self.sq())?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(self.sq())?;
+            for row in rows {
+                let (c, n) = row.map_err(self.sq())?;
+                names.insert(c, n);
+            }
+        }
+        let name = |c: i64| names.get(&c).cloned().unwrap_or_else(|| format!("#{c}"));
+        let mut stacks: HashMap<i64, Vec<u64>> = HashMap::new();
+        {
+            let mut st = self.conn.prepare("SELECT id, frames FROM stacks").map_err(self.sq())?;
+            let rows = st
+                .query_map([], |r| {
+                    let blob = r.get_ref(1)?.as_blob()?;
+                    let frames = blob.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                    Ok((r.get::<_, i64>(0)?, frames))
+                })
+                .map_err(self.sq())?;
+            for row in rows {
+                let (id, frames) = row.map_err(self.sq())?;
+                stacks.insert(id, frames);
+            }
+        }
         let sql = "SELECT seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, stack, mechanism
                    FROM sync_rows WHERE ?1 IS NULL OR tid = ?1 ORDER BY seq";
         let mut st = self.conn.prepare(sql).map_err(self.sq())?;
         let mut rows = st.query([tid.map(|t| t.0)]).map_err(self.sq())?;
         while let Some(r) = rows.next().map_err(self.sq())? {
-            let read = |r: &Row<'_>| -> Result<(SyncOp, String), rusqlite::Error> {
-                Ok((
-                    SyncOp {
-                        at: stamp(r, 0, 1)?,
-                        pid: Pid(r.get(2)?),
-                        tid: Tid(r.get(3)?),
-                        op: r.get(4)?,
-                        phase: r.get(5)?,
-                        obj: r.get::<_, i64>(6)? as u64,
-                        arg: r.get::<_, i64>(7)? as u64,
-                        arg2: r.get::<_, i64>(8)? as u64,
-                        flags: r.get(9)?,
-                        ret: r.get(10)?,
-                        stack: Vec::new(),
-                        mechanism: r.get(12)?,
-                    },
-                    r.get(11)?,
-                ))
+            let read = |r: &Row<'_>| -> Result<SyncOp, rusqlite::Error> {
+                let stack_id: i64 = r.get(11)?;
+                Ok(SyncOp {
+                    at: stamp(r, 0, 1)?,
+                    pid: Pid(r.get(2)?),
+                    tid: Tid(r.get(3)?),
+                    op: name(r.get(4)?),
+                    phase: name(r.get(5)?),
+                    obj: r.get::<_, i64>(6)? as u64,
+                    arg: r.get::<_, i64>(7)? as u64,
+                    arg2: r.get::<_, i64>(8)? as u64,
+                    flags: r.get(9)?,
+                    ret: r.get(10)?,
+                    stack: stacks.get(&stack_id).cloned().unwrap_or_default(),
+                    mechanism: name(r.get(12)?),
+                })
             };
-            let (mut op, stack) = read(r).map_err(self.sq())?;
-            op.stack = serde_json::from_str(&stack).map_err(|e| self.bad(format!("sync stack: {e}")))?;
-            f(op)?;
+            f(read(r).map_err(self.sq())?)?;
         }
         Ok(())
     }

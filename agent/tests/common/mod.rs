@@ -3,7 +3,7 @@
 //! It compiles the C programs of `tests/c/` with `gcc -g -O0 -pthread`,
 //! creates a shared-memory file the way the recorder does (sparse file of
 //! `SHM_SIZE` bytes, header with magic, version, ready = 1, seq = 1), runs a
-//! program with `LD_PRELOAD` = the agent built by this same `cargo test` and
+//! program with `LD_PRELOAD` = the agent built for this test run and
 //! `LOCKSTEP_SHM` = the file, and drains the rings while the program runs
 //! (acquire load of `head`, copy, release store of `tail`), then once more
 //! after it exited.
@@ -31,7 +31,10 @@ pub fn agent_so() -> PathBuf {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/<test>");
         let target_dir = profile_dir.parent().expect("target dir");
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev",
@@ -46,7 +49,11 @@ pub fn agent_so() -> PathBuf {
             .arg(target_dir)
             .output()
             .expect("run cargo build");
-        assert!(out.status.success(), "cargo build of the agent: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cargo build of the agent: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let so = profile_dir.join("liblockstep_agent.so");
         assert!(so.exists(), "{} not built", so.display());
         so
@@ -58,7 +65,8 @@ pub fn agent_so() -> PathBuf {
 pub fn scratch(name: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
@@ -66,7 +74,9 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Compiles `tests/c/<name>.c` into `dir`.
 pub fn compile(name: &str, dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
     let exe = dir.join(name);
     let out = Command::new("gcc")
         .args(["-g", "-O0", "-pthread", "-o"])
@@ -74,7 +84,50 @@ pub fn compile(name: &str, dir: &Path) -> PathBuf {
         .arg(&src)
         .output()
         .expect("run gcc");
-    assert!(out.status.success(), "gcc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Compiles `tests/c/<lib>.c` into `dir/lib<lib>.so` and `tests/c/<name>.c`
+/// into a program linked with it.
+pub fn compile_with_lib(name: &str, lib: &str, dir: &Path) -> PathBuf {
+    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let so = dir.join(format!("lib{lib}.so"));
+    let exe = dir.join(name);
+    let mut rpath = std::ffi::OsString::from("-Wl,-rpath,");
+    rpath.push(dir);
+    for (what, cmd) in [
+        (
+            "library",
+            Command::new("gcc")
+                .args(["-g", "-O0", "-pthread", "-shared", "-fPIC", "-o"])
+                .arg(&so)
+                .arg(c.join(format!("{lib}.c")))
+                .output(),
+        ),
+        (
+            "program",
+            Command::new("gcc")
+                .args(["-g", "-O0", "-pthread", "-o"])
+                .arg(&exe)
+                .arg(c.join(format!("{name}.c")))
+                .arg(&so)
+                .arg(&rpath)
+                .output(),
+        ),
+    ] {
+        let out = cmd.expect("run gcc");
+        assert!(
+            out.status.success(),
+            "gcc {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     exe
 }
 
@@ -104,6 +157,7 @@ impl Shm {
     /// Creates the file in `dir` and initialises its header; `magic` lets a
     /// test make an invalid one.
     pub fn create(dir: &Path, magic: u64) -> Shm {
+        use std::os::fd::AsRawFd;
         let path = dir.join("lockstep.shm");
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -113,7 +167,6 @@ impl Shm {
             .open(&path)
             .expect("create shm file");
         file.set_len(SHM_SIZE as u64).expect("ftruncate");
-        use std::os::fd::AsRawFd;
         // SAFETY: maps the whole file we just sized; shared so the agent's
         // writes are visible.
         let base = unsafe {
@@ -149,7 +202,8 @@ impl Shm {
     }
 
     pub fn ring(&self, i: usize) -> &RingHeader {
-        // SAFETY: i < MAX_RINGS is checked by callers; inside the mapping.
+        assert!(i < MAX_RINGS);
+        // SAFETY: i < MAX_RINGS: inside the mapping.
         unsafe { &*self.base.add(ring_header_offset(i)).cast::<RingHeader>() }
     }
 
@@ -171,7 +225,13 @@ impl Shm {
             while tail < head {
                 // SAFETY: slot `tail` was published by the release store of
                 // `head`; it is inside the mapping.
-                let ev = unsafe { std::ptr::read(self.base.add(event_offset(i, tail as usize)).cast::<Event>()) };
+                let ev = unsafe {
+                    std::ptr::read(
+                        self.base
+                            .add(event_offset(i, tail as usize))
+                            .cast::<Event>(),
+                    )
+                };
                 out(Got { ring: i, ev });
                 tail += 1;
                 n += 1;
@@ -205,13 +265,19 @@ impl Run {
     pub fn values(&self) -> BTreeMap<String, String> {
         self.stdout
             .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     }
 
     /// A printed address or number (`0x...` or decimal).
     pub fn value(&self, key: &str) -> u64 {
-        let v = self.values().remove(key).unwrap_or_else(|| panic!("{key} not printed:\n{}", self.stdout));
+        let v = self
+            .values()
+            .remove(key)
+            .unwrap_or_else(|| panic!("{key} not printed:\n{}", self.stdout));
         match v.strip_prefix("0x") {
             Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
             None => v.parse().expect("number"),
@@ -219,7 +285,10 @@ impl Run {
     }
 
     pub fn count(&self, op: Op, phase: Phase) -> usize {
-        self.counts.get(&(op as u16, phase as u8)).copied().unwrap_or(0)
+        self.counts
+            .get(&(op as u16, phase as u8))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -227,19 +296,36 @@ impl Run {
 /// `LOCKSTEP_SHM` unset (inert agent), `preload` false runs it natively.
 /// Rings are drained while it runs.
 pub fn run(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool) -> Run {
-    run_with(exe, args, shm, preload, true)
+    run_with(exe, args, shm, preload, true, true)
 }
 
 /// [`run`], keeping only the counts of events (for millions of them).
 pub fn run_counting(exe: &Path, args: &[&str], shm: &Shm) -> Run {
-    run_with(exe, args, Some(shm), true, false)
+    run_with(exe, args, Some(shm), true, false, true)
 }
 
-fn run_with(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool, keep: bool) -> Run {
+/// [`run`] with a dead recorder: nothing is drained while the program
+/// runs (the events left in the rings are collected after it exits).
+pub fn run_without_draining(exe: &Path, args: &[&str], shm: &Shm) -> Run {
+    run_with(exe, args, Some(shm), true, true, false)
+}
+
+fn run_with(
+    exe: &Path,
+    args: &[&str],
+    shm: Option<&Shm>,
+    preload: bool,
+    keep: bool,
+    live: bool,
+) -> Run {
     let out_path = exe.with_extension(format!("out{}", std::process::id()));
     let out = std::fs::File::create(&out_path).expect("stdout file");
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdout(out).stderr(Stdio::inherit()).env_remove("LOCKSTEP_SHM").env_remove("LD_PRELOAD");
+    cmd.args(args)
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .env_remove("LOCKSTEP_SHM")
+        .env_remove("LD_PRELOAD");
     if preload {
         cmd.env("LD_PRELOAD", agent_so());
     }
@@ -256,21 +342,34 @@ fn run_with(exe: &Path, args: &[&str], shm: Option<&Shm>, preload: bool, keep: b
         }
     };
     let status = loop {
-        let drained = shm.map_or(0, |s| s.drain(&mut sink));
+        let drained = match shm {
+            Some(s) if live => s.drain(&mut sink),
+            _ => 0,
+        };
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
         if drained == 0 {
             // Poll gently: a drainer spinning on the header's cache line
             // would slow the producer's seq.fetch_add down.
-            std::thread::sleep(Duration::from_micros(if shm.is_some() { 20 } else { 1000 }));
+            std::thread::sleep(Duration::from_micros(if shm.is_some() && live {
+                20
+            } else {
+                1000
+            }));
         }
     };
     if let Some(shm) = shm {
         shm.drain(&mut sink);
     }
     let stdout = std::fs::read_to_string(&out_path).expect("read stdout");
-    Run { status, stdout, pid: child.id() as i32, events, counts }
+    Run {
+        status,
+        stdout,
+        pid: child.id() as i32,
+        events,
+        counts,
+    }
 }
 
 /// Checks the invariants every recording must keep: unique seqs, every
@@ -281,16 +380,37 @@ pub fn check_order(shm: &Shm, events: &[Got]) {
     let before = seqs.len();
     seqs.dedup();
     assert_eq!(seqs.len(), before, "duplicate seq numbers");
-    assert!(seqs.first().map_or(true, |&s| s >= 1), "seq 0 was drawn (header seq starts at 1)");
+    assert!(
+        seqs.first().map_or(true, |&s| s >= 1),
+        "seq 0 was drawn (header seq starts at 1)"
+    );
     let mut last: BTreeMap<(i32, i32), u64> = BTreeMap::new();
     let mut ring_last: BTreeMap<usize, u64> = BTreeMap::new();
     for g in events {
         let ring = shm.ring(g.ring);
-        assert_eq!(ring.pid.load(Ordering::Relaxed), g.ev.pid, "ring {} pid", g.ring);
-        assert_eq!(ring.tid.load(Ordering::Relaxed), g.ev.tid, "ring {} tid", g.ring);
-        let previous = [last.insert((g.ev.pid, g.ev.tid), g.ev.seq), ring_last.insert(g.ring, g.ev.seq)];
+        assert_eq!(
+            ring.pid.load(Ordering::Relaxed),
+            g.ev.pid,
+            "ring {} pid",
+            g.ring
+        );
+        assert_eq!(
+            ring.tid.load(Ordering::Relaxed),
+            g.ev.tid,
+            "ring {} tid",
+            g.ring
+        );
+        let previous = [
+            last.insert((g.ev.pid, g.ev.tid), g.ev.seq),
+            ring_last.insert(g.ring, g.ev.seq),
+        ];
         for prev in previous.into_iter().flatten() {
-            assert!(prev < g.ev.seq, "thread {} events out of order: {prev} then {}", g.ev.tid, g.ev.seq);
+            assert!(
+                prev < g.ev.seq,
+                "thread {} events out of order: {prev} then {}",
+                g.ev.tid,
+                g.ev.seq
+            );
         }
     }
 }
