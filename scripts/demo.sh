@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The main job on a bundled example: build lockstep, compile the pthread
-# fixture, record it, and show what the trace holds.
+# The main job on bundled examples: build lockstep, compile two fixtures
+# (the lecture's T1/T2 lock-order deadlock, and a correct condvar program),
+# and run `lockstep check` on each; then peek into a trace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q -p lockstep-cli
 mkdir -p target/demo
-gcc -g -O0 -pthread -o target/demo/pthread_condvar fixtures/pthread_condvar.c
+for f in abba_deadlock pthread_condvar; do
+    gcc -g -O0 -pthread -o "target/demo/$f" "fixtures/$f.c"
+done
 L=target/release/lockstep
-$L record --force -o target/demo/pthread_condvar.db -- target/demo/pthread_condvar
-echo; echo "== lockstep ps"; $L ps target/demo/pthread_condvar.db
-echo; echo "== lockstep events --syscall futex,clone3,exit (first 15)"
-$L events target/demo/pthread_condvar.db --syscall futex,clone3,clone,exit | head -15
-echo; echo "== lockstep summary (top 10)"; $L summary target/demo/pthread_condvar.db | head -12
+echo "== lockstep check -- abba_deadlock   (hangs: T1 takes A then B, T2 takes B then A)"
+$L check --force --hang-timeout 1 -o target/demo/abba_deadlock.db -- target/demo/abba_deadlock || true
+echo
+echo "== lockstep check -- pthread_condvar   (correct: no findings)"
+$L check --force -o target/demo/pthread_condvar.db -- target/demo/pthread_condvar || true
+echo
+echo "== lockstep ps / locks on the condvar trace"
+$L ps target/demo/pthread_condvar.db
+$L locks target/demo/pthread_condvar.db

@@ -13,9 +13,10 @@
 //! cancelled while waiting unwinds through the interposer (see
 //! [`record`](crate::record) for why that works).
 
+use libc::{c_int, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
+
 use crate::record::Detail;
 use crate::{intercept, real};
-use libc::{c_int, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
 
 /// The wait's detail: the condition variable and its mutex.
 fn wait_detail(c: *const pthread_cond_t, m: *const pthread_mutex_t) -> Detail {

@@ -5,10 +5,11 @@
 //! the writer's tid in `__cur_writer` (an `int` at byte offset 24 of
 //! `pthread_rwlock_t` on x86-64), read before the real unlock.
 
+use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
+
 use crate::local::Local;
 use crate::record::Detail;
 use crate::{intercept, real};
-use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
 
 /// Byte offset of `__cur_writer` in glibc's x86-64 `pthread_rwlock_t`.
 const CUR_WRITER_OFFSET: usize = 24;

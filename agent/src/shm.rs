@@ -16,11 +16,12 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
-use crate::local::Local;
 use lockstep_agent_abi::{
     event_offset, ring_header_offset, Event, Header, RingHeader, ENV_SHM, MAGIC, MAX_RINGS,
     RING_EVENTS, SHM_SIZE, VERSION,
 };
+
+use crate::local::Local;
 
 /// `ENV_SHM` with a terminating NUL, for `getenv`.
 const ENV_NAME: [u8; ENV_SHM.len() + 1] = {

@@ -6,9 +6,10 @@
 //! `Request` on arrival, `Acquired` on leaving, with `ret` 0 or
 //! `PTHREAD_BARRIER_SERIAL_THREAD` (-1) for the one thread glibc picks.
 
+use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t, pthread_spinlock_t};
+
 use crate::record::Detail;
 use crate::{intercept, real};
-use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t, pthread_spinlock_t};
 
 /// `pthread_spin_init`: `Done`, `arg` = pshared.
 #[no_mangle]

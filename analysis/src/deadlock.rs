@@ -11,15 +11,15 @@
 //! `unlock_not_held`, and `cond_wait_holding_lock` (a warning even when the
 //! run did not hang).
 
-use crate::finding::{location, Finding, Locator, Location, Severity};
+use crate::finding::{location, object_label, Finding, Locator, Location, Severity};
 use crate::locks::{Event, Held, LockId, Tracker, Waiting};
 use crate::ops::{effect, Effect, LockKind};
 use lockstep_trace::{Hang, SyncOp};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-fn lock_label(kind: LockKind, l: LockId) -> String {
-    format!("{} {:#x}", kind.name(), l.obj)
+fn lock_label(loc: &mut dyn Locator, kind: LockKind, l: LockId) -> String {
+    object_label(loc, kind.name(), l.pid, l.obj)
 }
 
 /// Why one thread waits for another.
@@ -82,7 +82,8 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
                 if warned_cond.insert((op.tid.0, op.stack.first().copied().unwrap_or(0))) {
                     let mut locs = vec![location(loc, "waits on the condvar", op.pid.0, op.tid.0, op.at.seq.0, &op.stack)];
                     for h in others {
-                        locs.push(location(loc, &format!("holds {}", lock_label(h.kind, h.lock)), op.pid.0, op.tid.0, h.seq, &h.stack));
+                        let role = format!("holds {}", lock_label(loc, h.kind, h.lock));
+                        locs.push(location(loc, &role, op.pid.0, op.tid.0, h.seq, &h.stack));
                     }
                     found.push(Finding {
                         kind: "cond_wait_holding_lock".into(),
@@ -92,7 +93,7 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
                             op.tid.0,
                             op.obj,
                             mutex.obj,
-                            others.iter().map(|h| lock_label(h.kind, h.lock)).collect::<Vec<_>>().join(", ")
+                            others.iter().map(|h| lock_label(loc, h.kind, h.lock)).collect::<Vec<_>>().join(", ")
                         ),
                         pids: vec![op.pid.0],
                         tids: vec![op.tid.0],
@@ -212,7 +213,7 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
         let holds: Vec<&Held> = tracker.held(*tid).iter().collect();
         let (what, role) = match why {
             Why::Lock { lock, kind } => {
-                (format!("waits for {} held by thread {next}", lock_label(*kind, *lock)), format!("thread {tid} waits for {}", lock_label(*kind, *lock)))
+                (format!("waits for {} held by thread {next}", lock_label(loc, *kind, *lock)), format!("thread {tid} waits for {}", lock_label(loc, *kind, *lock)))
             }
             Why::Cond { cond, mutex } => {
                 nested |= !holds.is_empty();
@@ -229,11 +230,12 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
         }
         for h in &holds {
             let pid = w.map(|w| w.op.pid.0).unwrap_or(h.lock.pid);
-            locations.push(location(loc, &format!("thread {tid} holds {}", lock_label(h.kind, h.lock)), pid, *tid, h.seq, &h.stack));
+            let role = format!("thread {tid} holds {}", lock_label(loc, h.kind, h.lock));
+            locations.push(location(loc, &role, pid, *tid, h.seq, &h.stack));
         }
         threads.push(json!({
             "tid": tid, "waits_for": what,
-            "holds": holds.iter().map(|h| lock_label(h.kind, h.lock)).collect::<Vec<_>>(),
+            "holds": holds.iter().map(|h| lock_label(loc, h.kind, h.lock)).collect::<Vec<_>>(),
         }));
     }
     let mut tids: Vec<i32> = steps.iter().map(|(t, _)| *t).collect();
@@ -270,12 +272,12 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
                 locations.push(location(loc, &format!("thread {tid} waits for a lock"), t.pid.0, tid, w.op.at.seq.0, &w.op.stack));
                 let holders = tracker.holders(w.lock);
                 if holders.iter().any(|(h, _)| *h == tid) {
-                    format!("waits for {} that it holds itself (self-deadlock)", lock_label(w.kind, w.lock))
+                    format!("waits for {} that it holds itself (self-deadlock)", lock_label(loc, w.kind, w.lock))
                 } else if holders.is_empty() {
-                    format!("waits for {}, which nobody holds (a lost unlock?)", lock_label(w.kind, w.lock))
+                    format!("waits for {}, which nobody holds (a lost unlock?)", lock_label(loc, w.kind, w.lock))
                 } else {
                     let who: Vec<String> = holders.iter().map(|(h, _)| h.to_string()).collect();
-                    format!("waits for {} held by thread {} (which is not blocked on it in turn)", lock_label(w.kind, w.lock), who.join(", "))
+                    format!("waits for {} held by thread {} (which is not blocked on it in turn)", lock_label(loc, w.kind, w.lock), who.join(", "))
                 }
             }
             (None, Some((_, op))) => {

@@ -56,6 +56,20 @@ pub struct SourcePos {
 /// into a source position.
 pub trait Locator {
     fn locate(&mut self, pid: i32, seq: u64, return_address: u64) -> SourcePos;
+
+    /// A name for the data object at `addr` of process `pid` (a global
+    /// variable, `accounts[1].lock`), if one is known.
+    fn object_name(&mut self, _pid: i32, _addr: u64) -> Option<String> {
+        None
+    }
+}
+
+/// `mutex A`, or `mutex 0x5555...` when the object has no name.
+pub fn object_label(loc: &mut dyn Locator, kind: &str, pid: i32, addr: u64) -> String {
+    match loc.object_name(pid, addr) {
+        Some(n) => format!("{kind} {n}"),
+        None => format!("{kind} {addr:#x}"),
+    }
 }
 
 /// A locator that knows nothing: addresses only.

@@ -7,7 +7,7 @@
 //! one thread, or are ordered by happens-before (create/join), cannot
 //! deadlock in this run and is a warning, not an error.
 
-use crate::finding::{location, Finding, Locator, Severity};
+use crate::finding::{location, object_label, Finding, Locator, Severity};
 use crate::hb::HappensBefore;
 use crate::locks::{Event, Held, LockId, Tracker};
 use crate::ops::{LockKind, Mode};
@@ -195,10 +195,10 @@ fn best_combo<'g>(g: &'g LockGraph, cycle: &[LockId], hb: &HappensBefore) -> Opt
     best
 }
 
-/// A short name for a lock: its kind and address.
-pub fn lock_name(kinds: &BTreeMap<LockId, LockKind>, l: LockId) -> String {
+/// A short name for a lock: its kind and variable name (or address).
+pub fn lock_name(loc: &mut dyn Locator, kinds: &BTreeMap<LockId, LockKind>, l: LockId) -> String {
     let kind = kinds.get(&l).map(|k| k.name()).unwrap_or("lock");
-    format!("{kind} {:#x}", l.obj)
+    object_label(loc, kind, l.pid, l.obj)
 }
 
 /// Every lock-order inversion of the run, as findings.
@@ -208,7 +208,7 @@ pub fn findings(ops: &[SyncOp], spawns: &[Spawn], loc: &mut dyn Locator) -> Vec<
     let mut out = Vec::new();
     for cycle in g.cycles() {
         let Some((verdict, combo)) = best_combo(&g, &cycle, &hb) else { continue };
-        let names: Vec<String> = cycle.iter().map(|&l| lock_name(&g.kinds, l)).collect();
+        let names: Vec<String> = cycle.iter().map(|&l| lock_name(loc, &g.kinds, l)).collect();
         let (severity, reason) = match verdict {
             Verdict::Deadlock => (Severity::Error, None),
             Verdict::Ordered => (

@@ -38,6 +38,13 @@ impl<'t> TraceLocator<'t> {
 }
 
 impl Locator for TraceLocator<'_> {
+    fn object_name(&mut self, pid: i32, addr: u64) -> Option<String> {
+        // Globals live in the modules of the latest snapshot.
+        let i = self.snapshot(pid, u64::MAX)?;
+        let (_, maps) = &self.maps[&pid][i];
+        self.symbols.data_symbol(maps, addr).map(|d| d.render())
+    }
+
     fn locate(&mut self, pid: i32, seq: u64, ra: u64) -> SourcePos {
         let Some(i) = self.snapshot(pid, seq) else { return SourcePos::default() };
         let (snap, maps) = &self.maps[&pid][i];

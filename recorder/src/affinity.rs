@@ -51,3 +51,20 @@ pub fn avoid_in_this_thread(cpu: usize) {
         }
     }
 }
+
+/// Gives the calling (tracer) thread the highest real-time priority, when
+/// allowed. Bound to one CPU with the program, a tracer of normal priority
+/// would starve behind any SCHED_FIFO/SCHED_RR thread of the program (the
+/// Mars Pathfinder fixture spins at FIFO 20); at the top priority it runs
+/// whenever a stop wakes it, and it spends the rest of its time blocked in
+/// waitpid. Called after the program was forked, so the program does not
+/// inherit it (SCHED_RESET_ON_FORK keeps later forks clean too).
+pub fn raise_tracer_priority() -> bool {
+    // SAFETY: sched_get_priority_max and sched_setscheduler on the calling
+    // thread with a valid sched_param.
+    unsafe {
+        let max = libc::sched_get_priority_max(libc::SCHED_FIFO);
+        let param = libc::sched_param { sched_priority: max };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
+    }
+}

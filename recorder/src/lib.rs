@@ -115,6 +115,9 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
         _ => std::env::vars_os().collect(),
     };
     let root = launch::launch(&exe, &argv, &env)?;
+    if cpu.is_some() && !affinity::raise_tracer_priority() {
+        tracing::debug!("tracer stays at normal priority (no CAP_SYS_NICE)");
+    }
     let sink = sink::Sink::start(writer, cpu);
     signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
     let mut rec = machine::Recorder::new(root, sink, area.clone())?;

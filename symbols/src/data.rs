@@ -35,19 +35,21 @@ pub struct DataSymbol {
     /// Path of the module that defines the variable (as the mapping names it).
     pub module: String,
     /// Where `offset` is inside the variable, from its DWARF type: `[1]`,
-    /// `[1].lock`, `.balance+0x4`. `None` at offset 0, without DWARF, or when
-    /// the type says no more than the offset (a union, a scalar).
+    /// `[1].lock`, `.balance+0x4`; at offset 0 only the union a struct starts
+    /// with (`.lock` of `struct account { pthread_mutex_t lock; ... } x`).
+    /// `None` without DWARF, or when the type says no more than the offset (a
+    /// union, a scalar, a struct at its start).
     pub member: Option<String>,
 }
 
 impl DataSymbol {
-    /// `name` at the start of the variable; inside it `name` and the
-    /// [`member`](Self::member) path when DWARF gives one
-    /// (`accounts[1].lock`), else `name+0xoffset` (`accounts+0x48`).
+    /// `name` and the [`member`](Self::member) path when DWARF gives one
+    /// (`accounts[1].lock`, `x.lock`); else `name` at the start of the
+    /// variable and `name+0xoffset` inside it (`accounts+0x48`).
     pub fn render(&self) -> String {
         match (&self.member, self.offset) {
-            (_, 0) => self.name.clone(),
             (Some(member), _) => format!("{}{member}", self.name),
+            (None, 0) => self.name.clone(),
             (None, offset) => format!("{}+{offset:#x}", self.name),
         }
     }
@@ -242,6 +244,10 @@ mod tests {
         assert_eq!(s.to_string(), "accounts+0x28");
         s.member = Some("[1].lock".to_owned());
         assert_eq!(s.render(), "accounts[1].lock");
+        s.name = "x".to_owned();
+        s.offset = 0;
+        s.member = Some(".lock".to_owned());
+        assert_eq!(s.render(), "x.lock", "a lock at the start of a struct");
     }
 
     /// A non-PIE executable with text at 0x401000 and data plus `.bss` at

@@ -258,10 +258,7 @@ impl Symbolizer {
             let (start, size) = (entry.start, entry.size);
             let name = demangle(&entry.name).into_owned();
             let offset = vaddr - start;
-            let member = match offset {
-                0 => None,
-                _ => module.member_path(start, offset),
-            };
+            let member = module.member_path(start, offset);
             return Some(DataSymbol {
                 name,
                 offset,

@@ -105,8 +105,21 @@ pub(crate) fn rank(sym: &RawSymbol) -> (usize, u8, usize) {
     (underscores, binding, sym.name.len())
 }
 
+/// Prefixes of the mangled names worth demangling: Itanium C++ and Rust
+/// legacy (`_Z`), Rust v0 (`_R`), both with the extra `_` some platforms add,
+/// and GCC's static constructors and destructors (`_GLOBAL__sub_I_...`).
+const MANGLED_PREFIXES: [&str; 5] = ["_Z", "__Z", "_R", "__R", "_GLOBAL_"];
+
 /// Demangles Rust (without the hash) and C++ names; other names unchanged.
+///
+/// Only names that start like a mangled name are tried: the C++ demangler
+/// also accepts a bare type encoding, so a C variable or function called `x`,
+/// `y`, `m` or `i` would otherwise come out as `long long`, `unsigned long
+/// long`, `unsigned long` or `int`.
 pub(crate) fn demangle(raw: &str) -> Cow<'_, str> {
+    if !MANGLED_PREFIXES.iter().any(|p| raw.starts_with(p)) {
+        return Cow::Borrowed(raw);
+    }
     addr2line::demangle_auto(Cow::Borrowed(raw), None)
 }
 
@@ -207,6 +220,16 @@ mod tests {
             "crate::step"
         );
         assert_eq!(demangle("pthread_mutex_lock"), "pthread_mutex_lock");
+        assert_eq!(demangle("_R"), "_R", "not a whole mangled name");
+    }
+
+    #[test]
+    fn c_names_that_look_like_type_encodings_stay_as_they_are() {
+        // Itanium builtin type codes: `x` long long, `y` unsigned long long,
+        // `m` unsigned long, `i` int, `v` void; `S_` a substitution.
+        for name in ["x", "y", "m", "i", "v", "b", "c", "d", "f", "S_", "Pi", "mon"] {
+            assert_eq!(demangle(name), name);
+        }
     }
 
     #[test]

@@ -12,6 +12,16 @@
 //! `accounts[1].lock`, not `accounts[1].lock.__data.__lock`), at a union (no
 //! way to tell which member is meant), at a scalar, or at what it cannot read;
 //! what offset is left is written `+0x..`.
+//!
+//! One exception at offset 0: a struct whose first member is a union, or
+//! starts with one through a chain of first members, is named by that union.
+//! glibc's `pthread_mutex_t`, `pthread_cond_t`, `pthread_rwlock_t` and
+//! `sem_t` are unions, and the address of a struct that starts with a lock is
+//! the lock's address: `x.lock` for `struct account { pthread_mutex_t lock;
+//! long balance; } x`, `m.n.mutex_n` for a monitor `n` nested in `m`. A first
+//! member that is a scalar, an array, a base class or a name reserved for the
+//! implementation (`_M_mutex`, `__data`) adds nothing: `accounts[1]`, not
+//! `accounts[1].id`; `m`, not `m._M_mutex`, for a `std::mutex`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,8 +60,10 @@ impl Variables {
     }
 
     /// The path from the start of the variable at `start` to `offset` bytes
-    /// into it, like `[1].lock` or `[2].balance+0x4`; `None` when DWARF knows
-    /// no such variable or the path would be no more than `+0xoffset`.
+    /// into it, like `[1].lock` or `[2].balance+0x4` (or `.lock` at offset 0
+    /// of a struct that starts with a lock, see the module docs); `None` when
+    /// DWARF knows no such variable or the path would be no more than
+    /// `+0xoffset`.
     pub fn member_path(&self, start: u64, offset: u64) -> Option<String> {
         let &(unit_offset, ty) = self.by_address.get(&start)?;
         let header = self.dwarf.debug_info.header_from_offset(unit_offset).ok()?;
@@ -122,6 +134,15 @@ struct Member {
     name: Option<String>,
     location: u64,
     ty: UnitOffset,
+    /// A `DW_TAG_inheritance`: a base class, not a data member.
+    base: bool,
+}
+
+/// Whether `name` is reserved for the implementation (`__x`, `_X`): a library
+/// type's internals, not something a user wrote.
+fn reserved(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next() == Some('_') && chars.next().is_some_and(|c| c == '_' || c.is_ascii_uppercase())
 }
 
 /// Type lookups within one unit.
@@ -163,6 +184,11 @@ impl Walk<'_> {
                 _ => break,
             }
         }
+        if offset == 0 {
+            if let Some(lead) = self.leading_union(ty) {
+                path.push_str(&lead);
+            }
+        }
         if path.is_empty() {
             return None;
         }
@@ -170,6 +196,36 @@ impl Walk<'_> {
             path.push_str(&format!("+{offset:#x}"));
         }
         Some(path)
+    }
+
+    /// The member path (`.lock`, `.n.mutex_n`) from the start of the struct
+    /// `ty` to a union that starts it, through named, unreserved first data
+    /// members that are structs; `None` when `ty` does not start with a union
+    /// that way.
+    fn leading_union(&self, mut ty: UnitOffset) -> Option<String> {
+        let mut path = String::new();
+        for _ in 0..MAX_STEPS {
+            ty = self.strip(ty)?;
+            match self.unit.entry(ty).ok()?.tag() {
+                gimli::DW_TAG_union_type => return (!path.is_empty()).then_some(path),
+                gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type => {}
+                _ => return None,
+            }
+            let member = self.member_at(ty, 0)?;
+            if member.base || member.location != 0 {
+                return None;
+            }
+            // An anonymous member adds no name, as in `path`.
+            if let Some(name) = member.name {
+                if reserved(&name) {
+                    return None;
+                }
+                path.push('.');
+                path.push_str(&name);
+            }
+            ty = member.ty;
+        }
+        None
     }
 
     /// `ty` without typedefs and qualifiers.
@@ -266,6 +322,7 @@ impl Walk<'_> {
                 name,
                 location,
                 ty: member_ty,
+                base: tag == gimli::DW_TAG_inheritance,
             };
             if size.is_some() {
                 return Some(member);

@@ -287,3 +287,62 @@ fn dwarf_4_names_members_too() {
     let mut sym = Symbolizer::new();
     assert_program_variables(&mut sym, &run.exec_maps, &run, &exe, Dwarf::Yes);
 }
+
+/// Builds `monitors.c` with `flags` and runs it once.
+fn monitors(name: &str, flags: &[&str]) -> (PathBuf, Run) {
+    let dir = scratch(name);
+    let exe = dir.join("monitors");
+    let mut args = vec!["-g", "-O0", "-pthread", "-I.", "monitors.c"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["-o", exe.to_str().unwrap()]);
+    gcc(&args);
+    let run = run(&exe);
+    (exe, run)
+}
+
+/// Locks embedded in structs, as in the bank-transfer and nested-monitor
+/// fixtures, are named by variable and member path, also where the lock is
+/// the first member and its address the struct's (`p.lock`, `mon.mutex_m`,
+/// `mon.n.mutex_n`). Names are never demangled: C's `x`, `y` and `m` are not
+/// the C++ type encodings of `long long`, `unsigned long long` and `unsigned
+/// long`.
+fn assert_embedded_locks(sym: &mut Symbolizer, run: &Run, exe: &Path) {
+    let locks = [
+        "x.lock",
+        "y.lock",
+        "p.lock",
+        "q.lock",
+        "mon.mutex_m",
+        "mon.n.mutex_n",
+        "mon.n.cond_n",
+    ];
+    for lock in locks {
+        let found = named(sym, &run.exec_maps, run.datum(lock));
+        assert_eq!(found.module, exe.to_str().unwrap(), "{found:?}");
+        assert_eq!(found.render(), lock, "{found:?}");
+    }
+    // The variable names come from the symbol table, the members from DWARF.
+    let x = named(sym, &run.exec_maps, run.datum("x.lock"));
+    assert_eq!((x.name.as_str(), x.offset), ("x", 8), "{x:?}");
+    let mon = named(sym, &run.exec_maps, run.datum("mon"));
+    assert_eq!((mon.name.as_str(), mon.offset), ("mon", 0), "{mon:?}");
+    assert_eq!(mon.member.as_deref(), Some(".mutex_m"));
+    // A scalar first member adds nothing at the start of a struct.
+    assert_eq!(named(sym, &run.exec_maps, run.datum("x")).render(), "x");
+    assert_eq!(
+        named(sym, &run.exec_maps, run.datum("q.balance")).render(),
+        "q.balance"
+    );
+}
+
+#[test]
+fn static_embedded_locks_are_named_by_member() {
+    let (exe, run) = monitors("data-monitors-static", &["-DSTORAGE=static"]);
+    assert_embedded_locks(&mut Symbolizer::new(), &run, &exe);
+}
+
+#[test]
+fn global_embedded_locks_are_named_by_member() {
+    let (exe, run) = monitors("data-monitors-global", &["-DSTORAGE="]);
+    assert_embedded_locks(&mut Symbolizer::new(), &run, &exe);
+}

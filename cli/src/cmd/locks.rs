@@ -15,6 +15,8 @@ pub type Args = super::TraceArgs;
 struct Object {
     pid: i32,
     address: String,
+    /// The variable it lives in (`A`, `accounts[1].lock`), when known.
+    name: Option<String>,
     kind: &'static str,
     /// Mutex type / protocol when known (`normal`, `recursive`, `errorcheck`; `prio_inherit`...).
     attributes: Vec<&'static str>,
@@ -72,6 +74,7 @@ pub fn run(a: Args) -> Result<u8> {
                 Object {
                     pid: op.pid.0,
                     address: format!("{:#x}", op.obj),
+                    name: None,
                     kind,
                     attributes: attributes(kind, op.flags),
                     first_seq: op.at.seq.0,
@@ -98,6 +101,7 @@ pub fn run(a: Args) -> Result<u8> {
             let ra = first.stack.first().copied().unwrap_or(0);
             let pos: SourcePos = if ra != 0 { loc.locate(first.pid.0, first.at.seq.0, ra) } else { SourcePos::default() };
             o.first_used_at = pos.render(ra);
+            o.name = loc.object_name(first.pid.0, first.obj);
             o
         })
         .collect();
@@ -108,7 +112,8 @@ pub fn run(a: Args) -> Result<u8> {
     }
     for o in &list {
         let attrs = if o.attributes.is_empty() { String::new() } else { format!(" ({})", o.attributes.join(", ")) };
-        println!("{} {} in pid {}{}: first {} at {}", o.kind, o.address, o.pid, attrs, o.first_op, o.first_used_at);
+        let name = o.name.as_ref().map(|n| format!("{n} ({})", o.address)).unwrap_or_else(|| o.address.clone());
+        println!("{} {} in pid {}{}: first {} at {}", o.kind, name, o.pid, attrs, o.first_op, o.first_used_at);
         for (tid, ops) in &o.ops {
             let list: Vec<String> = ops.iter().map(|(op, n)| format!("{op} x{n}")).collect();
             println!("    thread {tid}: {}", list.join(", "));
