@@ -97,9 +97,14 @@ macro_rules! mutex_calls {
     )*};
 }
 
+/// `Acquired` at once when uncontended; otherwise `Request`, then
+/// `Acquired` (ret 0 or EOWNERDEAD) or `Failed` (EDEADLK...).
+#[no_mangle]
+pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
+    crate::intercept_try_first!(MutexLock, Code, describe(m), real::pthread_mutex_trylock(m), real::pthread_mutex_lock(m))
+}
+
 mutex_calls! {
-    /// `Request`, then `Acquired` (ret 0 or EOWNERDEAD) or `Failed` (EDEADLK...).
-    pthread_mutex_lock => MutexLock, Blocking;
     /// `Acquired` or `Failed` (EBUSY).
     pthread_mutex_trylock => MutexTrylock, Attempt;
     /// `Released`, or `Failed` (EPERM: an errorcheck/robust mutex the

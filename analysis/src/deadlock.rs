@@ -217,10 +217,9 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
             }
             Why::Cond { cond, mutex } => {
                 nested |= !holds.is_empty();
-                (
-                    format!("waits on condvar {cond:#x} (mutex {:#x}) for a signal from thread {next}", mutex.obj),
-                    format!("thread {tid} waits on condvar {cond:#x}"),
-                )
+                let c = object_label(loc, "condvar", mutex.pid, *cond);
+                let m = lock_label(loc, LockKind::Mutex, *mutex);
+                (format!("waits on {c} ({m}) for a signal from thread {next}"), format!("thread {tid} waits on {c}"))
             }
             Why::Join => (format!("joins thread {next}"), format!("thread {tid} joins thread {next}")),
         };

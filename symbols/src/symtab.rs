@@ -227,7 +227,9 @@ mod tests {
     fn c_names_that_look_like_type_encodings_stay_as_they_are() {
         // Itanium builtin type codes: `x` long long, `y` unsigned long long,
         // `m` unsigned long, `i` int, `v` void; `S_` a substitution.
-        for name in ["x", "y", "m", "i", "v", "b", "c", "d", "f", "S_", "Pi", "mon"] {
+        for name in [
+            "x", "y", "m", "i", "v", "b", "c", "d", "f", "S_", "Pi", "mon",
+        ] {
             assert_eq!(demangle(name), name);
         }
     }

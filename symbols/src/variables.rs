@@ -142,7 +142,10 @@ struct Member {
 /// type's internals, not something a user wrote.
 fn reserved(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next() == Some('_') && chars.next().is_some_and(|c| c == '_' || c.is_ascii_uppercase())
+    chars.next() == Some('_')
+        && chars
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_uppercase())
 }
 
 /// Type lookups within one unit.
