@@ -111,7 +111,8 @@ pub struct Event {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// About to call the real function (it may block).
+    /// About to call the real function, which may block (for the
+    /// try-first acquires: only after the non-blocking try failed).
     Request = 0,
     /// The lock/wait succeeded.
     Acquired = 1,

@@ -13,6 +13,15 @@
 //! | `Done`     | –                         | `Done`                           |
 //! | `Waited`   | `Request`                 | `Done`                           |
 //!
+//! except the blocking acquires that try first, [`intercept_try_first!`]
+//! (`pthread_mutex_lock`, `pthread_rwlock_rdlock`/`wrlock`,
+//! `pthread_spin_lock`, `sem_wait`): the non-blocking variant is called
+//! first, and if it acquires, the call is an `Attempt` (one `Acquired`, no
+//! `Request`); if it fails (contended, or an error such as EDEADLK), the
+//! call is then made as `Blocking` (`Request`, the real blocking call,
+//! `Acquired` or `Failed`). The timed acquires (`*_timedlock`,
+//! `sem_timedwait`...) are plain `Blocking`.
+//!
 //! A release draws its sequence number *before* the real call, so that the
 //! release is ordered before whatever it lets another thread do (that thread
 //! can only record its `Acquired` after the real unlock). The thread stays
@@ -24,8 +33,10 @@
 //! Nothing here allocates or locks. A call made while the thread is already
 //! inside the agent (a signal handler, or malloc called from the agent), or
 //! by a thread that found no ring, is forwarded without events and the
-//! events it would have made are counted in `Header::dropped`. errno is
-//! preserved across the agent's own work, before and after the real call.
+//! events it would have made are counted in `Header::dropped` (a call that
+//! tries first is forwarded untried and counts as one, its uncontended
+//! shape). errno is preserved across the agent's own work, before and after
+//! the real call.
 //!
 //! # Unwinding through the agent
 //! glibc ends threads (`pthread_exit`, cancellation in `pthread_cond_wait`,

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{check_order, compile, run, scratch, Got, Run, Shm};
+use common::{check_order, compile, run, scratch, try_first_calls, Got, Run, Shm, TryFirst};
 use lockstep_agent_abi::{Op, Phase};
 
 /// Every op the agent can record (ThreadStart included).
@@ -130,13 +130,28 @@ fn every_interposed_function_is_recorded() {
         assert_eq!(seen, !NOT_CALLED.contains(&op), "{}", op.name());
     }
 
-    // Robust mutex whose owner died: acquired with EOWNERDEAD, flags robust.
-    let owner_dead: Vec<_> = events(&run, Op::MutexLock, Phase::Acquired)
+    // Blocking acquires are tried first. everything.c takes its rwlock (once
+    // for reading, once for writing) and its spinlock in one thread, free:
+    // each is a lone Acquired, no Request.
+    for op in [Op::RwRdlock, Op::RwWrlock, Op::SpinLock] {
+        let calls = try_first_calls(&run.events, op);
+        assert_eq!(calls.len(), 1, "{}: {calls:?}", op.name());
+        assert!(
+            calls[0].request.is_none() && calls[0].acquired(),
+            "{}: {calls:?}",
+            op.name()
+        );
+        assert_eq!(calls[0].end.unwrap().ev.ret, 0, "{}", op.name());
+    }
+    // Robust mutex whose owner died: acquired with EOWNERDEAD, flags robust;
+    // the try already acquires it that way, so there is no Request.
+    let owner_dead: Vec<_> = try_first_calls(&run.events, Op::MutexLock)
         .into_iter()
-        .filter(|g| g.ev.ret == libc::EOWNERDEAD)
+        .filter(|c| c.end.is_some_and(|g| g.ev.ret == libc::EOWNERDEAD))
         .collect();
     assert_eq!(owner_dead.len(), 1);
-    assert_eq!(owner_dead[0].ev.flags, 0x10);
+    assert!(owner_dead[0].acquired() && owner_dead[0].request.is_none());
+    assert_eq!(owner_dead[0].end.unwrap().ev.flags, 0x10);
     // PRIO_PROTECT mutex: the kind bit and the ceiling.
     let pp = events(&run, Op::MutexInit, Phase::Done)
         .into_iter()
@@ -244,6 +259,20 @@ fn thread_ends_are_recorded_however_threads_end() {
         .find(|e| e.ev.tid == cancelled_cond.ev.tid)
         .unwrap();
     assert_eq!(its_exit.ev.flags, 2);
+    // sem_wait on a semaphore never posted: the try fails, so Request, and
+    // the thread is cancelled inside the real call (no Acquired or Failed
+    // before its end). Main's three waits (started twice, detached_done)
+    // all succeed.
+    let waits = try_first_calls(&run.events, Op::SemWait);
+    assert_eq!(waits.len(), 4, "{waits:?}");
+    let (cancelled, done): (Vec<TryFirst>, Vec<TryFirst>) =
+        waits.iter().partition(|c| c.end.is_none());
+    assert_eq!(cancelled.len(), 1, "{waits:?}");
+    assert!(cancelled[0].request.is_some());
+    assert!(exits
+        .iter()
+        .any(|e| e.ev.tid == cancelled[0].tid() && e.ev.flags == 2));
+    assert!(done.iter().all(|c| c.acquired() && c.tid() == run.pid));
     // The detach names the thread the create returned.
     assert!(events(&run, Op::ThreadCreate, Phase::Done)
         .iter()

@@ -414,3 +414,113 @@ pub fn check_order(shm: &Shm, events: &[Got]) {
         }
     }
 }
+
+/// One call of a blocking acquire that the agent tries first
+/// (`pthread_mutex_lock`, `pthread_rwlock_rdlock`/`wrlock`,
+/// `pthread_spin_lock`, `sem_wait`).
+#[derive(Clone, Copy, Debug)]
+pub struct TryFirst<'a> {
+    /// The `Request`, written only when the try failed (contended, or an
+    /// error such as EDEADLK).
+    pub request: Option<&'a Got>,
+    /// The `Acquired` or `Failed`; `None` when the thread was cancelled
+    /// while blocked (it ends with a `ThreadExit` with flags 2).
+    pub end: Option<&'a Got>,
+}
+
+impl TryFirst<'_> {
+    /// The call's first event.
+    pub fn first(&self) -> &Got {
+        self.request.or(self.end).expect("a call has an event")
+    }
+
+    pub fn obj(&self) -> u64 {
+        self.first().ev.obj
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.first().ev.tid
+    }
+
+    pub fn acquired(&self) -> bool {
+        self.end.is_some_and(|g| g.phase() == Phase::Acquired)
+    }
+}
+
+/// The calls of the try-first op `op` in `events`, in seq order, checking
+/// their shape: a call is either a lone `Acquired` (the try succeeded), or
+/// a `Request` whose thread's very next event is the `Acquired` or `Failed`
+/// of the same op and object, or, for a thread cancelled while blocked, a
+/// `Request` after which the thread makes no call of `op` and ends with a
+/// `ThreadExit` with flags 2. A `Failed` always follows a `Request`: a
+/// failed try goes the slow way. (For programs without signal handlers
+/// that record while a thread is blocked.)
+pub fn try_first_calls(events: &[Got], op: Op) -> Vec<TryFirst<'_>> {
+    let mut by_thread: BTreeMap<(i32, i32), Vec<&Got>> = BTreeMap::new();
+    for g in events {
+        by_thread.entry((g.ev.pid, g.ev.tid)).or_default().push(g);
+    }
+    let mut calls = Vec::new();
+    for (_, mut evs) in by_thread {
+        evs.sort_by_key(|g| g.ev.seq);
+        let mut i = 0;
+        while i < evs.len() {
+            let g = evs[i];
+            i += 1;
+            if g.op() != op {
+                continue;
+            }
+            let what = |g: &Got| {
+                format!(
+                    "{} {} of {:#x} (seq {})",
+                    g.op().name(),
+                    g.phase().name(),
+                    g.ev.obj,
+                    g.ev.seq
+                )
+            };
+            match g.phase() {
+                Phase::Acquired => calls.push(TryFirst {
+                    request: None,
+                    end: Some(g),
+                }),
+                Phase::Request => {
+                    let next = evs.get(i).copied().unwrap_or_else(|| {
+                        panic!("thread {}: {} is its last event", g.ev.tid, what(g))
+                    });
+                    i += 1;
+                    let end = if next.op() == op
+                        && next.ev.obj == g.ev.obj
+                        && matches!(next.phase(), Phase::Acquired | Phase::Failed)
+                    {
+                        Some(next)
+                    } else {
+                        // Cancelled while blocked: the thread ends here
+                        // (unwinding and cleanup handlers may make other
+                        // calls first, none of this op).
+                        let rest = &evs[i - 1..];
+                        let last = rest[rest.len() - 1];
+                        assert!(
+                            last.op() == Op::ThreadExit
+                                && last.ev.flags == 2
+                                && rest.iter().all(|e| e.op() != op),
+                            "thread {}: {} followed by {}, and it is not cancelled there",
+                            g.ev.tid,
+                            what(g),
+                            what(next)
+                        );
+                        i = evs.len();
+                        None
+                    };
+                    calls.push(TryFirst {
+                        request: Some(g),
+                        end,
+                    });
+                }
+                _ => panic!("thread {}: {} without a Request", g.ev.tid, what(g)),
+            }
+        }
+    }
+    calls.sort_by_key(|c| c.first().ev.seq);
+    calls
+}
