@@ -412,6 +412,15 @@ fn a_hung_program_is_killed_with_a_snapshot_and_reported() {
     for key in ["summary", "pids", "tids", "locations", "details"] {
         assert!(f.get(key).is_some(), "finding has {key}");
     }
+    // The report is kept in the trace, in the `findings` view.
+    let db = rusqlite::Connection::open(dir.join("t.db")).unwrap();
+    let (kind, severity, threads): (String, String, String) = db
+        .query_row("SELECT kind, severity, json_extract(details, '$.threads') FROM findings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((kind.as_str(), severity.as_str()), ("hang", "error"));
+    assert!(threads.contains("pause"));
 }
 
 #[test]

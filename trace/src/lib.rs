@@ -16,5 +16,5 @@ pub mod writer;
 pub use error::TraceError;
 pub use ids::{Addr, Pid, Seq, Tid};
 pub use model::*;
-pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use reader::{ProcessInfo, StoredFinding, SyscallFilter, SyscallStat, TraceReader};
 pub use writer::TraceWriter;

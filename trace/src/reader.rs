@@ -66,7 +66,7 @@ impl TraceReader {
         // Touch every table once so that a damaged file fails here, with one
         // clear error, rather than halfway through a report.
         for table in
-            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "sync_names", "stacks", "mapping_rows", "hang_rows"]
+            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "sync_names", "stacks", "mapping_rows", "hang_rows", "finding_rows"]
         {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
                 .map_err(sq)?;
@@ -585,5 +585,75 @@ impl TraceReader {
             hang.get_or_insert_with(|| Hang { at, timeout_ms, threads: Vec::new() }).threads.push(t);
         }
         Ok(hang)
+    }
+}
+
+/// A finding as stored in the trace (JSON columns as in the JSON report).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFinding {
+    pub kind: String,
+    pub severity: String,
+    pub summary: String,
+    pub pids: serde_json::Value,
+    pub tids: serde_json::Value,
+    pub locations: serde_json::Value,
+    pub details: serde_json::Value,
+}
+
+impl TraceReader {
+    /// Replaces the findings stored in the trace (the `findings` view).
+    /// The only write a reader makes: the analysis result belongs with the
+    /// recording it describes. A trace that cannot be written (read-only
+    /// file) keeps its old findings and reports the error.
+    pub fn store_findings(&self, findings: &[StoredFinding]) -> Result<(), TraceError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.sq())?;
+        tx.execute("DELETE FROM finding_rows", []).map_err(self.sq())?;
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO finding_rows(kind, severity, summary, pids, tids, locations, details)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(self.sq())?;
+            for f in findings {
+                st.execute(rusqlite::params![
+                    f.kind,
+                    f.severity,
+                    f.summary,
+                    f.pids.to_string(),
+                    f.tids.to_string(),
+                    f.locations.to_string(),
+                    f.details.to_string()
+                ])
+                .map_err(self.sq())?;
+            }
+        }
+        tx.commit().map_err(self.sq())
+    }
+
+    /// The findings stored by the last analysis.
+    pub fn stored_findings(&self) -> Result<Vec<StoredFinding>, TraceError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT kind, severity, summary, pids, tids, locations, details FROM finding_rows ORDER BY id")
+            .map_err(self.sq())?;
+        let rows = st
+            .query_map([], |r| {
+                let j = |i: usize| -> Result<serde_json::Value, rusqlite::Error> {
+                    let t: String = r.get(i)?;
+                    Ok(serde_json::from_str(&t).unwrap_or(serde_json::Value::Null))
+                };
+                Ok(StoredFinding {
+                    kind: r.get(0)?,
+                    severity: r.get(1)?,
+                    summary: r.get(2)?,
+                    pids: j(3)?,
+                    tids: j(4)?,
+                    locations: j(5)?,
+                    details: j(6)?,
+                })
+            })
+            .map_err(self.sq())?;
+        rows.collect::<Result<_, _>>().map_err(self.sq())
     }
 }

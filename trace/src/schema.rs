@@ -148,6 +148,22 @@ CREATE TABLE hang_rows (
     wchan      TEXT NOT NULL
 );
 
+-- Written by `lockstep report` / `check` (the latest analysis replaces the
+-- previous one); JSON columns as in the JSON report.
+CREATE TABLE finding_rows (
+    id        INTEGER PRIMARY KEY,
+    kind      TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    summary   TEXT NOT NULL,
+    pids      TEXT NOT NULL,
+    tids      TEXT NOT NULL,
+    locations TEXT NOT NULL,
+    details   TEXT NOT NULL
+);
+
+CREATE VIEW findings AS
+SELECT id, kind, severity, summary, pids, tids, locations, details FROM finding_rows;
+
 CREATE VIEW sync_ops AS
 SELECT s.seq AS seq, s.ts_ns AS ts_ns, s.pid AS pid, s.tid AS tid, n.name AS op,
        CASE

@@ -40,6 +40,7 @@ pub fn report(path: &Path, opts: &ReportOpts, out: Option<&Path>) -> Result<u8> 
     };
     let trace = lockstep_trace::TraceReader::open(path)?;
     let findings = crate::analyze::findings(&trace)?;
+    store(&trace, &findings);
     let command = trace.command()?;
     match opts.format.as_str() {
         "json" => {
@@ -54,6 +55,26 @@ pub fn report(path: &Path, opts: &ReportOpts, out: Option<&Path>) -> Result<u8> 
         _ => write_text(&mut sink, path, &command, &findings)?,
     }
     Ok(if findings.is_empty() { 0 } else { 1 })
+}
+
+/// Keeps the findings in the trace (its `findings` view). A trace that
+/// cannot be written is still reported on; the failure is only logged.
+fn store(trace: &lockstep_trace::TraceReader, findings: &[Finding]) {
+    let rows: Vec<lockstep_trace::StoredFinding> = findings
+        .iter()
+        .map(|f| lockstep_trace::StoredFinding {
+            kind: f.kind.clone(),
+            severity: serde_json::to_value(f.severity).unwrap_or_default().as_str().unwrap_or("").to_string(),
+            summary: f.summary.clone(),
+            pids: serde_json::json!(f.pids),
+            tids: serde_json::json!(f.tids),
+            locations: serde_json::to_value(&f.locations).unwrap_or_default(),
+            details: f.details.clone(),
+        })
+        .collect();
+    if let Err(e) = trace.store_findings(&rows) {
+        tracing::warn!("findings not stored in the trace: {e}");
+    }
 }
 
 fn hint(f: &Finding) -> &'static str {
