@@ -140,6 +140,7 @@ impl OpsBuilder {
                     entry_seq: None,
                     args: "{}".into(),
                     wchan: "futex_wait_queue".into(),
+                    stack: Vec::new(),
                 })
                 .collect(),
         }

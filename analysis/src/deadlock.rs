@@ -283,7 +283,14 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
                 locations.push(location(loc, &format!("thread {tid} joins"), t.pid.0, tid, op.at.seq.0, &op.stack));
                 "waits in pthread_join".to_string()
             }
-            (None, None) => format!("blocked in {}", t.syscall.as_deref().unwrap_or("user code")),
+            (None, None) => {
+                let what = t.syscall.as_deref().unwrap_or("user code");
+                if !t.stack.is_empty() {
+                    let role = format!("thread {tid} blocked in {what}");
+                    locations.push(location(loc, &role, t.pid.0, tid, hang.at.seq.0, &t.stack));
+                }
+                format!("blocked in {what}")
+            }
         };
         parts.push(format!("thread {tid} {blocked}"));
         threads.push(json!({"tid": tid, "pid": t.pid.0, "blocked": blocked, "syscall": t.syscall, "wchan": t.wchan, "args": t.args}));

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod clock;
 pub mod decode;
 pub mod error;
+pub mod fdobj;
 pub mod hang;
 pub mod launch;
 pub mod machine;
@@ -20,6 +21,7 @@ pub mod mem;
 pub mod signals;
 pub mod sink;
 pub mod tracee;
+pub mod unwind;
 
 pub use error::RecordError;
 pub use machine::Counts;

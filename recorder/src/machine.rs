@@ -197,9 +197,16 @@ impl Recorder {
                     entry_seq: Some(p.entry.seq),
                     args: serde_json::Value::Object(p.decode.args().clone()).to_string(),
                     wchan: crate::hang::wchan(t.pid.0, tid.0),
+                    stack: Vec::new(),
                 }
             })
             .collect();
+        // Where each thread is blocked: interrupt it and read its stack
+        // (it is killed right after, so it stays stopped).
+        for t in &mut threads {
+            let maps = crate::maps::exec_mappings(t.pid);
+            t.stack = crate::unwind::stack_of_blocked(t.pid, t.tid, &maps);
+        }
         threads.sort_by_key(|t| t.tid);
         let at = self.clock.stamp();
         tracing::info!(threads = threads.len(), "program hung; killing it");
@@ -323,7 +330,10 @@ impl Recorder {
         let tid = p.tid;
         let exit = (outcome != SyscallOutcome::Unfinished || ret.is_some()).then(|| self.clock.stamp());
         let mem = ProcMem { pid };
-        let d = p.decode.finish(ret, ret.map(|_| &mem as &dyn Memory));
+        let mut d = p.decode.finish(ret, ret.map(|_| &mem as &dyn Memory));
+        if let Some(r) = ret {
+            crate::fdobj::annotate(&p.name, &p.args, r, pid, &mut d.result);
+        }
         self.counts.syscalls += 1;
         self.emit(Record::Syscall(Box::new(Syscall {
             pid,

@@ -242,6 +242,8 @@ pub struct HungThread {
     pub args: String,
     /// The kernel's wait channel (/proc/PID/task/TID/wchan), e.g. `futex_wait_queue`, `pipe_read`.
     pub wchan: String,
+    /// Where it is blocked: the instruction pointer, then return addresses.
+    pub stack: Vec<u64>,
 }
 
 /// The recorder found the program hung: no progress for `timeout_ms` and

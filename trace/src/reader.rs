@@ -561,7 +561,7 @@ impl TraceReader {
     pub fn hang(&self) -> Result<Option<Hang>, TraceError> {
         let mut st = self
             .conn
-            .prepare("SELECT seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan FROM hang_rows ORDER BY tid")
+            .prepare("SELECT seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan, stack FROM hang_rows ORDER BY tid")
             .map_err(self.sq())?;
         let rows = st
             .query_map([], |r| {
@@ -575,6 +575,7 @@ impl TraceReader {
                         entry_seq: r.get::<_, Option<i64>>(6)?.map(|s| Seq(s as u64)),
                         args: r.get(7)?,
                         wchan: r.get(8)?,
+                        stack: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
                     },
                 ))
             })

@@ -145,7 +145,8 @@ CREATE TABLE hang_rows (
     syscall    TEXT,
     entry_seq  INTEGER,
     args       TEXT NOT NULL,
-    wchan      TEXT NOT NULL
+    wchan      TEXT NOT NULL,
+    stack      TEXT NOT NULL
 );
 
 -- Written by `lockstep report` / `check` (the latest analysis replaces the

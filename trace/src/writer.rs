@@ -282,8 +282,8 @@ impl TraceWriter {
             Record::Sync(_) => unreachable!("sync ops are inserted by `insert`"),
             Record::Hang(h) => {
                 let mut st = c.prepare_cached(
-                    "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan, stack)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 for t in &h.threads {
                     st.execute(params![
@@ -295,7 +295,8 @@ impl TraceWriter {
                         t.syscall,
                         t.entry_seq.map(|s| s.0 as i64),
                         t.args,
-                        t.wchan
+                        t.wchan,
+                        serde_json::to_string(&t.stack).expect("stack serializes")
                     ])?;
                 }
             }

@@ -107,7 +107,10 @@ fn write_text(out: &mut dyn Write, path: &Path, command: &[String], findings: &[
                 _ => format!("{:#x}", l.address),
             };
             writeln!(out, "  {} [pid {} tid {}]", l.role, l.pid, l.tid)?;
-            writeln!(out, "    #0 {} {}", l.function.as_deref().unwrap_or("??"), place)?;
+            // Findings about syscalls may have no code address at all.
+            if l.address != 0 || l.file.is_some() {
+                writeln!(out, "    #0 {} {}", l.function.as_deref().unwrap_or("??"), place)?;
+            }
             for (i, frame) in l.stack.iter().enumerate() {
                 writeln!(out, "    #{} {frame}", i + 1)?;
             }
