@@ -9,15 +9,6 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-/// The line of `/* MARKER */` in fixtures/<fixture>.c.
-fn marker_line(fixture: &str, marker: &str) -> u64 {
-    let src = std::fs::read_to_string(format!("{}/../fixtures/{fixture}.c", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let needle = format!("/* {marker} */");
-    let hits: Vec<usize> = src.lines().enumerate().filter(|(_, l)| l.contains(&needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(hits.len(), 1, "{fixture}.c: marker {marker} must appear once");
-    hits[0] as u64
-}
-
 /// Runs `lockstep check --format json` on a fixture; returns the findings.
 fn check(fixture: &str, hangs: bool) -> Vec<Value> {
     let dir = scratch(&format!("analyses-{fixture}"));

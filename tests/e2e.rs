@@ -438,3 +438,65 @@ fn check_of_a_clean_program_exits_0_and_keeps_the_trace() {
     let run = lockstep(&dir, &["report", "missing.db"]);
     assert_eq!(run.code, Some(2));
 }
+
+#[test]
+fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
+    let dir = scratch("export");
+    let bin = fixture("abba_deadlock");
+    let run = finish(spawn(&dir, &["record", "-q", "--hang-timeout", "1", "-o", "t.db", "--", s(&bin)]), Duration::from_secs(30));
+    assert_eq!(run.code, Some(124));
+    let run = lockstep(&dir, &["export", "t.db", "--format", "perfetto", "-o", "t.json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("t.json")).unwrap()).unwrap();
+    let ev = doc["traceEvents"].as_array().expect("traceEvents array");
+    // Every event has the fields the trace-event format requires.
+    for e in ev {
+        assert!(e["ph"].is_string() && e["pid"].is_i64() && e["tid"].is_i64(), "{e}");
+        if e["ph"] != "M" {
+            assert!(e["ts"].is_number(), "{e}");
+        }
+        if e["ph"] == "X" {
+            assert!(e["dur"].as_f64().unwrap() > 0.0, "{e}");
+        }
+    }
+    let names = |ph: &str, cat: &str| -> Vec<String> {
+        ev.iter().filter(|e| e["ph"] == ph && e["cat"] == cat).map(|e| e["name"].as_str().unwrap().to_string()).collect()
+    };
+    // One named track per thread (main + 2 workers) in one process.
+    let threads = ev.iter().filter(|e| e["ph"] == "M" && e["name"] == "thread_name").count();
+    assert_eq!(threads, 3);
+    assert_eq!(ev.iter().filter(|e| e["ph"] == "M" && e["name"] == "process_name").count(), 1);
+    assert!(names("X", "syscall").iter().any(|n| n == "futex"));
+    let held = names("X", "lock");
+    assert!(held.iter().any(|n| n == "holds A (until the end)") && held.iter().any(|n| n == "holds B (until the end)"), "{held:?}");
+    let blocked = names("X", "blocked");
+    assert!(blocked.iter().any(|n| n == "blocked on A (until the end)"), "{blocked:?}");
+    assert!(names("i", "finding").iter().any(|n| n.starts_with("deadlock")));
+    assert!(names("i", "sync").iter().any(|n| n == "pthread_mutex_lock acquired"));
+
+    // Pipe writes flow to the reads that got their data.
+    let (trace, _) = record(&dir, "sh", &["-c", "echo foo | wc -c"]);
+    let run = lockstep(&dir, &["export", s(&trace), "-o", "p.json"]);
+    assert_eq!(run.code, Some(0));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("p.json")).unwrap()).unwrap();
+    let ev = doc["traceEvents"].as_array().unwrap();
+    let starts: Vec<&Value> = ev.iter().filter(|e| e["ph"] == "s" && e["cat"] == "pipe").collect();
+    let ends: Vec<&Value> = ev.iter().filter(|e| e["ph"] == "f" && e["cat"] == "pipe").collect();
+    assert_eq!(starts.len(), 1, "echo's write into the pipe");
+    assert_eq!(ends.len(), 1, "wc's read of it");
+    assert_eq!(starts[0]["id"], ends[0]["id"]);
+    assert_ne!(starts[0]["pid"], ends[0]["pid"]);
+}
+
+#[test]
+fn explain_covers_every_finding_kind() {
+    let dir = scratch("explain");
+    for kind in ["deadlock", "lock_order_inversion", "hang", "self_deadlock", "unlock_not_held", "cond_wait_holding_lock", "fd_leak", "bad_fd", "fd_misuse"] {
+        let run = lockstep(&dir, &["explain", kind]);
+        assert_eq!(run.code, Some(0), "{kind}: {run:?}");
+        assert!(run.stdout.contains("How to fix it:") && run.stdout.contains("Example:"), "{kind}");
+    }
+    let run = lockstep(&dir, &["explain", "no_such_kind"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stderr.lines().count(), 1);
+}

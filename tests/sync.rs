@@ -8,14 +8,6 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
-fn marker_line(fixture: &str, marker: &str) -> u64 {
-    let src = std::fs::read_to_string(format!("{}/../fixtures/{fixture}.c", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let needle = format!("/* {marker} */");
-    let hits: Vec<usize> = src.lines().enumerate().filter(|(_, l)| l.contains(&needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(hits.len(), 1, "{fixture}.c: marker {marker}");
-    hits[0] as u64
-}
-
 /// Records a fixture and returns its sync events (`events --json`, kind sync).
 fn sync_events(fixture: &str) -> Vec<Value> {
     let dir = scratch(&format!("sync-{fixture}"));

@@ -10,6 +10,12 @@
 
 pub mod builder;
 pub mod deadlock;
+pub mod fdbuild;
+pub mod fdbuilder;
+pub mod fdleak;
+pub mod fds;
+pub mod fdsys;
+pub mod fdwait;
 pub mod finding;
 pub mod hb;
 pub mod lockorder;

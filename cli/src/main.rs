@@ -33,10 +33,16 @@ enum Command {
     Summary(cmd::summary::Args),
     /// List the synchronization objects of a trace and who used them.
     Locks(cmd::locks::Args),
+    /// Each process's file-descriptor table: fd, object, flags, where it came from.
+    Fds(cmd::fds::Args),
     /// Analyse a trace: deadlocks, lock-order inversions, hangs, lock misuse.
     Report(cmd::report::Args),
     /// Record a program, then report on it (the main job).
     Check(cmd::check::Args),
+    /// Export a trace as a timeline (Chrome trace-event JSON for Perfetto).
+    Export(cmd::export::Args),
+    /// What a finding kind means, why it matters and how to fix it.
+    Explain(cmd::explain::Args),
 }
 
 /// Exit status for usage and trace errors (the contract's 2).
@@ -68,7 +74,10 @@ fn main() -> ExitCode {
         Command::Summary(a) => cmd::summary::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Locks(a) => cmd::locks::run(a),
+        Command::Fds(a) => cmd::fds::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Explain(a) => cmd::explain::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

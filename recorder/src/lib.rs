@@ -9,6 +9,7 @@
 
 pub mod affinity;
 pub mod agent;
+pub mod breakpoints;
 pub mod clock;
 pub mod decode;
 pub mod error;
@@ -54,9 +55,12 @@ pub struct RecordConfig {
 pub enum SyncMode {
     /// Not at all: syscalls only.
     Off,
-    /// With the in-process agent at this path, injected with LD_PRELOAD
-    /// (processes that do not load it, like static binaries, record no sync ops).
+    /// With the in-process agent at this path, injected with LD_PRELOAD;
+    /// processes whose executable is static (no PT_INTERP, so no
+    /// LD_PRELOAD) get breakpoints instead (`--sync=auto`/`agent`).
     Agent(PathBuf),
+    /// With breakpoints in every process, no LD_PRELOAD (`--sync=ptrace`).
+    Ptrace,
 }
 
 /// The result of a recording.
@@ -89,6 +93,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     let mode = match &cfg.sync {
         SyncMode::Off => "off".to_string(),
         SyncMode::Agent(p) => format!("agent {}", p.display()),
+        SyncMode::Ptrace => "ptrace".to_string(),
     };
     writer.write(&meta("sync_mode", mode))?;
     writer.flush()?;
@@ -109,8 +114,13 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     let started = clock::monotonic_ns();
     // The child inherits the tracer thread's binding through fork.
     let area = match &cfg.sync {
-        SyncMode::Off => None,
+        SyncMode::Off | SyncMode::Ptrace => None,
         SyncMode::Agent(_) => Some(std::rc::Rc::new(agent::SharedArea::create()?)),
+    };
+    let policy = match &cfg.sync {
+        SyncMode::Off => None,
+        SyncMode::Agent(_) => Some(breakpoints::Policy::StaticOnly),
+        SyncMode::Ptrace => Some(breakpoints::Policy::All),
     };
     let env: Vec<_> = match (&cfg.sync, &area) {
         (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a),
@@ -122,7 +132,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     }
     let sink = sink::Sink::start(writer, cpu);
     signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
-    let mut rec = machine::Recorder::new(root, sink, area.clone())?;
+    let mut rec = machine::Recorder::new(root, sink, area.clone(), policy)?;
     loop {
         match rec.step()? {
             machine::Outcome::Continue => {}

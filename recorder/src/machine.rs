@@ -4,6 +4,7 @@
 //! syscall entries with their exits.
 
 use crate::agent::SharedArea;
+use crate::breakpoints::{Breakpoints, Policy, Trap};
 use crate::clock::SeqClock;
 use crate::decode::{self, decode_entry, table::syscall_name, EntryDecode};
 use crate::error::{RecordError, TraceeError};
@@ -84,13 +85,16 @@ pub struct Recorder {
     last_progress_ns: u64,
     /// Set once the hang detector killed the program.
     hung: bool,
+    /// The breakpoint path of sync recording (static binaries, `--sync=ptrace`).
+    bp: Option<Breakpoints>,
     pub counts: Counts,
 }
 
 impl Recorder {
     /// A recorder for the freshly seized `root`; `area` is the agent's
-    /// shared area when the agent is in use.
-    pub fn new(root: Pid, sink: Sink, area: Option<Rc<SharedArea>>) -> Result<Recorder, RecordError> {
+    /// shared area when the agent is in use, `bp` which processes get sync
+    /// breakpoints (none: `None`).
+    pub fn new(root: Pid, sink: Sink, area: Option<Rc<SharedArea>>, bp: Option<Policy>) -> Result<Recorder, RecordError> {
         let mut r = Recorder {
             clock: area.clone().map(SeqClock::shared).unwrap_or_default(),
             sink,
@@ -105,6 +109,7 @@ impl Recorder {
             root_exec_error: None,
             last_progress_ns: crate::clock::monotonic_ns(),
             hung: false,
+            bp: bp.map(Breakpoints::new),
             counts: Counts::default(),
         };
         let at = r.clock.stamp();
@@ -246,9 +251,16 @@ impl Recorder {
             self.sink.tick()?;
         }
         let _span = tracing::trace_span!("stop", tid = tid.0, seq = self.clock.issued()).entered();
+        self.dispatch(tid, stop, handle)
+    }
+
+    /// Handles one stop of `tid` (also the stops that end a breakpoint's
+    /// single-step, which `step` never sees).
+    fn dispatch(&mut self, tid: Tid, stop: Stop, handle: Option<Stopped>) -> Result<Outcome, RecordError> {
         trace!(?stop, "stop");
         let Some(handle) = handle else {
             self.on_death(tid, stop)?;
+            self.flush_breakpoints()?;
             return Ok(Outcome::Continue);
         };
         let result = match stop {
@@ -257,6 +269,7 @@ impl Recorder {
             Stop::Signal { sig } => self.on_signal(handle, sig),
             Stop::Exited { .. } | Stop::Killed { .. } => unreachable!("deaths have no handle"),
         };
+        self.flush_breakpoints()?;
         match result {
             // The thread vanished between its stop and our request (SIGKILL,
             // another thread's exit_group): its death will be reported.
@@ -264,6 +277,20 @@ impl Recorder {
             Err(TraceeError::Ptrace { request, errno }) => Err(RecordError::Sys { syscall: request, errno }),
             Ok(()) => Ok(Outcome::Continue),
         }
+    }
+
+    /// Emits the events the breakpoint path made during the last stop.
+    fn flush_breakpoints(&mut self) -> Result<(), RecordError> {
+        let Some(bp) = &mut self.bp else { return Ok(()) };
+        if bp.out.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut bp.out);
+        self.counts.sync_ops += ops.len() as u64;
+        for op in ops {
+            self.sink.send(Record::Sync(Box::new(op)))?;
+        }
+        Ok(())
     }
 
     fn deferred<T>(r: Result<T, RecordError>) -> Result<T, TraceeError> {
@@ -298,15 +325,27 @@ impl Recorder {
                     // restarted or abandoned it; keep what we saw.
                     Self::deferred(self.finish_syscall(pid, p, None, SyscallOutcome::Unfinished))?;
                 }
+                // Breakpoint path: a futex wait inside a sync call means it waited.
+                if let Some(bp) = &mut self.bp {
+                    bp.on_syscall_entry(tid, nr, &args, &mut self.clock);
+                }
                 let thread = self.threads.get_mut(&tid).expect("thread present");
                 thread.pending = Some(Pending { tid, nr, name, args, entry, decode });
             }
             SyscallInfo::Exit { rval, .. } => {
                 let pid = thread.pid;
+                if let Some(bp) = &mut self.bp {
+                    bp.on_syscall_exit(tid, rval);
+                }
+                let thread = self.threads.get_mut(&tid).expect("thread present");
                 if let Some(p) = thread.pending.take() {
                     let new_code = p.name == "mmap" && p.args[2] & PROT_EXEC != 0 && rval >= 0;
                     if new_code {
                         Self::deferred(self.snapshot_mappings(pid))?;
+                        // Breakpoint path: arm a newly mapped libc (dynamic programs, --sync=ptrace).
+                        if let Some(bp) = &mut self.bp {
+                            bp.on_new_code(&t, pid)?;
+                        }
                     }
                     if (p.nr == NR_EXECVE || p.nr == NR_EXECVEAT) && rval < 0 && pid == self.root && self.counts.syscalls == 0
                     {
@@ -363,12 +402,22 @@ impl Recorder {
             Event::Exec => {
                 let former = Tid(t.event_msg()? as i32);
                 Self::deferred(self.on_exec(tid, former))?;
+                // Breakpoint path: drop the old image's table, arm the new one.
+                if let Some(bp) = &mut self.bp {
+                    let pid = Pid(tid.0);
+                    let exe = std::fs::read_link(format!("/proc/{}/exe", pid.0)).unwrap_or_default();
+                    bp.on_exec(&t, pid, &exe.to_string_lossy())?;
+                }
                 t.resume(Resume::Syscall, 0)
             }
             Event::Exit => {
                 // The thread is about to die; a syscall it is in never returns.
                 if let Some(th) = self.threads.get_mut(&tid) {
                     let pid = th.pid;
+                    if let Some(bp) = &mut self.bp {
+                        bp.on_thread_exit(tid, pid, &mut self.clock);
+                    }
+                    let th = self.threads.get_mut(&tid).expect("present");
                     if let Some(p) = th.pending.take() {
                         Self::deferred(self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited))?;
                     }
@@ -383,6 +432,10 @@ impl Recorder {
                     return Ok(());
                 }
                 if self.expected.remove(&tid) {
+                    // Breakpoint path: a thread made by a recorded pthread_create starts.
+                    if let (Some(bp), Some(th)) = (&mut self.bp, self.threads.get(&tid)) {
+                        bp.on_first_stop(&t, th.pid, &mut self.clock)?;
+                    }
                     return t.resume(Resume::Syscall, 0);
                 }
                 if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
@@ -427,8 +480,12 @@ impl Recorder {
         let at = self.clock.stamp();
         self.threads.insert(child, Thread { pid, pending: None, started: true });
         self.emit(Record::Spawn(Spawn { at, kind, tid: child, pid, parent_pid, creator_tid: Some(creator), clone_flags }))?;
+        // Breakpoint path: a new process inherits the table, a new thread may start.
+        if let Some(bp) = &mut self.bp {
+            bp.on_spawn(creator, creator_pid, child, kind == SpawnKind::Thread);
+        }
         match self.parked.remove(&child) {
-            Some(stopped) => match stopped.resume(Resume::Syscall, 0) {
+            Some(stopped) => match self.first_stop_breakpoints(&stopped, pid).and_then(|()| stopped.resume(Resume::Syscall, 0)) {
                 Ok(()) | Err(TraceeError::Died) => {}
                 Err(TraceeError::Ptrace { request, errno }) => return Err(RecordError::Sys { syscall: request, errno }),
             },
@@ -488,6 +545,14 @@ impl Recorder {
         self.snapshot_mappings(pid)
     }
 
+    /// Breakpoint path: the first stop of a new thread (see `on_first_stop`).
+    fn first_stop_breakpoints(&mut self, t: &Stopped, pid: Pid) -> Result<(), TraceeError> {
+        match &mut self.bp {
+            Some(bp) => bp.on_first_stop(t, pid, &mut self.clock),
+            None => Ok(()),
+        }
+    }
+
     fn on_signal(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
         let tid = t.tid();
         let Some(thread) = self.threads.get(&tid) else {
@@ -497,6 +562,18 @@ impl Recorder {
         if !thread.started {
             return t.resume(Resume::Syscall, sig);
         }
+        // Breakpoint path: an int3 of ours is handled there and not delivered.
+        let t = match (&mut self.bp, sig) {
+            (Some(bp), libc::SIGTRAP) => match bp.on_trap(t, pid, &mut self.clock)? {
+                Trap::NotOurs(t) => t,
+                Trap::Handled => return Ok(()),
+                Trap::Foreign(tid, stop, handle) => {
+                    Self::deferred(self.flush_breakpoints())?;
+                    return Self::deferred(self.dispatch(tid, stop, handle)).map(|_| ());
+                }
+            },
+            _ => t,
+        };
         let info = t.siginfo()?;
         let code = info.si_code;
         // SAFETY: si_pid is valid for signals sent by a process (SI_USER,
@@ -530,6 +607,9 @@ impl Recorder {
         // The main thread's death is reported after every other thread's,
         // so it is the process's end.
         let process_exit = tid.0 == pid.0;
+        if let Some(bp) = &mut self.bp {
+            bp.on_death(tid, pid, process_exit);
+        }
         if process_exit && pid == self.root {
             self.root_status = Some(status);
         }
@@ -552,6 +632,15 @@ impl Recorder {
             let dropped = area.dropped();
             self.emit(Record::Meta { key: "sync_dropped".into(), value: dropped.to_string() })?;
         }
+        // Breakpoint path: single-steps are stops too; the costs go to meta.
+        if let Some(bp) = &self.bp {
+            self.counts.stops += bp.stats.steps;
+            let s = bp.stats;
+            for (k, v) in [("sync_ptrace_calls", s.calls), ("sync_ptrace_traps", s.traps), ("sync_ptrace_steps", s.steps), ("sync_ptrace_armed", s.armed)] {
+                self.emit(Record::Meta { key: k.into(), value: v.to_string() })?;
+            }
+        }
+        self.emit(Record::Meta { key: "stops".into(), value: self.counts.stops.to_string() })?;
         let counts = self.counts.clone();
         let status = self.root_status;
         self.sink.close()?;

@@ -71,11 +71,22 @@ fn event_of(code: i32) -> Event {
 /// there are no tracees left, `Err(EINTR)` when a signal interrupted the wait.
 /// A stop comes with its [`Stopped`] handle; a death comes without.
 pub fn wait_stop() -> Result<Option<(Tid, Stop, Option<Stopped>)>, Errno> {
-    let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
-        Ok(s) => s,
-        Err(Errno::ECHILD) => return Ok(None),
-        Err(e) => return Err(e),
+    let status = loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => continue,
+            Ok(s) => break s,
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     };
+    let Some((tid, stop)) = decode_status(status) else { return Ok(None) };
+    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
+    Ok(Some((tid, stop, handle)))
+}
+
+/// Turns a wait status into the thread and its [`Stop`]; `None` for
+/// `StillAlive` (not reported without WNOHANG).
+fn decode_status(status: WaitStatus) -> Option<(Tid, Stop)> {
     let (pid, stop) = match status {
         WaitStatus::Exited(pid, code) => (pid, Stop::Exited { code }),
         WaitStatus::Signaled(pid, sig, core) => (pid, Stop::Killed { sig: sig as i32, core_dumped: core }),
@@ -84,11 +95,9 @@ pub fn wait_stop() -> Result<Option<(Tid, Stop, Option<Stopped>)>, Errno> {
         WaitStatus::Stopped(pid, sig) => (pid, Stop::Signal { sig: sig as i32 }),
         // Without WCONTINUED / WNOHANG these are not reported.
         WaitStatus::Continued(pid) => (pid, Stop::Event { event: Event::Other(-1), sig: 0 }),
-        WaitStatus::StillAlive => return wait_stop(),
+        WaitStatus::StillAlive => return None,
     };
-    let tid = Tid(pid.as_raw());
-    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
-    Ok(Some((tid, stop, handle)))
+    Some((Tid(pid.as_raw()), stop))
 }
 
 /// How to let a stopped tracee go on.
@@ -180,6 +189,52 @@ impl Stopped {
     /// The siginfo of the signal about to be delivered.
     pub fn siginfo(&self) -> Result<libc::siginfo_t, TraceeError> {
         ptrace::getsiginfo(nix_pid(self.tid)).map_err(|e| TraceeError::from_errno("PTRACE_GETSIGINFO", e))
+    }
+
+    /// The general-purpose registers (PTRACE_GETREGS).
+    pub fn regs(&self) -> Result<libc::user_regs_struct, TraceeError> {
+        ptrace::getregs(nix_pid(self.tid)).map_err(|e| TraceeError::from_errno("PTRACE_GETREGS", e))
+    }
+
+    /// Sets the general-purpose registers (PTRACE_SETREGS).
+    pub fn set_regs(&self, regs: libc::user_regs_struct) -> Result<(), TraceeError> {
+        ptrace::setregs(nix_pid(self.tid), regs).map_err(|e| TraceeError::from_errno("PTRACE_SETREGS", e))
+    }
+
+    /// Reads the word at `addr` of the thread's process (PTRACE_PEEKDATA;
+    /// works on read-only text).
+    pub fn peek(&self, addr: u64) -> Result<u64, TraceeError> {
+        ptrace::read(nix_pid(self.tid), addr as ptrace::AddressType)
+            .map(|w| w as u64)
+            .map_err(|e| TraceeError::from_errno("PTRACE_PEEKDATA", e))
+    }
+
+    /// Writes the word at `addr` of the thread's process (PTRACE_POKEDATA;
+    /// the kernel breaks copy-on-write of private text mappings).
+    pub fn poke(&self, addr: u64, word: u64) -> Result<(), TraceeError> {
+        ptrace::write(nix_pid(self.tid), addr as ptrace::AddressType, word as libc::c_long)
+            .map_err(|e| TraceeError::from_errno("PTRACE_POKEDATA", e))
+    }
+
+    /// Executes one instruction (PTRACE_SINGLESTEP) and waits for this
+    /// thread alone. Returns the stop that ended the step: normally a
+    /// SIGTRAP signal stop with the handle back; anything else (another
+    /// signal, an exit event, a death) is for the caller to dispatch.
+    pub fn singlestep(self) -> Result<(Stop, Option<Stopped>), TraceeError> {
+        let pid = nix_pid(self.tid);
+        ptrace::step(pid, None).map_err(|e| TraceeError::from_errno("PTRACE_SINGLESTEP", e))?;
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+                Ok(status) => {
+                    let Some((tid, stop)) = decode_status(status) else { continue };
+                    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
+                    return Ok((stop, handle));
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return Err(TraceeError::Died),
+                Err(e) => return Err(TraceeError::from_errno("waitpid", e)),
+            }
+        }
     }
 
     /// Lets the thread run again, delivering `sig` (0 for none).

@@ -277,6 +277,24 @@ impl Symbolizer {
         module.symbols.by_name(name)
     }
 
+    /// `(start, size)` of every function named exactly `name` in the module
+    /// at `path` (aliases at one start counted once; versioned symbols of
+    /// one name may have several starts), as link-time addresses.
+    pub fn function_vaddrs(&mut self, path: &str, name: &str) -> Vec<(u64, u64)> {
+        match self.slot(path, true).module.as_ref() {
+            Ok(module) => module.symbols.all_by_name(name),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The load bias of the module mapped by `mapping` (runtime address =
+    /// link-time address + bias); `None` if the file cannot be parsed or the
+    /// mapping's offset is in no segment.
+    pub fn load_bias(&mut self, mapping: &Mapping) -> Option<u64> {
+        let module = self.slot(&mapping.path, true).module.as_ref().ok()?;
+        crate::data::load_bias(&module.segments, mapping)
+    }
+
     /// Why the module at `path` gives less than full information (unreadable,
     /// not ELF, malformed or compressed DWARF); empty when all is well.
     pub fn problems(&mut self, path: &str) -> Vec<String> {

@@ -82,6 +82,20 @@ impl SymbolTable {
             .map(|i| &*self.entries[i].name)
     }
 
+    /// `(start, size)` of every function called exactly `name` (versioned
+    /// `.dynsym` entries of one name can have distinct starts), deduplicated.
+    pub fn all_by_name(&self, name: &str) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .filter(|e| &*e.name == name)
+            .map(|e| (e.start, e.end - e.start))
+            .collect();
+        v.sort_unstable();
+        v.dedup_by_key(|e| e.0);
+        v
+    }
+
     /// `(start, size)` of the function called `name`, raw or demangled.
     pub fn by_name(&self, name: &str) -> Option<(u64, u64)> {
         let found = self.entries.iter().find(|e| &*e.name == name).or_else(|| {

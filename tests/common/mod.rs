@@ -159,3 +159,12 @@ pub fn events(dir: &Path, trace: &Path, extra: &[&str]) -> Vec<serde_json::Value
 pub fn syscalls<'a>(evs: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
     evs.iter().filter(|e| e["kind"] == "syscall" && e["name"] == name).collect()
 }
+
+/// The line of `/* MARKER */` in fixtures/<fixture>.c (markers appear once).
+pub fn marker_line(fixture: &str, marker: &str) -> u64 {
+    let src = std::fs::read_to_string(repo_root().join("fixtures").join(format!("{fixture}.c"))).unwrap();
+    let needle = format!("/* {marker} */");
+    let hits: Vec<usize> = src.lines().enumerate().filter(|(_, l)| l.contains(&needle)).map(|(i, _)| i + 1).collect();
+    assert_eq!(hits.len(), 1, "{fixture}.c: marker {marker} must appear once");
+    hits[0] as u64
+}

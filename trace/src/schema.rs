@@ -209,7 +209,11 @@ SELECT s.pid AS pid,
           AND (e.seq IS NULL OR x.seq < e.seq) ORDER BY x.seq DESC LIMIT 1) AS argv,
        (SELECT count(*) FROM exec_rows x WHERE x.pid = s.pid AND x.seq > s.seq
           AND (e.seq IS NULL OR x.seq < e.seq)) AS exec_count,
-       CASE WHEN EXISTS (SELECT 1 FROM mapping_rows m WHERE m.pid = s.pid AND m.seq > s.seq
+       CASE WHEN EXISTS (SELECT 1 FROM sync_rows y JOIN sync_names n ON n.code = y.mechanism
+                           WHERE y.pid = s.pid AND y.seq > s.seq AND (e.seq IS NULL OR y.seq < e.seq)
+                           AND n.name = 'ptrace')
+            THEN 'ptrace'
+            WHEN EXISTS (SELECT 1 FROM mapping_rows m WHERE m.pid = s.pid AND m.seq > s.seq
                            AND (e.seq IS NULL OR m.seq < e.seq) AND m.path LIKE '%liblockstep_agent%')
             THEN 'agent' ELSE 'none' END AS sync_mechanism
 FROM spawn_rows s

@@ -2,6 +2,9 @@
 
 pub mod check;
 pub mod events;
+pub mod explain;
+pub mod export;
+pub mod fds;
 pub mod locks;
 pub mod ps;
 pub mod record;

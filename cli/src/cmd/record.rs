@@ -20,8 +20,9 @@ pub struct RecordOpts {
     #[arg(long, default_value = "auto", value_parser = parse_cpu)]
     pub cpu: CpuBinding,
     /// How to record pthread synchronization: `auto` (the in-process agent
-    /// where it loads), `agent`, or `off` (syscalls only). The breakpoint
-    /// mechanism for static binaries (`ptrace`) is not built yet.
+    /// where it loads, breakpoints in static executables), `agent` (the
+    /// same), `ptrace` (breakpoints everywhere, no LD_PRELOAD), or `off`
+    /// (syscalls only).
     #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "ptrace", "off"])]
     pub sync: String,
     /// End the program when no thread makes progress for this many seconds
@@ -57,7 +58,7 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
     let hang_timeout = (o.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(o.hang_timeout));
     let sync = match o.sync.as_str() {
         "off" => SyncMode::Off,
-        "ptrace" => anyhow::bail!("--sync=ptrace: the breakpoint mechanism is not available in this version"),
+        "ptrace" => SyncMode::Ptrace,
         mode => match crate::agent_lib::agent_path()? {
             Some(p) => SyncMode::Agent(p),
             None if mode == "auto" => SyncMode::Off,
@@ -83,12 +84,13 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
     }
     if !o.quiet {
         eprintln!(
-            "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} signals in {:.2}s: {}",
+            "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} signals, {} stops in {:.2}s: {}",
             rec.counts.processes,
             rec.counts.threads,
             rec.counts.syscalls,
             rec.counts.sync_ops,
             rec.counts.signals,
+            rec.counts.stops,
             rec.wall_ns as f64 / 1e9,
             rec.trace.display()
         );

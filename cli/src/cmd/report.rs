@@ -83,7 +83,13 @@ fn hint(f: &Finding) -> &'static str {
         "deadlock" if f.details["nested_monitor"] == true => {
             "do not hold the outer lock across a wait on an inner monitor's condvar"
         }
+        "deadlock" if f.details.get("objects").is_some() => {
+            "close every pipe end a process does not use, in the parent and in each child, before waiting"
+        }
         "deadlock" => "take the locks in one global order everywhere",
+        "fd_leak" => "close the pipe end after fork/dup2 where it is not used, or create it with O_CLOEXEC",
+        "bad_fd" => "check which pipe end goes where: pipefd[0] is the read end, pipefd[1] the write end",
+        "fd_misuse" => "the writer's stdout gets pipefd[1], the reader's stdin pipefd[0]",
         "hang" => "check that every wait has a matching signal/post/close and that nobody waits for itself",
         "self_deadlock" => "do not lock a lock you hold (or make it PTHREAD_MUTEX_RECURSIVE on purpose)",
         "unlock_not_held" => "unlock only what this thread locked",
