@@ -491,7 +491,7 @@ fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
 #[test]
 fn explain_covers_every_finding_kind() {
     let dir = scratch("explain");
-    for kind in ["deadlock", "lock_order_inversion", "hang", "self_deadlock", "unlock_not_held", "cond_wait_holding_lock", "fd_leak", "bad_fd", "fd_misuse"] {
+    for kind in ["deadlock", "lock_order_inversion", "hang", "self_deadlock", "unlock_not_held", "cond_wait_holding_lock", "fd_leak", "bad_fd", "fd_misuse", "fd_open_at_exit"] {
         let run = lockstep(&dir, &["explain", kind]);
         assert_eq!(run.code, Some(0), "{kind}: {run:?}");
         assert!(run.stdout.contains("How to fix it:") && run.stdout.contains("Example:"), "{kind}");

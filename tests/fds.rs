@@ -232,3 +232,17 @@ fn pipe_end_carried_across_exec_is_a_leak() {
     assert_eq!(w["origin"]["kind"], "inherited");
     assert_eq!(w["origin"]["from_pid"], parent);
 }
+
+#[test]
+fn descriptors_left_open_at_exit_are_a_note() {
+    let c = fixture_check("fd_open_at_exit", false);
+    assert_eq!(c.kinds(), ["fd_open_at_exit:note"]);
+    let f = c.one("fd_open_at_exit");
+    let fds: Vec<i64> = f["details"]["fds"].as_array().unwrap().iter().map(|e| e["fd"].as_i64().unwrap()).collect();
+    assert_eq!(fds, vec![3, 4, 5]);
+    assert_eq!(f["pids"][0].as_i64(), Some(c.root()));
+    // A hang's open pipe ends are explained by the hang, not reported again.
+    let bin = fixture("pipe_leak_hang");
+    let c = check("pipe_leak_hang-no-exit-note", &[bin.to_str().unwrap()], true);
+    assert!(!c.kinds().iter().any(|k| k.starts_with("fd_open_at_exit")));
+}

@@ -33,7 +33,45 @@ pub fn fd_findings(m: &FdModel, hang: Option<&Hang>, loc: &mut dyn Locator) -> V
     let (bad, reported) = bad_fds(m);
     out.extend(bad);
     out.extend(misuse(m, &reported));
+    // At a hang the recorder killed the tree: what was open then belongs
+    // to the hang's explanation, not to a careless exit.
+    if hang.is_none() {
+        out.extend(open_at_exit(m, &named));
+    }
     out
+}
+
+/// Files, pipes and sockets a process opened itself and still had open
+/// when it ended (besides 0-2), like `valgrind --track-fds`: a note per
+/// process. Pipe ends that kept another process waiting are `fd_leak`
+/// errors already (`named`) and are not repeated.
+fn open_at_exit(m: &FdModel, named: &BTreeSet<(i64, i64)>) -> Vec<Finding> {
+    let mut per_pid: BTreeMap<i32, Vec<&FdEntry>> = BTreeMap::new();
+    for e in &m.entries {
+        let at_exit = e.closed.as_ref().is_some_and(|c| c.how == CloseHow::Exit);
+        if at_exit && e.fd > 2 && e.origin == Origin::Created && leakable(e) && !named.contains(&(e.at.pid as i64, e.fd as i64)) {
+            per_pid.entry(e.at.pid).or_default().push(e);
+        }
+    }
+    per_pid
+        .into_iter()
+        .map(|(pid, es)| {
+            let list: Vec<String> = es.iter().map(|e| format!("fd {} ({})", e.fd, e.label())).collect();
+            let exit = es[0].closed.as_ref().map(|c| c.at.clone()).expect("closed at exit");
+            let mut locations: Vec<Location> =
+                es.iter().map(|e| at(format!("fd {} ({}) opened by {} at seq {}", e.fd, e.label(), e.at.what, e.at.seq), &e.at)).collect();
+            locations.push(at(format!("{} exits with them open", m.name_of(pid, exit.seq)), &exit));
+            Finding {
+                kind: "fd_open_at_exit".into(),
+                severity: Severity::Note,
+                summary: format!("{} exits with {} still open: {}", m.name_of(pid, exit.seq), if es.len() == 1 { "a descriptor it opened" } else { "descriptors it opened" }, list.join(", ")),
+                pids: vec![pid],
+                tids: vec![exit.tid],
+                locations,
+                details: json!({"pid": pid, "fds": es.iter().map(|e| entry_json(m, e)).collect::<Vec<_>>()}),
+            }
+        })
+        .collect()
 }
 
 /// A location for a point of the trace (syscalls have no call stacks yet).

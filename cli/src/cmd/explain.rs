@@ -82,6 +82,13 @@ const ENTRIES: &[Entry] = &[
         fix: "dup2 the write end (pipefd[1]) onto the writer's STDOUT_FILENO and the read end (pipefd[0]) onto the reader's STDIN_FILENO.",
         example: "dup2(p[1], STDIN_FILENO);   // in echo: echo's output still goes to the terminal, wc reads EOF and prints 0",
     },
+    Entry {
+        kind: "fd_open_at_exit",
+        what: "A process ended with files, pipes or sockets it opened itself still open (like valgrind --track-fds).",
+        why: "Harmless for a short program, but the same habit in a loop or a long-running server runs out of descriptors, and a pipe end left open keeps its reader from seeing EOF.",
+        fix: "Close what you open when you are done with it (and open with O_CLOEXEC what children must not inherit).",
+        example: "int fd = open(\"log\", O_WRONLY); ... return 0;   // add close(fd)",
+    },
 ];
 
 pub fn run(a: Args) -> Result<u8> {

@@ -90,6 +90,7 @@ fn hint(f: &Finding) -> &'static str {
         "fd_leak" => "close the pipe end after fork/dup2 where it is not used, or create it with O_CLOEXEC",
         "bad_fd" => "check which pipe end goes where: pipefd[0] is the read end, pipefd[1] the write end",
         "fd_misuse" => "the writer's stdout gets pipefd[1], the reader's stdin pipefd[0]",
+        "fd_open_at_exit" => "close what you open (or open it O_CLOEXEC)",
         "hang" => "check that every wait has a matching signal/post/close and that nobody waits for itself",
         "self_deadlock" => "do not lock a lock you hold (or make it PTHREAD_MUTEX_RECURSIVE on purpose)",
         "unlock_not_held" => "unlock only what this thread locked",
@@ -131,16 +132,22 @@ fn write_text(out: &mut dyn Write, path: &Path, command: &[String], findings: &[
     }
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = findings.iter().filter(|f| f.severity == Severity::Warning).count();
+    let notes = findings.iter().filter(|f| f.severity == Severity::Note).count();
     if !findings.is_empty() {
         writeln!(out, "=================================================================")?;
     }
     writeln!(
         out,
-        "lockstep: {} finding{} ({errors} error{}, {warnings} warning{}) in `{}`: {}",
+        "lockstep: {} finding{} ({errors} error{}, {warnings} warning{}{}) in `{}`: {}",
         findings.len(),
         if findings.len() == 1 { "" } else { "s" },
         if errors == 1 { "" } else { "s" },
         if warnings == 1 { "" } else { "s" },
+        match notes {
+            0 => String::new(),
+            1 => ", 1 note".to_string(),
+            n => format!(", {n} notes"),
+        },
         command.join(" "),
         path.display()
     )?;
