@@ -246,3 +246,19 @@ fn descriptors_left_open_at_exit_are_a_note() {
     let c = check("pipe_leak_hang-no-exit-note", &[bin.to_str().unwrap()], true);
     assert!(!c.kinds().iter().any(|k| k.starts_with("fd_open_at_exit")));
 }
+
+#[test]
+fn a_small_shell_running_a_three_stage_pipeline_is_clean() {
+    let c = fixture_check("pipe_three_stage", false);
+    assert!(c.findings.is_empty(), "{:#?}", c.findings);
+    // Each of the three children exec'd with exactly fds 0-2.
+    let ps = json(&c.dir, &["ps", "t.db"]);
+    let children: Vec<i64> = ps.as_array().unwrap().iter().filter(|p| !p["ppid"].is_null()).map(|p| p["pid"].as_i64().unwrap()).collect();
+    assert_eq!(children.len(), 3, "{ps}");
+}
+
+#[test]
+fn closing_every_fd_at_start_is_not_a_bad_fd() {
+    let c = fixture_check("close_all_fds", false);
+    assert!(c.findings.is_empty(), "{:#?}", c.findings);
+}

@@ -193,3 +193,37 @@ fn locks_lists_objects_with_kinds_and_first_use() {
     let ps = json(&dir, &["ps", trace.to_str().unwrap()]);
     assert_eq!(ps[0]["sync_mechanism"], "agent");
 }
+
+#[test]
+fn bad_input_does_not_change_the_program_or_lose_sync_ops() {
+    // A program that closes every fd at start: the agent's area stays mapped.
+    let evs = sync_events("close_all_fds");
+    let locks = evs.iter().filter(|e| e["event"]["op"] == "pthread_mutex_lock" && e["event"]["phase"] == "acquired").count();
+    assert_eq!(locks, 200, "2 threads x 100");
+    assert!(evs.iter().all(|e| e["site"]["line"] != 0));
+
+    // An LD_PRELOAD that cannot load: the loader complains, the program runs as
+    // it would without lockstep, and the agent (first in LD_PRELOAD) records.
+    let dir = scratch("sync-bad-preload");
+    let bin = fixture_path("close_all_fds");
+    let native = std::process::Command::new(&bin).env("LD_PRELOAD", "/nonexistent/libnothing.so").output().unwrap();
+    let run = finish(
+        {
+            let mut c = std::process::Command::new(LOCKSTEP);
+            c.args(["record", "-q", "-o", "t.db", "--", bin.to_str().unwrap()])
+                .current_dir(&dir)
+                .env("LD_PRELOAD", "/nonexistent/libnothing.so")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c.spawn().unwrap()
+        },
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(run.code, native.status.code(), "{run:?}");
+    assert_eq!(run.stdout, String::from_utf8_lossy(&native.stdout));
+    let evs = events(&dir, &dir.join("t.db"), &[]);
+    let locks = evs.iter().filter(|e| e["kind"] == "sync" && e["event"]["op"] == "pthread_mutex_lock").count();
+    assert!(locks >= 200, "sync ops recorded despite the broken LD_PRELOAD: {locks}");
+}

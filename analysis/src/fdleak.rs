@@ -234,7 +234,10 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
         // is harmless (bash does it); with threads it could close another's fd.
         let closed_here =
             last.and_then(|e| e.closed.as_ref()).is_some_and(|c| c.how == CloseHow::Close && c.at.pid == pid);
-        if b.name == "close" && open.is_none() && closed_here && b.threads <= 1 {
+        // close() of an fd that was never open is the close-everything idiom
+        // of daemons and shells (`for fd in 3..1024: close(fd)`): no bug.
+        let never_opened = last.is_none();
+        if b.name == "close" && open.is_none() && (closed_here && b.threads <= 1 || never_opened) {
             continue;
         }
         if let Some(e) = open {

@@ -61,7 +61,8 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         "ptrace" => SyncMode::Ptrace,
         mode => match crate::agent_lib::agent_path()? {
             Some(p) => SyncMode::Agent(p),
-            None if mode == "auto" => SyncMode::Off,
+            // Without an embedded agent, breakpoints do the job everywhere.
+            None if mode == "auto" => SyncMode::Ptrace,
             None => anyhow::bail!("--sync=agent: this lockstep was built without its agent"),
         },
     };
