@@ -262,3 +262,20 @@ fn closing_every_fd_at_start_is_not_a_bad_fd() {
     let c = fixture_check("close_all_fds", false);
     assert!(c.findings.is_empty(), "{:#?}", c.findings);
 }
+
+#[test]
+fn fd_syscalls_are_named_by_their_call_sites() {
+    let bin = fixture("pipe_leak_hang");
+    let c = check("pipe_leak_hang-call-sites", &[bin.to_str().unwrap()], true);
+    let f = c.one("fd_leak");
+    // Where the pipe was made, and where each child closed its copy of the
+    // write end: the fixture's own lines, found through the syscalls' stacks.
+    for marker in ["PIPE", "CLOSE-C1-W", "CLOSE-C2-W"] {
+        let line = marker_line("pipe_leak_hang", marker);
+        assert!(has_line(f, line), "{marker} (line {line}) in {}", serde_json::to_string_pretty(f).unwrap());
+    }
+    let db = rusqlite::Connection::open(c.dir.join("t.db")).unwrap();
+    let with_stack: i64 =
+        db.query_row("SELECT count(*) FROM syscalls WHERE name IN ('pipe', 'pipe2') AND stack IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert!(with_stack >= 1, "pipe() rows carry their call stack");
+}

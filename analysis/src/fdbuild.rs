@@ -72,6 +72,9 @@ impl<'a> FdModelBuilder<'a> {
         }
         let key = (exit.seq.0, s.entry.seq.0);
         let place = Place { pid: s.pid.0, tid: s.tid.0, seq: exit.seq.0, what: describe(s) };
+        if !s.stack.is_empty() {
+            self.m.call_stacks.insert((s.pid.0, exit.seq.0), (s.entry.seq.0, s.stack.clone()));
+        }
         self.pending.insert(key, (place, s.name.clone(), list));
         self.heap.push(Reverse(key));
     }

@@ -82,6 +82,7 @@ impl SysTrace {
             ret,
             error: error.map(str::to_string),
             result,
+            stack: Vec::new(),
         });
         entry.seq.0
     }
@@ -251,6 +252,7 @@ impl SysTrace {
             ret: Some(0),
             error: None,
             result: json!({}),
+            stack: Vec::new(),
         });
         at.seq.0
     }

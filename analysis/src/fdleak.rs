@@ -33,6 +33,16 @@ pub fn fd_findings(m: &FdModel, hang: Option<&Hang>, loc: &mut dyn Locator) -> V
     let (bad, reported) = bad_fds(m);
     out.extend(bad);
     out.extend(misuse(m, &reported));
+    // Call sites of the syscalls the locations point at (pipe, dup2, close...).
+    for f in &mut out {
+        for l in &mut f.locations {
+            if let (0, Some(seq)) = (l.address, l.seq) {
+                if let Some((entry, frames)) = m.call_stacks.get(&(l.pid, seq)) {
+                    crate::finding::resolve_stack(loc, l, *entry, frames);
+                }
+            }
+        }
+    }
     // At a hang the recorder killed the tree: what was open then belongs
     // to the hang's explanation, not to a careless exit.
     if hang.is_none() {
@@ -76,7 +86,17 @@ fn open_at_exit(m: &FdModel, named: &BTreeSet<(i64, i64)>) -> Vec<Finding> {
 
 /// A location for a point of the trace (syscalls have no call stacks yet).
 pub fn at(role: String, p: &Place) -> Location {
-    Location { role, pid: p.pid, tid: p.tid, function: None, file: None, line: None, address: 0, stack: Vec::new() }
+    Location {
+        role,
+        pid: p.pid,
+        tid: p.tid,
+        function: None,
+        file: None,
+        line: None,
+        address: 0,
+        stack: Vec::new(),
+        seq: Some(p.seq),
+    }
 }
 
 /// `pipe:[N] (created by pipe2() in pid P at seq S)`.
@@ -220,6 +240,13 @@ fn needs(name: &str) -> Option<End> {
 fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
     let mut groups: BTreeMap<(i32, i32, String, Option<usize>), Vec<&Place>> = BTreeMap::new();
     let mut reported = BTreeSet::new();
+    let mut never_open_closes: BTreeMap<i32, usize> = BTreeMap::new();
+    for b in m.bad_calls.iter().filter(|b| b.name == "close" && b.fd >= 0) {
+        if m.last_entry(b.at.pid, b.fd, b.at.seq).is_none() {
+            *never_open_closes.entry(b.at.pid).or_default() += 1;
+        }
+    }
+    let close_all_idiom: BTreeSet<i32> = never_open_closes.into_iter().filter(|&(_, n)| n >= 8).map(|(p, _)| p).collect();
     for b in &m.bad_calls {
         if b.fd < 0 {
             continue;
@@ -234,10 +261,10 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
         // is harmless (bash does it); with threads it could close another's fd.
         let closed_here =
             last.and_then(|e| e.closed.as_ref()).is_some_and(|c| c.how == CloseHow::Close && c.at.pid == pid);
-        // close() of an fd that was never open is the close-everything idiom
-        // of daemons and shells (`for fd in 3..1024: close(fd)`): no bug.
-        let never_opened = last.is_none();
-        if b.name == "close" && open.is_none() && (closed_here && b.threads <= 1 || never_opened) {
+        // Many close()s of fds that were never open are the close-everything
+        // idiom of daemons and shells (`for fd in 3..1024: close(fd)`): no bug.
+        let idiom = last.is_none() && close_all_idiom.contains(&pid);
+        if b.name == "close" && open.is_none() && (closed_here && b.threads <= 1 || idiom) {
             continue;
         }
         if let Some(e) = open {

@@ -275,6 +275,9 @@ pub struct PipeIo {
 #[derive(Clone, Debug, Default)]
 pub struct FdModel {
     pub entries: Vec<FdEntry>,
+    /// Call stacks of the fd syscalls, by (pid, seq of their effect): the
+    /// entry seq (the code the stack is in was mapped then) and the frames.
+    pub call_stacks: HashMap<(i32, u64), (u64, Vec<u64>)>,
     /// Per table: fd → its entries in order.
     pub(crate) by_fd: Vec<HashMap<i32, Vec<EntryId>>>,
     pub(crate) by_object: HashMap<String, Vec<EntryId>>,

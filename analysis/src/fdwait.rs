@@ -82,7 +82,7 @@ fn blocked_at(loc: &mut dyn Locator, role: String, w: &Waiter, seq: u64) -> Loca
     let Some(i) = frames.iter().position(|(_, p)| p.line.is_some() && !p.internal) else { return at(role, &place) };
     let (address, top) = frames[i].clone();
     let stack = frames[i + 1..].iter().filter(|(_, p)| !p.internal).map(|(a, p)| p.render(*a)).collect();
-    Location { role, pid: w.pid, tid: w.tid, function: top.function, file: top.file, line: top.line, address, stack }
+    Location { role, pid: w.pid, tid: w.tid, function: top.function, file: top.file, line: top.line, address, stack, seq: Some(seq) }
 }
 
 /// The children `w` waits for, if it is in wait4/waitid.

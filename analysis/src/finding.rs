@@ -28,6 +28,10 @@ pub struct Location {
     /// The rest of the call stack, innermost first, as `function file:line`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// When (sequence number) this place was reached, if known: lets a
+    /// later pass resolve addresses in the mappings of that moment.
+    #[serde(skip)]
+    pub seq: Option<u64>,
 }
 
 /// One finding.
@@ -113,5 +117,24 @@ pub fn location(loc: &mut dyn Locator, role: &str, pid: i32, tid: i32, seq: u64,
         line: top.line,
         address,
         stack: rest,
+        seq: Some(seq),
     }
+}
+
+/// Fills in a location from a raw call stack (innermost first, as the
+/// recorder scanned it: the instruction pointer in a libc wrapper, then
+/// return addresses): the first frame with a source file becomes the
+/// location, the frames from there on its stack.
+pub fn resolve_stack(loc: &mut dyn Locator, l: &mut Location, seq: u64, frames: &[u64]) {
+    if frames.is_empty() {
+        return;
+    }
+    let pos: Vec<(u64, SourcePos)> = frames.iter().map(|&a| (a, loc.locate(l.pid, seq, a))).collect();
+    let top = pos.iter().position(|(_, p)| p.file.is_some() && !p.internal).unwrap_or(0);
+    let (address, p) = pos[top].clone();
+    l.address = address;
+    l.function = p.function;
+    l.file = p.file;
+    l.line = p.line;
+    l.stack = pos[top + 1..].iter().filter(|(_, p)| !p.internal).map(|(a, p)| p.render(*a)).collect();
 }

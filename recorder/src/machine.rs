@@ -32,6 +32,8 @@ struct Pending {
     args: [u64; 6],
     entry: Stamp,
     decode: EntryDecode,
+    /// The call stack at entry (only for the syscalls `unwind::wants_stack` names).
+    stack: Vec<u64>,
 }
 
 /// What the recorder knows of a live thread.
@@ -81,6 +83,9 @@ pub struct Recorder {
     root: Pid,
     root_status: Option<ExitStatus>,
     root_exec_error: Option<i64>,
+    /// The executable mappings of each process as last snapshotted, for
+    /// the stack scans of syscall call sites.
+    code_maps: HashMap<Pid, Vec<Mapping>>,
     /// When a tracee last did anything (a stop or an agent event).
     last_progress_ns: u64,
     /// Set once the hang detector killed the program.
@@ -107,6 +112,7 @@ impl Recorder {
             root,
             root_status: None,
             root_exec_error: None,
+            code_maps: HashMap::new(),
             last_progress_ns: crate::clock::monotonic_ns(),
             hung: false,
             bp: bp.map(Breakpoints::new),
@@ -232,6 +238,7 @@ impl Recorder {
         if maps.is_empty() {
             return Ok(());
         }
+        self.code_maps.insert(pid, maps.clone());
         let at = self.clock.stamp();
         self.emit(Record::Mappings { at, pid, maps })
     }
@@ -329,8 +336,16 @@ impl Recorder {
                 if let Some(bp) = &mut self.bp {
                     bp.on_syscall_entry(tid, nr, &args, &mut self.clock);
                 }
+                // Where fd-relevant calls are made, for "created where, closed where".
+                let stack = match (crate::unwind::wants_stack(&name), self.code_maps.get(&pid)) {
+                    (true, Some(maps)) => match t.regs() {
+                        Ok(r) => crate::unwind::scan(pid, r.rip, r.rsp, maps),
+                        Err(_) => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                };
                 let thread = self.threads.get_mut(&tid).expect("thread present");
-                thread.pending = Some(Pending { tid, nr, name, args, entry, decode });
+                thread.pending = Some(Pending { tid, nr, name, args, entry, decode, stack });
             }
             SyscallInfo::Exit { rval, .. } => {
                 let pid = thread.pid;
@@ -388,6 +403,7 @@ impl Recorder {
             ret,
             error: ret.and_then(decode::error_name),
             result: d.result,
+            stack: p.stack,
         })))
     }
 
@@ -480,6 +496,11 @@ impl Recorder {
         let at = self.clock.stamp();
         self.threads.insert(child, Thread { pid, pending: None, started: true });
         self.emit(Record::Spawn(Spawn { at, kind, tid: child, pid, parent_pid, creator_tid: Some(creator), clone_flags }))?;
+        if kind != SpawnKind::Thread {
+            // A forked child runs its parent's code until it execs: give it
+            // its own mapping snapshot so its call sites can be named.
+            self.snapshot_mappings(pid)?;
+        }
         // Breakpoint path: a new process inherits the table, a new thread may start.
         if let Some(bp) = &mut self.bp {
             bp.on_spawn(creator, creator_pid, child, kind == SpawnKind::Thread);

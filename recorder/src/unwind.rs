@@ -44,11 +44,18 @@ pub fn stack_of_blocked(pid: Pid, tid: Tid, maps: &[Mapping]) -> Vec<u64> {
         Ok(_) => {}
     }
     let Ok(regs) = ptrace::getregs(t) else { return Vec::new() };
+    scan(pid, regs.rip, regs.rsp, maps)
+}
+
+/// The call stack of a stopped thread whose instruction and stack pointers
+/// are `rip` and `rsp`, innermost first: `rip`, then the return addresses
+/// found on the stack.
+pub fn scan(pid: Pid, rip: u64, rsp: u64, maps: &[Mapping]) -> Vec<u64> {
     let mem = ProcMem { pid };
     let in_code = |a: u64| maps.iter().any(|m| a >= m.start && a < m.end);
-    let mut frames = vec![regs.rip];
+    let mut frames = vec![rip];
     let mut buf = vec![0u8; SCAN_BYTES];
-    let n = mem.read(regs.rsp, &mut buf);
+    let n = mem.read(rsp, &mut buf);
     for word in buf[..n - n % 8].chunks_exact(8) {
         let a = u64::from_le_bytes(word.try_into().expect("8 bytes"));
         if frames.len() >= MAX_FRAMES {
@@ -59,4 +66,16 @@ pub fn stack_of_blocked(pid: Pid, tid: Tid, maps: &[Mapping]) -> Vec<u64> {
         }
     }
     frames
+}
+
+/// Syscalls whose call site the fd analyses name ("created where, closed
+/// where"): their stacks are taken at entry. Hot data calls (read, write)
+/// are left out to keep a stop cheap.
+pub fn wants_stack(name: &str) -> bool {
+    matches!(
+        name,
+        "pipe" | "pipe2" | "dup" | "dup2" | "dup3" | "close" | "close_range" | "open" | "openat" | "creat" | "socket"
+            | "socketpair" | "accept" | "accept4" | "fcntl" | "fork" | "vfork" | "clone" | "clone3" | "execve"
+            | "execveat" | "wait4" | "waitid"
+    )
 }

@@ -190,6 +190,11 @@ pub struct Syscall {
     pub error: Option<String>,
     /// What the kernel wrote back that matters (pipe fds, wait status...), a JSON object.
     pub result: serde_json::Value,
+    /// The call stack at entry, innermost first (the instruction pointer in
+    /// the libc wrapper, then return addresses): recorded for the fd-related
+    /// calls (pipe, dup*, close, open*, fork, exec, wait...), empty otherwise.
+    #[serde(default)]
+    pub stack: Vec<u64>,
 }
 
 /// One synchronization operation (pthread mutex, rwlock, condvar, semaphore,

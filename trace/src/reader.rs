@@ -262,7 +262,7 @@ impl TraceReader {
     ) -> Result<(), TraceError> {
         let mut sql = String::from(
             "SELECT pid, tid, nr, name, a0, a1, a2, a3, a4, a5, entry_seq, entry_ns, decoded, text,
-                    exit_seq, exit_ns, outcome, ret, error, result FROM syscall_rows WHERE 1",
+                    exit_seq, exit_ns, outcome, ret, error, result, stack FROM syscall_rows WHERE 1",
         );
         let mut params: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(p) = filter.pid {
@@ -334,6 +334,7 @@ impl TraceReader {
             ret: r.get(17)?,
             error: r.get(18)?,
             result,
+            stack: r.get::<_, Option<String>>(20)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
         }))
     }
 

@@ -91,7 +91,8 @@ CREATE TABLE syscall_rows (
     outcome   TEXT NOT NULL,
     ret       INTEGER,
     error     TEXT,
-    result    TEXT NOT NULL
+    result    TEXT NOT NULL,
+    stack     TEXT
 );
 CREATE INDEX syscall_rows_tid_seq ON syscall_rows(tid, entry_seq);
 CREATE INDEX syscall_rows_pid_seq ON syscall_rows(pid, entry_seq);
@@ -241,7 +242,7 @@ LEFT JOIN exit_rows e ON e.tid = s.tid AND e.seq = (
 CREATE VIEW syscalls AS
 SELECT id, pid, tid, nr, name, a0, a1, a2, a3, a4, a5,
        entry_seq, entry_ns, decoded AS args, text, exit_seq, exit_ns,
-       exit_ns - entry_ns AS duration_ns, outcome, ret, error, result
+       exit_ns - entry_ns AS duration_ns, outcome, ret, error, result, stack
 FROM syscall_rows;
 
 CREATE VIEW events AS

@@ -320,8 +320,8 @@ impl TraceWriter {
             Record::Syscall(s) => {
                 c.prepare_cached(
                     "INSERT INTO syscall_rows(pid, tid, nr, name, a0, a1, a2, a3, a4, a5, entry_seq, entry_ns,
-                        decoded, text, exit_seq, exit_ns, outcome, ret, error, result)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                        decoded, text, exit_seq, exit_ns, outcome, ret, error, result, stack)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                 )?
                 .execute(params![
                     s.pid.0,
@@ -344,6 +344,7 @@ impl TraceWriter {
                     s.ret,
                     s.error,
                     s.result.to_string(),
+                    (!s.stack.is_empty()).then(|| serde_json::to_string(&s.stack).expect("stack serializes")),
                 ])?;
             }
         }

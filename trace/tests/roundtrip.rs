@@ -34,6 +34,7 @@ fn sample() -> Vec<Record> {
             ret: Some(0),
             error: None,
             result: json!({"pipefd": [3, 4]}),
+            stack: vec![0x7f00_1234, 0x5555_0042],
         })),
         Record::Spawn(Spawn {
             at: stamp(4),
@@ -76,6 +77,7 @@ fn sample() -> Vec<Record> {
             ret: None,
             error: None,
             result: json!({}),
+            stack: Vec::new(),
         })),
         Record::Exit(Exit {
             at: stamp(10),
