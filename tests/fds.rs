@@ -278,4 +278,9 @@ fn fd_syscalls_are_named_by_their_call_sites() {
     let with_stack: i64 =
         db.query_row("SELECT count(*) FROM syscalls WHERE name IN ('pipe', 'pipe2') AND stack IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert!(with_stack >= 1, "pipe() rows carry their call stack");
+    // `lockstep fds` names the call site that put each fd there.
+    let wc = table_of(&c.fds(&[]), c.pid_of("wc"));
+    let stdin = wc.iter().find(|f| f["fd"] == 0).unwrap();
+    let line = marker_line("pipe_leak_hang", "DUP2-C2-STDIN");
+    assert!(stdin["call_site"].as_str().is_some_and(|s| s.ends_with(&format!("pipe_leak_hang.c:{line}"))), "{stdin}");
 }

@@ -3,6 +3,7 @@
 //! sequence number: fd, object (`pipe:[N] write end`, a path, a socket),
 //! flags, and the event that put it there.
 
+use crate::locate::TraceLocator;
 use crate::render::print_json;
 use anyhow::Result;
 use lockstep_analysis::fds::{Access, FdEntry, FdModel, ProcFds};
@@ -84,6 +85,8 @@ struct Fd {
     /// Where the open file description was made.
     created: lockstep_analysis::fds::Place,
     origin: lockstep_analysis::fds::Origin,
+    /// The call site of the syscall that put it there (`function file:line`), when recorded.
+    call_site: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -99,8 +102,31 @@ struct Table {
     fds: Vec<Fd>,
 }
 
-fn fd_of(e: FdEntry) -> Fd {
+/// `function file:line` of the syscall at (pid, seq), from its recorded stack.
+fn call_site(m: &FdModel, loc: &mut TraceLocator<'_>, pid: i32, seq: u64) -> Option<String> {
+    let (entry, frames) = m.call_stacks.get(&(pid, seq))?;
+    let mut l = lockstep_analysis::Location {
+        role: String::new(),
+        pid,
+        tid: pid,
+        function: None,
+        file: None,
+        line: None,
+        address: 0,
+        stack: Vec::new(),
+        seq: None,
+    };
+    lockstep_analysis::finding::resolve_stack(loc, &mut l, *entry, frames);
+    let f = l.function.unwrap_or_else(|| "??".into());
+    Some(match (l.file, l.line) {
+        (Some(file), Some(line)) => format!("{f} {file}:{line}"),
+        _ => f,
+    })
+}
+
+fn fd_of(e: FdEntry, site: Option<String>) -> Fd {
     Fd {
+        call_site: site,
         fd: e.fd,
         label: e.label(),
         how: e.how(),
@@ -117,7 +143,7 @@ fn fd_of(e: FdEntry) -> Fd {
     }
 }
 
-fn table(m: &FdModel, p: &ProcFds, at: Option<u64>) -> Table {
+fn table(m: &FdModel, loc: &mut TraceLocator<'_>, p: &ProcFds, at: Option<u64>) -> Table {
     let want = at.unwrap_or(m.end_seq);
     let (seq, state) = if want < p.start {
         (want, "not_started")
@@ -127,7 +153,17 @@ fn table(m: &FdModel, p: &ProcFds, at: Option<u64>) -> Table {
             _ => (want, "running"),
         }
     };
-    let fds = if state == "not_started" { Vec::new() } else { m.table_at(p.pid, seq).into_iter().map(fd_of).collect() };
+    let fds = if state == "not_started" {
+        Vec::new()
+    } else {
+        m.table_at(p.pid, seq)
+            .into_iter()
+            .map(|e| {
+                let site = call_site(m, loc, e.at.pid, e.at.seq);
+                fd_of(e, site)
+            })
+            .collect()
+    };
     let command = m.procs.get(&p.pid).map(|x| x.argv_at(seq).to_vec()).unwrap_or_default();
     Table { pid: p.pid, parent: p.parent, command, at_seq: seq, state, exit_seq: p.exit, fds }
 }
@@ -148,11 +184,12 @@ pub fn run(a: Args) -> Result<u8> {
         }
         return Ok(0);
     }
+    let mut loc = TraceLocator::new(&t);
     let tables: Vec<Table> = m
         .procs
         .values()
         .filter(|p| a.pid.is_none_or(|x| x == p.pid))
-        .map(|p| table(&m, p, a.at))
+        .map(|p| table(&m, &mut loc, p, a.at))
         .filter(|t| a.pid.is_some() || t.state != "not_started")
         .collect();
     if a.json {
@@ -174,7 +211,8 @@ pub fn run(a: Args) -> Result<u8> {
         println!("    {:>4}  {:<36} {:<8} FROM", "FD", "OBJECT", "FLAGS");
         for f in &t.fds {
             let who = if f.pid == t.pid { String::new() } else { format!(" (pid {})", f.pid) };
-            println!("    {:>4}  {:<36} {:<8} {}{who}", f.fd, f.label, if f.cloexec { "cloexec" } else { "" }, f.how);
+            let site = f.call_site.as_ref().map(|s| format!(" at {s}")).unwrap_or_default();
+            println!("    {:>4}  {:<36} {:<8} {}{who}{site}", f.fd, f.label, if f.cloexec { "cloexec" } else { "" }, f.how);
         }
     }
     Ok(0)
