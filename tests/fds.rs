@@ -284,3 +284,19 @@ fn fd_syscalls_are_named_by_their_call_sites() {
     let line = marker_line("pipe_leak_hang", "DUP2-C2-STDIN");
     assert!(stdin["call_site"].as_str().is_some_and(|s| s.ends_with(&format!("pipe_leak_hang.c:{line}"))), "{stdin}");
 }
+
+#[test]
+fn descriptors_passed_with_scm_rights_join_the_receivers_table() {
+    let c = fixture_check("scm_rights", false);
+    assert!(c.findings.is_empty(), "{:#?}", c.findings);
+    let root = c.root();
+    let history = json(&c.dir, &["fds", "t.db", "--history", "--pid", &root.to_string()]);
+    let received: Vec<&Value> =
+        history.as_array().unwrap().iter().filter(|e| e["change"] == "open" && e["by"].as_str().unwrap().starts_with("recvmsg")).collect();
+    assert_eq!(received.len(), 1, "{history}");
+    assert!(received[0]["label"].as_str().unwrap().starts_with("pipe:["), "the child's pipe: {}", received[0]);
+    // The same kernel object the child created.
+    let object = received[0]["label"].as_str().unwrap().split_whitespace().next().unwrap().to_string();
+    let all = json(&c.dir, &["fds", "t.db", "--history"]);
+    assert!(all.as_array().unwrap().iter().any(|e| e["pid"] != root && e["label"].as_str().unwrap().starts_with(&object)));
+}

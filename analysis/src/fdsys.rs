@@ -210,7 +210,22 @@ pub fn ops(s: &Syscall) -> Vec<Op> {
             cloexec: a[2] & CLOSE_RANGE_CLOEXEC != 0,
             unshare: a[2] & CLOSE_RANGE_UNSHARE != 0,
         }],
-        "read" | "readv" | "pread64" | "preadv" | "preadv2" | "recvfrom" | "recvmsg" => {
+        "recvmsg" => {
+            let mut v = vec![Op::Use { fd: fd(a[0]), dir: Some(Dir::Read), bytes: ret }];
+            // Descriptors passed over a unix socket (SCM_RIGHTS) are new fds
+            // of the receiver, copies of the sender's open files.
+            let fds = s.result.get("scm_rights").and_then(Value::as_array).cloned().unwrap_or_default();
+            let objs = s.result.get("scm_objects").and_then(Value::as_array).cloned().unwrap_or_default();
+            for (i, f) in fds.iter().enumerate() {
+                let Some(f) = f.as_i64() else { continue };
+                let object = objs.get(i).and_then(Value::as_str).map(str::to_string);
+                let cloexec = a[2] & 0x4000_0000 != 0; // MSG_CMSG_CLOEXEC
+                // Which end of a pipe was passed is not in its object name.
+                v.push(Op::New { fd: f as i32, object, end: None, access: Access::Unknown, cloexec });
+            }
+            v
+        }
+        "read" | "readv" | "pread64" | "preadv" | "preadv2" | "recvfrom" => {
             vec![Op::Use { fd: fd(a[0]), dir: Some(Dir::Read), bytes: ret }]
         }
         "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" | "sendto" | "sendmsg" => {

@@ -5,6 +5,7 @@
 //! the same kernel object, which is what lets the fd analyses follow a pipe
 //! end across fork, dup and exec.
 
+use crate::mem::{Memory, ProcMem};
 use lockstep_trace::Pid;
 use serde_json::{json, Map, Value};
 
@@ -37,12 +38,75 @@ pub fn annotate(name: &str, args: &[u64; 6], ret: i64, pid: Pid, result: &mut Va
         }
         return;
     }
+    if name == "recvmsg" {
+        let fds = scm_rights(&ProcMem { pid }, args[1]);
+        if !fds.is_empty() {
+            let objs: Vec<Value> = fds.iter().map(|&fd| object_of(pid, fd).map(Value::String).unwrap_or(Value::Null)).collect();
+            map.insert("scm_rights".into(), json!(fds));
+            map.insert("scm_objects".into(), Value::Array(objs));
+        }
+        return;
+    }
     let pair_key = match name {
         "pipe" | "pipe2" => "pipefd",
         "socketpair" => "sv",
         _ => return,
     };
     add_pair_objects(map, pair_key, pid);
+}
+
+/// The descriptors a recvmsg received in SCM_RIGHTS control messages: the
+/// kernel updated `msg_controllen` of the `struct msghdr` at `msghdr`.
+pub fn scm_rights(mem: &dyn Memory, msghdr: u64) -> Vec<i64> {
+    const SOL_SOCKET: i32 = 1;
+    const SCM_RIGHTS: i32 = 1;
+    let (Some(control), Some(len)) = (mem.read_u64(msghdr + 32), mem.read_u64(msghdr + 40)) else { return Vec::new() };
+    if control == 0 || len < 16 || len > 64 * 1024 {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; len as usize];
+    if mem.read(control, &mut buf) != buf.len() {
+        return Vec::new();
+    }
+    let mut fds = Vec::new();
+    let mut off = 0usize;
+    // struct cmsghdr { size_t len; int level; int type; data... }, 8-aligned.
+    while off + 16 <= buf.len() {
+        let clen = u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes")) as usize;
+        let level = i32::from_le_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes"));
+        let kind = i32::from_le_bytes(buf[off + 12..off + 16].try_into().expect("4 bytes"));
+        if clen < 16 || off + clen > buf.len() {
+            break;
+        }
+        if level == SOL_SOCKET && kind == SCM_RIGHTS {
+            for c in buf[off + 16..off + clen].chunks_exact(4) {
+                fds.push(i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64);
+            }
+        }
+        off += (clen + 7) & !7;
+    }
+    fds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::BufMem;
+
+    #[test]
+    fn reads_the_fds_of_an_scm_rights_message() {
+        let mut hdr = vec![0u8; 56];
+        hdr[32..40].copy_from_slice(&0x2000u64.to_le_bytes());
+        hdr[40..48].copy_from_slice(&24u64.to_le_bytes());
+        let mut cmsg = 24u64.to_le_bytes().to_vec();
+        cmsg.extend_from_slice(&1i32.to_le_bytes());
+        cmsg.extend_from_slice(&1i32.to_le_bytes());
+        cmsg.extend_from_slice(&7i32.to_le_bytes());
+        cmsg.extend_from_slice(&9i32.to_le_bytes());
+        let mem = BufMem::new().map(0x1000, hdr).map(0x2000, cmsg);
+        assert_eq!(scm_rights(&mem, 0x1000), vec![7, 9]);
+        assert!(scm_rights(&BufMem::new(), 0x1000).is_empty());
+    }
 }
 
 fn add_pair_objects(map: &mut Map<String, Value>, key: &str, pid: Pid) {
