@@ -139,3 +139,32 @@ fn unlock_of_a_mutex_held_by_another_thread() {
     assert_eq!(kinds(&f), ["unlock_not_held:error"]);
     expect(&f, "unlock_not_held", "unlock_not_held", "error", &["UNLOCK-NOT-HELD-T2", "LOCK-T1"]);
 }
+
+#[test]
+fn stacks_of_code_without_frame_pointers_come_from_cfi_unwinding() {
+    // Built with -O2 -fomit-frame-pointer: the agent learns per call site
+    // that the frame-pointer walk skips frames and unwinds with .eh_frame.
+    let fx = "deep_stack_no_fp";
+    let f = check(fx, true);
+    assert_eq!(kinds(&f), ["deadlock:error"]);
+    let d = expect(&f, fx, "deadlock", "error", &["TAKE"]);
+    let file = format!("{fx}.c");
+    let line = |m: &str| format!("{file}:{}", marker_line(fx, m));
+    let waits: Vec<&Value> =
+        d["locations"].as_array().unwrap().iter().filter(|l| l["role"].as_str().unwrap().contains("waits for")).collect();
+    assert_eq!(waits.len(), 2);
+    let mut seconds = Vec::new();
+    for w in &waits {
+        let stack: Vec<&str> = w["stack"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        assert!(stack.len() >= 3, "{stack:?}");
+        assert!(stack[0].starts_with("level2 ") && stack[0].ends_with(&line("LEVEL2")), "{stack:?}");
+        assert!(stack[1].starts_with("level1 ") && stack[1].ends_with(&line("LEVEL1")), "{stack:?}");
+        for second in ["T1-SECOND", "T2-SECOND"] {
+            if stack.iter().any(|s| s.ends_with(&line(second))) {
+                seconds.push(second);
+            }
+        }
+    }
+    seconds.sort();
+    assert_eq!(seconds, ["T1-SECOND", "T2-SECOND"], "each thread's own caller");
+}

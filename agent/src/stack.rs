@@ -101,11 +101,83 @@ impl Bounds {
 
 /// Fills `out` with return addresses, innermost first, starting with the
 /// one in the interposer's frame `f`; the rest stays 0.
+/// Whether the frame-pointer walk can be trusted from a call site, learnt
+/// once per call site: the first event from a site is also unwound with
+/// DWARF CFI (.eh_frame), and if the two disagree on the caller's frame,
+/// the function around the site was built without frame pointers (its rbp
+/// is some ancestor's, so the walk would skip frames) and every later event
+/// from it is unwound with CFI. A fixed lock-free table, no allocation.
+mod sites {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    const SLOTS: usize = 4096;
+    const PROBES: usize = 8;
+    pub const FP_OK: u64 = 1;
+    pub const USE_CFI: u64 = 2;
+
+    static TABLE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+    fn slot(site: u64) -> usize {
+        (site.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % SLOTS
+    }
+
+    /// The learnt state of `site` (0 when unknown).
+    pub fn get(site: u64) -> u64 {
+        let start = slot(site);
+        for i in 0..PROBES {
+            let v = TABLE[(start + i) % SLOTS].load(Ordering::Relaxed);
+            if v == 0 {
+                return 0;
+            }
+            if v >> 2 == site {
+                return v & 3;
+            }
+        }
+        // A full neighbourhood: trust frame pointers rather than unwind every time.
+        FP_OK
+    }
+
+    pub fn set(site: u64, state: u64) {
+        let start = slot(site);
+        for i in 0..PROBES {
+            let cell = &TABLE[(start + i) % SLOTS];
+            match cell.compare_exchange(0, (site << 2) | state, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(v) if v >> 2 == site => return,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 #[inline(always)]
 pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
+    walk_fp(f, bounds, out);
+    let site = out[0];
+    if site == 0 {
+        return;
+    }
+    match sites::get(site) {
+        sites::FP_OK => {}
+        sites::USE_CFI => cfi::walk(out),
+        _ => {
+            let mut alt = *out;
+            cfi::walk(&mut alt);
+            if alt[1] == out[1] {
+                sites::set(site, sites::FP_OK);
+            } else {
+                sites::set(site, sites::USE_CFI);
+                *out = alt;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn walk_fp(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) -> usize {
     let own_ok = f.fp % 8 == 0 && f.fp >= f.sp && f.fp - f.sp <= OWN_FRAME_MAX - 16;
     if !own_ok {
-        return;
+        return 0;
     }
     // Frames beyond our own are followed only on the thread's known stack,
     // up to its top; elsewhere the walk ends after stack[0].
@@ -136,6 +208,89 @@ pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
         // which is mapped.
         (next, ret) = unsafe { read_frame(fp) };
     }
+    n
+}
+
+/// DWARF CFI unwinding (.eh_frame, through libgcc's unwinder, which every
+/// glibc process has) for callers without frame pointers: slower than the
+/// frame-pointer walk (microseconds), so used only when that walk stops
+/// short. Frames up to the call site (`out[0]`, known exactly from the
+/// interposer's own frame) are the agent's and are skipped.
+mod cfi {
+    use core::cell::Cell;
+    use core::ffi::c_void;
+    use lockstep_agent_abi::STACK_DEPTH;
+
+    std::thread_local! {
+        /// Set while this thread runs libgcc's unwinder, which locks its own
+        /// mutexes through pthread_mutex_lock: those calls are the agent's
+        /// own, not the program's, and are neither recorded nor counted.
+        pub static UNWINDING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[repr(C)]
+    struct Context {
+        _private: [u8; 0],
+    }
+    type TraceFn = extern "C" fn(*mut Context, *mut c_void) -> i32;
+    extern "C" {
+        fn _Unwind_Backtrace(f: TraceFn, arg: *mut c_void) -> i32;
+        fn _Unwind_GetIP(ctx: *mut Context) -> usize;
+    }
+    /// _URC_NO_REASON: go on; _URC_END_OF_STACK: stop.
+    const GO_ON: i32 = 0;
+    const STOP: i32 = 5;
+
+    struct State<'a> {
+        out: &'a mut [u64; STACK_DEPTH],
+        n: usize,
+        found: bool,
+    }
+
+    extern "C" fn each(ctx: *mut Context, arg: *mut c_void) -> i32 {
+        // SAFETY: `arg` is the &mut State passed to _Unwind_Backtrace below,
+        // alive for the whole call.
+        let st = unsafe { &mut *(arg as *mut State<'_>) };
+        // SAFETY: `ctx` is the unwinder's context for the current frame.
+        let ip = unsafe { _Unwind_GetIP(ctx) } as u64;
+        if !st.found {
+            st.found = ip == st.out[0];
+            if st.found {
+                st.n = 1;
+            }
+            return GO_ON;
+        }
+        if ip == 0 || st.n == STACK_DEPTH {
+            return STOP;
+        }
+        st.out[st.n] = ip;
+        st.n += 1;
+        GO_ON
+    }
+
+    #[inline(never)]
+    pub fn walk(out: &mut [u64; STACK_DEPTH]) {
+        let mut st = State { out, n: 0, found: false };
+        UNWINDING.with(|u| u.set(true));
+        // SAFETY: the callback only touches `st`, which outlives the call.
+        unsafe { _Unwind_Backtrace(each, &mut st as *mut State<'_> as *mut c_void) };
+        UNWINDING.with(|u| u.set(false));
+        if !st.found {
+            // The unwinder did not get as far as the call site: keep what
+            // the frame-pointer walk found.
+            return;
+        }
+        let n = st.n;
+        for slot in st.out[n..].iter_mut() {
+            *slot = 0;
+        }
+    }
+}
+
+/// Whether the calling thread is inside the agent's own CFI unwinding.
+#[inline(always)]
+pub fn unwinding() -> bool {
+    cfi::UNWINDING.with(|u| u.get())
 }
 
 /// Reads the saved frame pointer and return address of the frame at `fp`.
