@@ -10,11 +10,13 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod reader;
+pub mod evidence;
 pub mod schema;
 pub mod writer;
 
 pub use error::TraceError;
 pub use ids::{Addr, Pid, Seq, Tid};
 pub use model::*;
-pub use reader::{ProcessInfo, StoredFinding, SyscallFilter, SyscallStat, TraceReader};
+pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use evidence::StoredFinding;
 pub use writer::TraceWriter;
