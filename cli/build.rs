@@ -7,11 +7,20 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).parent().unwrap().to_path_buf();
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let agent_dir = root.join("agent");
     let dest = out.join("liblockstep_agent.so");
-    for p in ["agent/src", "agent/Cargo.toml", "agent/Cargo.lock", "agent-abi/src", "agent-abi/Cargo.toml"] {
+    for p in [
+        "agent/src",
+        "agent/Cargo.toml",
+        "agent/Cargo.lock",
+        "agent-abi/src",
+        "agent-abi/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     if !agent_dir.join("Cargo.toml").exists() {
@@ -38,7 +47,9 @@ fn main() {
     // A broken agent must not stop lockstep from building: it then records
     // without sync events, and the tests that need them fail loudly.
     if !status.success() {
-        println!("cargo:warning=building the agent failed: lockstep will record without sync events");
+        println!(
+            "cargo:warning=building the agent failed: lockstep will record without sync events"
+        );
         std::fs::write(&dest, b"").unwrap();
         return;
     }

@@ -16,17 +16,40 @@ fn check(fixture: &str, hangs: bool) -> Vec<Value> {
     let run = finish(
         spawn(
             &dir,
-            &["check", "-q", "--hang-timeout", "1", "--format", "json", "--report-file", "r.json", "-o", "t.db", "--", bin.to_str().unwrap()],
+            &[
+                "check",
+                "-q",
+                "--hang-timeout",
+                "1",
+                "--format",
+                "json",
+                "--report-file",
+                "r.json",
+                "-o",
+                "t.db",
+                "--",
+                bin.to_str().unwrap(),
+            ],
         ),
         Duration::from_secs(60),
     );
     // The program's own output goes to stdout; the report to its file.
-    let text = std::fs::read_to_string(dir.join("r.json")).unwrap_or_else(|e| panic!("{fixture}: no report ({e}): {run:?}"));
-    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture}: bad JSON ({e}): {text}"));
+    let text = std::fs::read_to_string(dir.join("r.json"))
+        .unwrap_or_else(|e| panic!("{fixture}: no report ({e}): {run:?}"));
+    let doc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture}: bad JSON ({e}): {text}"));
     let findings = doc["findings"].as_array().unwrap().clone();
-    assert_eq!(run.code, Some(if findings.is_empty() { 0 } else { 1 }), "{fixture}: {run:?}");
+    assert_eq!(
+        run.code,
+        Some(if findings.is_empty() { 0 } else { 1 }),
+        "{fixture}: {run:?}"
+    );
     let hung = run.stderr.contains("hung");
-    assert_eq!(hung, hangs, "{fixture}: hang detected = {hung}: {}", run.stderr);
+    assert_eq!(
+        hung, hangs,
+        "{fixture}: hang detected = {hung}: {}",
+        run.stderr
+    );
     findings
 }
 
@@ -35,7 +58,13 @@ fn fixture_bin(name: &str) -> std::path::PathBuf {
 }
 
 /// Asserts one finding of `kind`/`severity` points at every marker's line in the fixture.
-fn expect(findings: &[Value], fixture: &str, kind: &str, severity: &str, markers: &[&str]) -> Value {
+fn expect(
+    findings: &[Value],
+    fixture: &str,
+    kind: &str,
+    severity: &str,
+    markers: &[&str],
+) -> Value {
     let file = format!("/fixtures/{fixture}.c");
     let lines: Vec<u64> = markers.iter().map(|m| marker_line(fixture, m)).collect();
     let found = findings.iter().find(|f| {
@@ -43,17 +72,30 @@ fn expect(findings: &[Value], fixture: &str, kind: &str, severity: &str, markers
             && f["severity"] == severity
             && lines.iter().all(|&l| {
                 f["locations"].as_array().unwrap().iter().any(|loc| {
-                    loc["line"].as_u64() == Some(l) && loc["file"].as_str().is_some_and(|p| p.ends_with(&file))
+                    loc["line"].as_u64() == Some(l)
+                        && loc["file"].as_str().is_some_and(|p| p.ends_with(&file))
                 })
             })
     });
     found.cloned().unwrap_or_else(|| {
-        panic!("{fixture}: no {severity} {kind} at {markers:?} (lines {lines:?}) among {}", serde_json::to_string_pretty(findings).unwrap())
+        panic!(
+            "{fixture}: no {severity} {kind} at {markers:?} (lines {lines:?}) among {}",
+            serde_json::to_string_pretty(findings).unwrap()
+        )
     })
 }
 
 fn kinds(findings: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> = findings.iter().map(|f| format!("{}:{}", f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap())).collect();
+    let mut k: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["kind"].as_str().unwrap(),
+                f["severity"].as_str().unwrap()
+            )
+        })
+        .collect();
     k.sort();
     k
 }
@@ -62,7 +104,13 @@ fn kinds(findings: &[Value]) -> Vec<String> {
 fn abba_deadlock_names_both_threads_and_all_four_lines() {
     let f = check("abba_deadlock", true);
     assert_eq!(kinds(&f), ["deadlock:error"]);
-    let d = expect(&f, "abba_deadlock", "deadlock", "error", &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"]);
+    let d = expect(
+        &f,
+        "abba_deadlock",
+        "deadlock",
+        "error",
+        &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"],
+    );
     assert_eq!(d["tids"].as_array().unwrap().len(), 2);
 }
 
@@ -70,25 +118,49 @@ fn abba_deadlock_names_both_threads_and_all_four_lines() {
 fn abba_inversion_joined_in_sequence_is_a_warning() {
     let f = check("abba_inversion", false);
     assert_eq!(kinds(&f), ["lock_order_inversion:warning"]);
-    expect(&f, "abba_inversion", "lock_order_inversion", "warning", &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"]);
+    expect(
+        &f,
+        "abba_inversion",
+        "lock_order_inversion",
+        "warning",
+        &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"],
+    );
 }
 
 #[test]
 fn abba_concurrent_without_hang_is_an_error() {
     let f = check("abba_concurrent_no_hang", false);
     assert_eq!(kinds(&f), ["lock_order_inversion:error"]);
-    expect(&f, "abba_concurrent_no_hang", "lock_order_inversion", "error", &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"]);
+    expect(
+        &f,
+        "abba_concurrent_no_hang",
+        "lock_order_inversion",
+        "error",
+        &["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"],
+    );
 }
 
 #[test]
 fn three_lock_cycles() {
     let f = check("three_lock_cycle", true);
     assert_eq!(kinds(&f), ["deadlock:error"]);
-    let d = expect(&f, "three_lock_cycle", "deadlock", "error", &["LOCK-B-T1", "LOCK-C-T2", "LOCK-A-T3", "LOCK-A-T1"]);
+    let d = expect(
+        &f,
+        "three_lock_cycle",
+        "deadlock",
+        "error",
+        &["LOCK-B-T1", "LOCK-C-T2", "LOCK-A-T3", "LOCK-A-T1"],
+    );
     assert_eq!(d["tids"].as_array().unwrap().len(), 3);
     let f = check("three_lock_cycle_no_hang", false);
     assert_eq!(kinds(&f), ["lock_order_inversion:error"]);
-    let d = expect(&f, "three_lock_cycle_no_hang", "lock_order_inversion", "error", &["LOCK-A-T1", "LOCK-B-T2", "LOCK-C-T3", "LOCK-A-T3"]);
+    let d = expect(
+        &f,
+        "three_lock_cycle_no_hang",
+        "lock_order_inversion",
+        "error",
+        &["LOCK-A-T1", "LOCK-B-T2", "LOCK-C-T3", "LOCK-A-T3"],
+    );
     assert_eq!(d["details"]["cycle"].as_array().unwrap().len(), 3);
 }
 
@@ -96,40 +168,103 @@ fn three_lock_cycles() {
 fn bank_transfer_with_locks_inside_structs() {
     let f = check("bank_transfer_deadlock", true);
     assert_eq!(kinds(&f), ["deadlock:error"]);
-    expect(&f, "bank_transfer_deadlock", "deadlock", "error", &["LOCK-FROM", "LOCK-TO"]);
+    expect(
+        &f,
+        "bank_transfer_deadlock",
+        "deadlock",
+        "error",
+        &["LOCK-FROM", "LOCK-TO"],
+    );
     let f = check("bank_transfer", false);
-    assert_eq!(kinds(&f), ["lock_order_inversion:warning"], "the threads run one after the other");
-    expect(&f, "bank_transfer", "lock_order_inversion", "warning", &["LOCK-FROM", "LOCK-TO"]);
+    assert_eq!(
+        kinds(&f),
+        ["lock_order_inversion:warning"],
+        "the threads run one after the other"
+    );
+    expect(
+        &f,
+        "bank_transfer",
+        "lock_order_inversion",
+        "warning",
+        &["LOCK-FROM", "LOCK-TO"],
+    );
 }
 
 #[test]
 fn no_findings_for_correct_locking() {
-    for fx in ["gate_lock", "consistent_order", "trylock_backoff", "recursive_ok", "prodcons", "pthread_condvar"] {
+    for fx in [
+        "gate_lock",
+        "consistent_order",
+        "trylock_backoff",
+        "recursive_ok",
+        "prodcons",
+        "pthread_condvar",
+    ] {
         let f = check(fx, false);
-        assert!(f.is_empty(), "{fx}: {}", serde_json::to_string_pretty(&f).unwrap());
+        assert!(
+            f.is_empty(),
+            "{fx}: {}",
+            serde_json::to_string_pretty(&f).unwrap()
+        );
     }
 }
 
 #[test]
 fn nested_monitor_is_a_deadlock_explained_as_such() {
     let f = check("nested_monitor", true);
-    assert_eq!(kinds(&f), ["cond_wait_holding_lock:warning", "deadlock:error"]);
-    let d = expect(&f, "nested_monitor", "deadlock", "error", &["COND-WAIT-N", "LOCK-M-A", "LOCK-M-B"]);
+    assert_eq!(
+        kinds(&f),
+        ["cond_wait_holding_lock:warning", "deadlock:error"]
+    );
+    let d = expect(
+        &f,
+        "nested_monitor",
+        "deadlock",
+        "error",
+        &["COND-WAIT-N", "LOCK-M-A", "LOCK-M-B"],
+    );
     assert!(d["summary"].as_str().unwrap().contains("nested monitor"));
-    expect(&f, "nested_monitor", "cond_wait_holding_lock", "warning", &["COND-WAIT-N", "LOCK-M-A"]);
+    expect(
+        &f,
+        "nested_monitor",
+        "cond_wait_holding_lock",
+        "warning",
+        &["COND-WAIT-N", "LOCK-M-A"],
+    );
     let f = check("cond_wait_holding_other", false);
     assert_eq!(kinds(&f), ["cond_wait_holding_lock:warning"]);
-    expect(&f, "cond_wait_holding_other", "cond_wait_holding_lock", "warning", &["COND-WAIT-HOLDING-X", "LOCK-X"]);
+    expect(
+        &f,
+        "cond_wait_holding_other",
+        "cond_wait_holding_lock",
+        "warning",
+        &["COND-WAIT-HOLDING-X", "LOCK-X"],
+    );
 }
 
 #[test]
 fn self_deadlock_and_dining_philosophers() {
     let f = check("self_deadlock", true);
-    assert!(kinds(&f).contains(&"self_deadlock:error".to_string()), "{f:?}");
-    expect(&f, "self_deadlock", "self_deadlock", "error", &["LOCK-2", "LOCK-1"]);
+    assert!(
+        kinds(&f).contains(&"self_deadlock:error".to_string()),
+        "{f:?}"
+    );
+    expect(
+        &f,
+        "self_deadlock",
+        "self_deadlock",
+        "error",
+        &["LOCK-2", "LOCK-1"],
+    );
     let f = check("dining_philosophers", true);
     assert_eq!(kinds(&f), ["deadlock:error"]);
-    let d = expect(&f, "dining_philosophers", "deadlock", "error", &["LEFT-FORK", "RIGHT-FORK"]);
+    let d = expect(
+        &f,
+        "dining_philosophers",
+        "deadlock",
+        "error",
+        &["LEFT-FORK", "RIGHT-FORK"],
+    );
     assert_eq!(d["tids"].as_array().unwrap().len(), 5);
 }
 
@@ -137,7 +272,13 @@ fn self_deadlock_and_dining_philosophers() {
 fn unlock_of_a_mutex_held_by_another_thread() {
     let f = check("unlock_not_held", false);
     assert_eq!(kinds(&f), ["unlock_not_held:error"]);
-    expect(&f, "unlock_not_held", "unlock_not_held", "error", &["UNLOCK-NOT-HELD-T2", "LOCK-T1"]);
+    expect(
+        &f,
+        "unlock_not_held",
+        "unlock_not_held",
+        "error",
+        &["UNLOCK-NOT-HELD-T2", "LOCK-T1"],
+    );
 }
 
 #[test]
@@ -150,15 +291,30 @@ fn stacks_of_code_without_frame_pointers_come_from_cfi_unwinding() {
     let d = expect(&f, fx, "deadlock", "error", &["TAKE"]);
     let file = format!("{fx}.c");
     let line = |m: &str| format!("{file}:{}", marker_line(fx, m));
-    let waits: Vec<&Value> =
-        d["locations"].as_array().unwrap().iter().filter(|l| l["role"].as_str().unwrap().contains("waits for")).collect();
+    let waits: Vec<&Value> = d["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"].as_str().unwrap().contains("waits for"))
+        .collect();
     assert_eq!(waits.len(), 2);
     let mut seconds = Vec::new();
     for w in &waits {
-        let stack: Vec<&str> = w["stack"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let stack: Vec<&str> = w["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
         assert!(stack.len() >= 3, "{stack:?}");
-        assert!(stack[0].starts_with("level2 ") && stack[0].ends_with(&line("LEVEL2")), "{stack:?}");
-        assert!(stack[1].starts_with("level1 ") && stack[1].ends_with(&line("LEVEL1")), "{stack:?}");
+        assert!(
+            stack[0].starts_with("level2 ") && stack[0].ends_with(&line("LEVEL2")),
+            "{stack:?}"
+        );
+        assert!(
+            stack[1].starts_with("level1 ") && stack[1].ends_with(&line("LEVEL1")),
+            "{stack:?}"
+        );
         for second in ["T1-SECOND", "T2-SECOND"] {
             if stack.iter().any(|s| s.ends_with(&line(second))) {
                 seconds.push(second);
@@ -166,5 +322,9 @@ fn stacks_of_code_without_frame_pointers_come_from_cfi_unwinding() {
         }
     }
     seconds.sort();
-    assert_eq!(seconds, ["T1-SECOND", "T2-SECOND"], "each thread's own caller");
+    assert_eq!(
+        seconds,
+        ["T1-SECOND", "T2-SECOND"],
+        "each thread's own caller"
+    );
 }

@@ -14,7 +14,11 @@ fn s(p: &std::path::Path) -> &str {
 }
 
 fn proc_by_argv0<'a>(ps: &'a Value, argv0: &str) -> Vec<&'a Value> {
-    ps.as_array().unwrap().iter().filter(|p| p["argv"][0] == argv0).collect()
+    ps.as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["argv"][0] == argv0)
+        .collect()
 }
 
 /// Sequence numbers are unique and every syscall's exit follows its entry.
@@ -32,7 +36,10 @@ fn assert_global_order(evs: &[Value]) {
         }
     }
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events are not in sequence order");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "events are not in sequence order"
+    );
 }
 
 #[test]
@@ -47,7 +54,10 @@ fn shell_pipeline_has_three_processes_the_pipe_and_both_execs() {
     assert_eq!(procs.len(), 3, "sh, the echo subshell and wc: {ps}");
     let root = &procs[0];
     assert_eq!(root["spawn_kind"], "root");
-    assert_eq!(root["argv"], serde_json::json!(["sh", "-c", "echo foo | wc -c"]));
+    assert_eq!(
+        root["argv"],
+        serde_json::json!(["sh", "-c", "echo foo | wc -c"])
+    );
     let root_pid = root["pid"].as_i64().unwrap();
     let wc = proc_by_argv0(&ps, "wc");
     assert_eq!(wc.len(), 1, "{ps}");
@@ -66,24 +76,41 @@ fn shell_pipeline_has_three_processes_the_pipe_and_both_execs() {
 
     // The pipe: created by the shell, its write end on the echo child's
     // stdout, its read end on wc's stdin.
-    let pipes: Vec<&Value> =
-        syscalls(&evs, "pipe2").into_iter().chain(syscalls(&evs, "pipe")).filter(|e| e["ret"] == 0).collect();
+    let pipes: Vec<&Value> = syscalls(&evs, "pipe2")
+        .into_iter()
+        .chain(syscalls(&evs, "pipe"))
+        .filter(|e| e["ret"] == 0)
+        .collect();
     assert_eq!(pipes.len(), 1, "one pipe");
     assert_eq!(pipes[0]["pid"].as_i64(), Some(root_pid));
-    let fds = pipes[0]["result"]["pipefd"].as_array().expect("pipe fds decoded").clone();
+    let fds = pipes[0]["result"]["pipefd"]
+        .as_array()
+        .expect("pipe fds decoded")
+        .clone();
     let (rfd, wfd) = (fds[0].as_i64().unwrap(), fds[1].as_i64().unwrap());
     let dup2 = syscalls(&evs, "dup2");
-    assert!(dup2.iter().any(|d| d["decoded"]["oldfd"] == wfd && d["decoded"]["newfd"] == 1 && d["pid"] != root_pid));
-    assert!(dup2.iter().any(|d| d["decoded"]["oldfd"] == rfd && d["decoded"]["newfd"] == 0 && d["pid"] == wc_pid));
+    assert!(dup2.iter().any(|d| d["decoded"]["oldfd"] == wfd
+        && d["decoded"]["newfd"] == 1
+        && d["pid"] != root_pid));
+    assert!(dup2
+        .iter()
+        .any(|d| d["decoded"]["oldfd"] == rfd && d["decoded"]["newfd"] == 0 && d["pid"] == wc_pid));
 
     // What went through: "foo\n" into the pipe, "4\n" out of wc.
     let writes = syscalls(&evs, "write");
-    assert!(writes.iter().any(|w| w["decoded"]["fd"] == 1 && w["ret"] == 4 && w["text"].as_str().unwrap().contains("foo\\n")));
-    let wc_out: Vec<_> = writes.iter().filter(|w| w["pid"] == wc_pid && w["decoded"]["fd"] == 1).collect();
+    assert!(writes.iter().any(|w| w["decoded"]["fd"] == 1
+        && w["ret"] == 4
+        && w["text"].as_str().unwrap().contains("foo\\n")));
+    let wc_out: Vec<_> = writes
+        .iter()
+        .filter(|w| w["pid"] == wc_pid && w["decoded"]["fd"] == 1)
+        .collect();
     assert_eq!(wc_out.len(), 1);
     assert_eq!(wc_out[0]["ret"], 2, "wc printed \"4\\n\"");
     let reads = syscalls(&evs, "read");
-    assert!(reads.iter().any(|r| r["pid"] == wc_pid && r["decoded"]["fd"] == 0 && r["ret"] == 4));
+    assert!(reads
+        .iter()
+        .any(|r| r["pid"] == wc_pid && r["decoded"]["fd"] == 0 && r["ret"] == 4));
 
     // Every syscall but the final exit_group returned.
     for e in evs.iter().filter(|e| e["kind"] == "syscall") {
@@ -110,13 +137,21 @@ fn pthread_program_records_every_thread_and_its_futex_calls() {
 
     let evs = events(&dir, &trace, &[]);
     assert_global_order(&evs);
-    let spawns: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "spawn" && e["event"]["kind"] == "thread").collect();
+    let spawns: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "spawn" && e["event"]["kind"] == "thread")
+        .collect();
     assert_eq!(spawns.len(), 3);
-    let workers: BTreeSet<i64> = spawns.iter().map(|e| e["event"]["tid"].as_i64().unwrap()).collect();
+    let workers: BTreeSet<i64> = spawns
+        .iter()
+        .map(|e| e["event"]["tid"].as_i64().unwrap())
+        .collect();
     for sp in &spawns {
         assert_eq!(sp["event"]["pid"].as_i64(), Some(pid));
         assert_eq!(sp["event"]["creator_tid"].as_i64(), Some(pid));
-        let flags = sp["event"]["clone_flags"].as_u64().expect("clone flags recorded");
+        let flags = sp["event"]["clone_flags"]
+            .as_u64()
+            .expect("clone flags recorded");
         assert_ne!(flags & 0x10000, 0, "CLONE_THREAD");
     }
     let exits: BTreeSet<i64> = evs
@@ -130,16 +165,24 @@ fn pthread_program_records_every_thread_and_its_futex_calls() {
     assert!(!futex.is_empty());
     let mut by_tid: HashMap<i64, usize> = HashMap::new();
     for f in &futex {
-        assert!(f["decoded"]["op"].as_str().unwrap().starts_with("FUTEX_"), "{f}");
+        assert!(
+            f["decoded"]["op"].as_str().unwrap().starts_with("FUTEX_"),
+            "{f}"
+        );
         assert!(f["decoded"]["uaddr"].as_u64().is_some());
         *by_tid.entry(f["tid"].as_i64().unwrap()).or_default() += 1;
     }
-    assert!(workers.iter().any(|w| by_tid.contains_key(w)), "worker threads wait on the condvar: {by_tid:?}");
+    assert!(
+        workers.iter().any(|w| by_tid.contains_key(w)),
+        "worker threads wait on the condvar: {by_tid:?}"
+    );
     // The filter by thread shows only that thread.
     let w = *workers.iter().next().unwrap();
     let only = events(&dir, &trace, &["--tid", &w.to_string()]);
     assert!(!only.is_empty());
-    assert!(only.iter().all(|e| e["tid"].as_i64().or(e["event"]["tid"].as_i64()) == Some(w)));
+    assert!(only
+        .iter()
+        .all(|e| e["tid"].as_i64().or(e["event"]["tid"].as_i64()) == Some(w)));
 }
 
 #[test]
@@ -151,8 +194,14 @@ fn fork_exec_child_and_exit_status() {
     let child = proc_by_argv0(&ps, "echo");
     assert_eq!(child.len(), 1, "{ps}");
     assert_eq!(child[0]["spawn_kind"], "fork");
-    assert_eq!(child[0]["argv"], serde_json::json!(["echo", "hello-from-child"]));
-    assert_eq!(ps[0]["status"], serde_json::json!({"how": "exited", "code": 3}));
+    assert_eq!(
+        child[0]["argv"],
+        serde_json::json!(["echo", "hello-from-child"])
+    );
+    assert_eq!(
+        ps[0]["status"],
+        serde_json::json!({"how": "exited", "code": 3})
+    );
     let evs = events(&dir, &trace, &["--syscall", "wait4,waitid"]);
     let waited: Vec<&Value> = evs.iter().filter(|e| e["ret"] == child[0]["pid"]).collect();
     assert_eq!(waited.len(), 1, "{evs:?}");
@@ -168,7 +217,12 @@ fn vfork_and_posix_spawn_children() {
     let ps = json(&dir, &["ps", s(&trace)]);
     let kinds: Vec<(&str, &str)> = ps.as_array().unwrap()[1..]
         .iter()
-        .map(|p| (p["spawn_kind"].as_str().unwrap(), p["argv"][0].as_str().unwrap_or("")))
+        .map(|p| {
+            (
+                p["spawn_kind"].as_str().unwrap(),
+                p["argv"][0].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(kinds.len(), 2, "{ps}");
     assert_eq!(kinds[0], ("vfork", "true"));
@@ -191,11 +245,18 @@ fn exec_from_a_non_main_thread() {
     assert_ne!(former, pid, "the exec came from the second thread");
     assert!(x["exe"].as_str().unwrap().ends_with("/echo"));
     // The exec'ing thread's execve is its own; it goes on as the main thread.
-    let execve: Vec<_> = syscalls(&evs, "execve").into_iter().filter(|e| e["ret"] == 0).collect();
+    let execve: Vec<_> = syscalls(&evs, "execve")
+        .into_iter()
+        .filter(|e| e["ret"] == 0)
+        .collect();
     assert_eq!(execve[1]["tid"].as_i64(), Some(former));
-    assert!(evs.iter().any(|e| e["kind"] == "spawn" && e["event"]["kind"] == "exec_takeover" && e["event"]["creator_tid"] == former));
+    assert!(evs.iter().any(|e| e["kind"] == "spawn"
+        && e["event"]["kind"] == "exec_takeover"
+        && e["event"]["creator_tid"] == former));
     // The old main thread was blocked in pthread_join's futex and never returned.
-    assert!(syscalls(&evs, "futex").iter().any(|f| f["tid"] == pid && f["outcome"] == "thread_exited"));
+    assert!(syscalls(&evs, "futex")
+        .iter()
+        .any(|f| f["tid"] == pid && f["outcome"] == "thread_exited"));
 }
 
 #[test]
@@ -217,7 +278,10 @@ fn killed_by_signal_statuses() {
     let evs = events(&dir, &trace, &[]);
     let sig: Vec<_> = evs.iter().filter(|e| e["kind"] == "signal").collect();
     assert_eq!(sig[0]["event"]["signo"], 15);
-    assert_eq!(sig[0]["event"]["sender_pid"], sig[0]["event"]["pid"], "sent by itself");
+    assert_eq!(
+        sig[0]["event"]["sender_pid"], sig[0]["event"]["pid"],
+        "sent by itself"
+    );
 }
 
 #[test]
@@ -226,14 +290,31 @@ fn summary_counts_syscalls_like_strace_c() {
     let (trace, run) = record(&dir, s(&fixture("syscall_loop")), &["2000"]);
     assert_eq!(run.code, Some(0));
     let sum = json(&dir, &["summary", s(&trace)]);
-    let getppid = sum.as_array().unwrap().iter().find(|r| r["name"] == "getppid").expect("getppid row");
-    assert_eq!(getppid["calls"], 2001, "the loop plus the reference call before it");
+    let getppid = sum
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "getppid")
+        .expect("getppid row");
+    assert_eq!(
+        getppid["calls"], 2001,
+        "the loop plus the reference call before it"
+    );
     assert_eq!(getppid["errors"], 0);
     let text = lockstep(&dir, &["summary", s(&trace)]);
-    assert!(text.stdout.lines().any(|l| l.ends_with(" getppid") && l.contains(" 2001 ")), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.ends_with(" getppid") && l.contains(" 2001 ")),
+        "{}",
+        text.stdout
+    );
     let ev = lockstep(&dir, &["events", s(&trace), "--syscall", "getppid"]);
     assert_eq!(ev.stdout.lines().count(), 2001);
-    assert!(ev.stdout.lines().all(|l| l.starts_with('[') && l.contains("] getppid() = ")));
+    assert!(ev
+        .stdout
+        .lines()
+        .all(|l| l.starts_with('[') && l.contains("] getppid() = ")));
 }
 
 #[test]
@@ -241,20 +322,32 @@ fn views_answer_sqlite_queries() {
     let dir = scratch("views");
     let (trace, _) = record(&dir, "sh", &["-c", "echo foo | wc -c"]);
     let db = rusqlite::Connection::open(&trace).unwrap();
-    let n: i64 = db.query_row("SELECT count(*) FROM processes", [], |r| r.get(0)).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM processes", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 3);
-    let n: i64 = db.query_row("SELECT count(*) FROM threads", [], |r| r.get(0)).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM threads", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 3);
     let (name, fds): (String, String) = db
-        .query_row("SELECT name, json_extract(result, '$.pipefd') FROM syscalls WHERE name LIKE 'pipe%'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT name, json_extract(result, '$.pipefd') FROM syscalls WHERE name LIKE 'pipe%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert!(name.starts_with("pipe"));
     assert!(fds.starts_with('['));
-    let v: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, 1);
-    let complete: String = db.query_row("SELECT value FROM meta WHERE key = 'complete'", [], |r| r.get(0)).unwrap();
+    let complete: String = db
+        .query_row("SELECT value FROM meta WHERE key = 'complete'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(complete, "1");
 }
 
@@ -265,7 +358,10 @@ fn missing_program_exits_127_with_one_line() {
     assert_eq!(run.code, Some(127));
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("no-such-program-xyz"));
-    assert!(!dir.join("t.db").exists(), "no trace for a program that never ran");
+    assert!(
+        !dir.join("t.db").exists(),
+        "no trace for a program that never ran"
+    );
     let run = lockstep(&dir, &["record", "-o", "t.db", "--", "./nope/prog"]);
     assert_eq!(run.code, Some(127));
 }
@@ -275,7 +371,18 @@ fn unwritable_output_fails_before_the_program_starts() {
     let dir = scratch("unwritable");
     let marker = dir.join("ran");
     let cmd = format!("touch {}", s(&marker));
-    let run = lockstep(&dir, &["record", "-o", "/nonexistent-dir/t.db", "--", "sh", "-c", &cmd]);
+    let run = lockstep(
+        &dir,
+        &[
+            "record",
+            "-o",
+            "/nonexistent-dir/t.db",
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ],
+    );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(!marker.exists(), "the program must not run");
@@ -304,7 +411,10 @@ fn bad_traces_exit_2_with_one_line() {
     }
     std::fs::write(dir.join("corrupt.db"), &corrupt).unwrap();
     std::fs::write(dir.join("newer.db"), &bytes).unwrap();
-    rusqlite::Connection::open(dir.join("newer.db")).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    rusqlite::Connection::open(dir.join("newer.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     rusqlite::Connection::open(dir.join("other.db"))
         .unwrap()
         .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
@@ -321,7 +431,12 @@ fn bad_traces_exit_2_with_one_line() {
         for cmd in ["ps", "events", "summary"] {
             let run = lockstep(&dir, &[cmd, file]);
             assert_eq!(run.code, Some(2), "{cmd} {file}: {run:?}");
-            assert_eq!(run.stderr.lines().count(), 1, "{cmd} {file}: {}", run.stderr);
+            assert_eq!(
+                run.stderr.lines().count(),
+                1,
+                "{cmd} {file}: {}",
+                run.stderr
+            );
             assert!(run.stderr.contains(what), "{cmd} {file}: {}", run.stderr);
         }
     }
@@ -351,17 +466,29 @@ fn sigterm_to_the_recorder_reaches_the_program_and_keeps_the_trace() {
     let ps = json(&dir, &["ps", "t.db"]);
     assert_eq!(ps[0]["status"]["signal"], 15);
     let evs = events(&dir, &dir.join("t.db"), &[]);
-    assert!(evs.iter().any(|e| e["kind"] == "signal" && e["event"]["signo"] == 15));
+    assert!(evs
+        .iter()
+        .any(|e| e["kind"] == "signal" && e["event"]["signo"] == 15));
     let mut sleeps = syscalls(&evs, "clock_nanosleep");
     sleeps.extend(syscalls(&evs, "nanosleep"));
-    let last = sleeps.iter().max_by_key(|e| e["seq"].as_u64()).expect("the program slept");
+    let last = sleeps
+        .iter()
+        .max_by_key(|e| e["seq"].as_u64())
+        .expect("the program slept");
     // Either the signal cut the last sleep short (the kernel's own word for
     // it is recorded), or it arrived between two sleeps, after the last one
     // returned.
-    let sig_seq = evs.iter().find(|e| e["kind"] == "signal").unwrap()["seq"].as_u64().unwrap();
-    let interrupted = last["error"].as_str().is_some_and(|e| e.starts_with("ERESTART") || e == "EINTR");
+    let sig_seq = evs.iter().find(|e| e["kind"] == "signal").unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let interrupted = last["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("ERESTART") || e == "EINTR");
     let before = last["ret"] == 0 && last["exit"]["seq"].as_u64().is_some_and(|x| x < sig_seq);
-    assert!(interrupted || before, "last sleep {last} vs signal at {sig_seq}");
+    assert!(
+        interrupted || before,
+        "last sleep {last} vs signal at {sig_seq}"
+    );
 }
 
 #[test]
@@ -375,7 +502,11 @@ fn ctrl_c_to_the_process_group_ends_the_program_and_keeps_the_trace() {
     assert_eq!(run.code, Some(130), "{run:?}");
     let evs = events(&dir, &dir.join("t.db"), &[]);
     let sigs: Vec<_> = evs.iter().filter(|e| e["kind"] == "signal").collect();
-    assert_eq!(sigs.len(), 1, "delivered once, not forwarded twice: {sigs:?}");
+    assert_eq!(
+        sigs.len(),
+        1,
+        "delivered once, not forwarded twice: {sigs:?}"
+    );
 }
 
 #[test]
@@ -397,7 +528,22 @@ fn default_trace_path_and_latest_link() {
 fn a_hung_program_is_killed_with_a_snapshot_and_reported() {
     let dir = scratch("hang");
     let bin = fixture("spin_forever");
-    let run = finish(spawn(&dir, &["record", "-q", "--hang-timeout", "0.5", "-o", "t.db", "--", s(&bin)]), Duration::from_secs(30));
+    let run = finish(
+        spawn(
+            &dir,
+            &[
+                "record",
+                "-q",
+                "--hang-timeout",
+                "0.5",
+                "-o",
+                "t.db",
+                "--",
+                s(&bin),
+            ],
+        ),
+        Duration::from_secs(30),
+    );
     assert_eq!(run.code, Some(124), "{run:?}");
     let ps = json(&dir, &["ps", "t.db"]);
     assert_eq!(ps[0]["status"]["signal"], 9, "killed by the hang detector");
@@ -415,9 +561,11 @@ fn a_hung_program_is_killed_with_a_snapshot_and_reported() {
     // The report is kept in the trace, in the `findings` view.
     let db = rusqlite::Connection::open(dir.join("t.db")).unwrap();
     let (kind, severity, threads): (String, String, String) = db
-        .query_row("SELECT kind, severity, json_extract(details, '$.threads') FROM findings", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            "SELECT kind, severity, json_extract(details, '$.threads') FROM findings",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
     assert_eq!((kind.as_str(), severity.as_str()), ("hang", "error"));
     assert!(threads.contains("pause"));
@@ -426,10 +574,17 @@ fn a_hung_program_is_killed_with_a_snapshot_and_reported() {
 #[test]
 fn check_of_a_clean_program_exits_0_and_keeps_the_trace() {
     let dir = scratch("check_clean");
-    let run = lockstep(&dir, &["check", "-o", "t.db", "--", s(&fixture("fork_exec"))]);
+    let run = lockstep(
+        &dir,
+        &["check", "-o", "t.db", "--", s(&fixture("fork_exec"))],
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("0 findings"), "{}", run.stdout);
-    assert!(run.stderr.lines().last().unwrap().contains("t.db"), "the last line names the trace: {}", run.stderr);
+    assert!(
+        run.stderr.lines().last().unwrap().contains("t.db"),
+        "the last line names the trace: {}",
+        run.stderr
+    );
     let run = lockstep(&dir, &["report", "t.db", "--format", "json"]);
     assert_eq!(run.code, Some(0));
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -443,15 +598,37 @@ fn check_of_a_clean_program_exits_0_and_keeps_the_trace() {
 fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
     let dir = scratch("export");
     let bin = fixture("abba_deadlock");
-    let run = finish(spawn(&dir, &["record", "-q", "--hang-timeout", "1", "-o", "t.db", "--", s(&bin)]), Duration::from_secs(30));
+    let run = finish(
+        spawn(
+            &dir,
+            &[
+                "record",
+                "-q",
+                "--hang-timeout",
+                "1",
+                "-o",
+                "t.db",
+                "--",
+                s(&bin),
+            ],
+        ),
+        Duration::from_secs(30),
+    );
     assert_eq!(run.code, Some(124));
-    let run = lockstep(&dir, &["export", "t.db", "--format", "perfetto", "-o", "t.json"]);
+    let run = lockstep(
+        &dir,
+        &["export", "t.db", "--format", "perfetto", "-o", "t.json"],
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("t.json")).unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("t.json")).unwrap()).unwrap();
     let ev = doc["traceEvents"].as_array().expect("traceEvents array");
     // Every event has the fields the trace-event format requires.
     for e in ev {
-        assert!(e["ph"].is_string() && e["pid"].is_i64() && e["tid"].is_i64(), "{e}");
+        assert!(
+            e["ph"].is_string() && e["pid"].is_i64() && e["tid"].is_i64(),
+            "{e}"
+        );
         if e["ph"] != "M" {
             assert!(e["ts"].is_number(), "{e}");
         }
@@ -460,28 +637,57 @@ fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
         }
     }
     let names = |ph: &str, cat: &str| -> Vec<String> {
-        ev.iter().filter(|e| e["ph"] == ph && e["cat"] == cat).map(|e| e["name"].as_str().unwrap().to_string()).collect()
+        ev.iter()
+            .filter(|e| e["ph"] == ph && e["cat"] == cat)
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
     };
     // One named track per thread (main + 2 workers) in one process.
-    let threads = ev.iter().filter(|e| e["ph"] == "M" && e["name"] == "thread_name").count();
+    let threads = ev
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .count();
     assert_eq!(threads, 3);
-    assert_eq!(ev.iter().filter(|e| e["ph"] == "M" && e["name"] == "process_name").count(), 1);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+            .count(),
+        1
+    );
     assert!(names("X", "syscall").iter().any(|n| n == "futex"));
     let held = names("X", "lock");
-    assert!(held.iter().any(|n| n == "holds A (until the end)") && held.iter().any(|n| n == "holds B (until the end)"), "{held:?}");
+    assert!(
+        held.iter().any(|n| n == "holds A (until the end)")
+            && held.iter().any(|n| n == "holds B (until the end)"),
+        "{held:?}"
+    );
     let blocked = names("X", "blocked");
-    assert!(blocked.iter().any(|n| n == "blocked on A (until the end)"), "{blocked:?}");
-    assert!(names("i", "finding").iter().any(|n| n.starts_with("deadlock")));
-    assert!(names("i", "sync").iter().any(|n| n == "pthread_mutex_lock acquired"));
+    assert!(
+        blocked.iter().any(|n| n == "blocked on A (until the end)"),
+        "{blocked:?}"
+    );
+    assert!(names("i", "finding")
+        .iter()
+        .any(|n| n.starts_with("deadlock")));
+    assert!(names("i", "sync")
+        .iter()
+        .any(|n| n == "pthread_mutex_lock acquired"));
 
     // Pipe writes flow to the reads that got their data.
     let (trace, _) = record(&dir, "sh", &["-c", "echo foo | wc -c"]);
     let run = lockstep(&dir, &["export", s(&trace), "-o", "p.json"]);
     assert_eq!(run.code, Some(0));
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("p.json")).unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("p.json")).unwrap()).unwrap();
     let ev = doc["traceEvents"].as_array().unwrap();
-    let starts: Vec<&Value> = ev.iter().filter(|e| e["ph"] == "s" && e["cat"] == "pipe").collect();
-    let ends: Vec<&Value> = ev.iter().filter(|e| e["ph"] == "f" && e["cat"] == "pipe").collect();
+    let starts: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["ph"] == "s" && e["cat"] == "pipe")
+        .collect();
+    let ends: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["ph"] == "f" && e["cat"] == "pipe")
+        .collect();
     assert_eq!(starts.len(), 1, "echo's write into the pipe");
     assert_eq!(ends.len(), 1, "wc's read of it");
     assert_eq!(starts[0]["id"], ends[0]["id"]);
@@ -491,10 +697,24 @@ fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
 #[test]
 fn explain_covers_every_finding_kind() {
     let dir = scratch("explain");
-    for kind in ["deadlock", "lock_order_inversion", "hang", "self_deadlock", "unlock_not_held", "cond_wait_holding_lock", "fd_leak", "bad_fd", "fd_misuse", "fd_open_at_exit"] {
+    for kind in [
+        "deadlock",
+        "lock_order_inversion",
+        "hang",
+        "self_deadlock",
+        "unlock_not_held",
+        "cond_wait_holding_lock",
+        "fd_leak",
+        "bad_fd",
+        "fd_misuse",
+        "fd_open_at_exit",
+    ] {
         let run = lockstep(&dir, &["explain", kind]);
         assert_eq!(run.code, Some(0), "{kind}: {run:?}");
-        assert!(run.stdout.contains("How to fix it:") && run.stdout.contains("Example:"), "{kind}");
+        assert!(
+            run.stdout.contains("How to fix it:") && run.stdout.contains("Example:"),
+            "{kind}"
+        );
     }
     let run = lockstep(&dir, &["explain", "no_such_kind"]);
     assert_eq!(run.code, Some(2));

@@ -15,8 +15,17 @@ use std::time::Duration;
 fn static_build(name: &str, dir: &Path) -> PathBuf {
     let src = format!("{}/../fixtures/{name}.c", env!("CARGO_MANIFEST_DIR"));
     let bin = dir.join(format!("{name}-static"));
-    let out = Command::new("gcc").args(["-g", "-O0", "-pthread", "-static", "-o"]).arg(&bin).arg(&src).output().expect("run gcc");
-    assert!(out.status.success(), "gcc -static {src}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("gcc")
+        .args(["-g", "-O0", "-pthread", "-static", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc -static {src}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bin
 }
 
@@ -33,7 +42,10 @@ fn record_with(dir: &Path, bin: &Path, opts: &[&str]) -> (PathBuf, Run) {
 }
 
 fn sync_of(dir: &Path, trace: &Path) -> Vec<Value> {
-    events(dir, trace, &[]).into_iter().filter(|e| e["kind"] == "sync").collect()
+    events(dir, trace, &[])
+        .into_iter()
+        .filter(|e| e["kind"] == "sync")
+        .collect()
 }
 
 /// The call-site line when the site is in fixtures/<fixture>.c, else 0.
@@ -60,8 +72,15 @@ fn per_thread(evs: &[Value], fixture: &str) -> Vec<Vec<Op>> {
         if line == 0 && op != "thread_start" && op != "pthread_exit" {
             continue;
         }
-        let entry = (op, ev["phase"].as_str().unwrap().to_string(), ev["ret"].as_i64().unwrap(), line);
-        by.entry(ev["tid"].as_i64().unwrap()).or_default().push(entry);
+        let entry = (
+            op,
+            ev["phase"].as_str().unwrap().to_string(),
+            ev["ret"].as_i64().unwrap(),
+            line,
+        );
+        by.entry(ev["tid"].as_i64().unwrap())
+            .or_default()
+            .push(entry);
     }
     by.into_values().collect()
 }
@@ -83,46 +102,129 @@ fn static_binary_records_sync_ops_with_breakpoints() {
     let l = |m: &str| marker_line(fx, m);
     let threads = per_thread(&evs, fx);
     assert_eq!(threads.len(), 3, "{threads:?}");
-    let key = |t: &[Op], op: &str, phase: &str, line: u64| t.iter().filter(|o| o.0 == op && o.1 == phase && o.3 == line).count();
+    let key = |t: &[Op], op: &str, phase: &str, line: u64| {
+        t.iter()
+            .filter(|o| o.0 == op && o.1 == phase && o.3 == line)
+            .count()
+    };
     // main: create T1, T2; join T1, T2 (a join is request + done).
-    let main: Vec<(&str, &str, u64)> = threads[0].iter().map(|o| (o.0.as_str(), o.1.as_str(), o.3)).collect();
+    let main: Vec<(&str, &str, u64)> = threads[0]
+        .iter()
+        .map(|o| (o.0.as_str(), o.1.as_str(), o.3))
+        .collect();
     assert_eq!(main.len(), 6, "{main:?}");
-    assert_eq!(main.iter().filter(|o| o.0 == "pthread_create" && o.1 == "done").count(), 2);
-    assert_eq!(main.iter().filter(|o| o.0 == "pthread_join" && o.1 == "done").count(), 2);
+    assert_eq!(
+        main.iter()
+            .filter(|o| o.0 == "pthread_create" && o.1 == "done")
+            .count(),
+        2
+    );
+    assert_eq!(
+        main.iter()
+            .filter(|o| o.0 == "pthread_join" && o.1 == "done")
+            .count(),
+        2
+    );
     for (i, t) in threads[1..].iter().enumerate() {
-        assert_eq!(t.first().map(|o| o.0.as_str()), Some("thread_start"), "T{}: {t:?}", i + 1);
-        assert_eq!(t.last().map(|o| o.0.as_str()), Some("pthread_exit"), "T{}", i + 1);
-        assert_eq!(key(t, "pthread_mutex_lock", "acquired", l("LOOP-LOCK")), 100, "T{}", i + 1);
-        assert_eq!(key(t, "pthread_mutex_unlock", "released", l("LOOP-UNLOCK")), 100, "T{}", i + 1);
+        assert_eq!(
+            t.first().map(|o| o.0.as_str()),
+            Some("thread_start"),
+            "T{}: {t:?}",
+            i + 1
+        );
+        assert_eq!(
+            t.last().map(|o| o.0.as_str()),
+            Some("pthread_exit"),
+            "T{}",
+            i + 1
+        );
+        assert_eq!(
+            key(t, "pthread_mutex_lock", "acquired", l("LOOP-LOCK")),
+            100,
+            "T{}",
+            i + 1
+        );
+        assert_eq!(
+            key(t, "pthread_mutex_unlock", "released", l("LOOP-UNLOCK")),
+            100,
+            "T{}",
+            i + 1
+        );
         // Every loop unlock follows its lock's acquisition.
         let loop_ops: Vec<&str> = t
             .iter()
             .filter(|o| o.3 == l("LOOP-LOCK") && o.1 == "acquired" || o.3 == l("LOOP-UNLOCK"))
             .map(|o| o.0.as_str())
             .collect();
-        assert!(loop_ops.chunks(2).all(|c| c == ["pthread_mutex_lock", "pthread_mutex_unlock"]), "T{}", i + 1);
+        assert!(
+            loop_ops
+                .chunks(2)
+                .all(|c| c == ["pthread_mutex_lock", "pthread_mutex_unlock"]),
+            "T{}",
+            i + 1
+        );
     }
     let (t1, t2) = (&threads[1], &threads[2]);
     assert_eq!(key(t1, "pthread_mutex_lock", "acquired", l("T1-LOCK")), 1);
-    assert_eq!(key(t1, "pthread_cond_signal", "released", l("T1-SIGNAL-WAITING")), 1);
-    assert_eq!(key(t1, "pthread_cond_wait", "request", l("T1-WAIT-READY")), 1);
-    assert_eq!(key(t1, "pthread_cond_wait", "acquired", l("T1-WAIT-READY")), 1);
-    assert_eq!(key(t1, "pthread_mutex_unlock", "released", l("T1-UNLOCK")), 1);
+    assert_eq!(
+        key(
+            t1,
+            "pthread_cond_signal",
+            "released",
+            l("T1-SIGNAL-WAITING")
+        ),
+        1
+    );
+    assert_eq!(
+        key(t1, "pthread_cond_wait", "request", l("T1-WAIT-READY")),
+        1
+    );
+    assert_eq!(
+        key(t1, "pthread_cond_wait", "acquired", l("T1-WAIT-READY")),
+        1
+    );
+    assert_eq!(
+        key(t1, "pthread_mutex_unlock", "released", l("T1-UNLOCK")),
+        1
+    );
     assert_eq!(key(t2, "pthread_mutex_lock", "acquired", l("T2-LOCK")), 1);
-    assert_eq!(key(t2, "pthread_cond_signal", "released", l("T2-SIGNAL-READY")), 1);
-    assert_eq!(key(t2, "pthread_mutex_unlock", "released", l("T2-UNLOCK")), 1);
+    assert_eq!(
+        key(t2, "pthread_cond_signal", "released", l("T2-SIGNAL-READY")),
+        1
+    );
+    assert_eq!(
+        key(t2, "pthread_mutex_unlock", "released", l("T2-UNLOCK")),
+        1
+    );
     // Thread starts carry the pthread_t that create wrote and join names.
-    let created: Vec<u64> = evs.iter().filter(|e| e["event"]["op"] == "pthread_create").map(|e| e["event"]["obj"].as_u64().unwrap()).collect();
-    let started: Vec<u64> = evs.iter().filter(|e| e["event"]["op"] == "thread_start").map(|e| e["event"]["obj"].as_u64().unwrap()).collect();
+    let created: Vec<u64> = evs
+        .iter()
+        .filter(|e| e["event"]["op"] == "pthread_create")
+        .map(|e| e["event"]["obj"].as_u64().unwrap())
+        .collect();
+    let started: Vec<u64> = evs
+        .iter()
+        .filter(|e| e["event"]["op"] == "thread_start")
+        .map(|e| e["event"]["obj"].as_u64().unwrap())
+        .collect();
     let joined: Vec<u64> = evs
         .iter()
         .filter(|e| e["event"]["op"] == "pthread_join" && e["event"]["phase"] == "done")
         .map(|e| e["event"]["obj"].as_u64().unwrap())
         .collect();
     assert_eq!(created.len(), 2);
-    assert!(created.iter().all(|c| *c != 0 && started.contains(c) && joined.contains(c)), "{created:?} {started:?} {joined:?}");
+    assert!(
+        created
+            .iter()
+            .all(|c| *c != 0 && started.contains(c) && joined.contains(c)),
+        "{created:?} {started:?} {joined:?}"
+    );
     // Two stops per recorded call: the summary line counts them.
-    assert!(run.stderr.is_empty() || !run.stderr.contains("error"), "{}", run.stderr);
+    assert!(
+        run.stderr.is_empty() || !run.stderr.contains("error"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Records `fixture` with `--sync=agent` and `--sync=ptrace`; the per-thread
@@ -137,13 +239,22 @@ fn same_ops_both_ways(fx: &str) {
         let (trace, run) = record_with(&dir, &bin, &["-q", "--sync", mode]);
         assert_eq!(run.code, Some(0), "{fixture} {mode}: {run:?}");
         let evs = sync_of(&dir, &trace);
-        assert!(evs.iter().all(|e| e["event"]["mechanism"] == mode), "{fixture}: mechanisms under --sync={mode}");
+        assert!(
+            evs.iter().all(|e| e["event"]["mechanism"] == mode),
+            "{fixture}: mechanisms under --sync={mode}"
+        );
         let ps = json(&dir, &["ps", trace.to_str().unwrap()]);
         assert_eq!(ps[0]["sync_mechanism"], mode, "{ps}");
         // What depends on the run's interleaving, not on the mechanism: the
         // `request` of a try-first acquire (written only when contended)
         // and which thread a barrier picks as the serial one (ret -1).
-        let try_first = ["pthread_mutex_lock", "pthread_rwlock_rdlock", "pthread_rwlock_wrlock", "pthread_spin_lock", "sem_wait"];
+        let try_first = [
+            "pthread_mutex_lock",
+            "pthread_rwlock_rdlock",
+            "pthread_rwlock_wrlock",
+            "pthread_spin_lock",
+            "sem_wait",
+        ];
         let normal: Vec<Vec<Op>> = per_thread(&evs, fixture)
             .into_iter()
             .map(|t| {
@@ -160,7 +271,11 @@ fn same_ops_both_ways(fx: &str) {
             .collect();
         seqs.push(normal);
     }
-    assert!(seqs[0].iter().map(Vec::len).sum::<usize>() > 4, "{fixture}: {:?}", seqs[0]);
+    assert!(
+        seqs[0].iter().map(Vec::len).sum::<usize>() > 4,
+        "{fixture}: {:?}",
+        seqs[0]
+    );
     assert_eq!(seqs[0], seqs[1], "{fixture}: agent vs ptrace");
 }
 
@@ -187,24 +302,46 @@ fn check_finds_the_deadlock_of_a_static_binary() {
     let run = finish(
         spawn(
             &dir,
-            &["check", "-q", "--hang-timeout", "1", "--format", "json", "--report-file", "r.json", "-o", "t.db", "--", bin.to_str().unwrap()],
+            &[
+                "check",
+                "-q",
+                "--hang-timeout",
+                "1",
+                "--format",
+                "json",
+                "--report-file",
+                "r.json",
+                "-o",
+                "t.db",
+                "--",
+                bin.to_str().unwrap(),
+            ],
         ),
         Duration::from_secs(60),
     );
-    let text = std::fs::read_to_string(dir.join("r.json")).unwrap_or_else(|e| panic!("no report ({e}): {run:?}"));
+    let text = std::fs::read_to_string(dir.join("r.json"))
+        .unwrap_or_else(|e| panic!("no report ({e}): {run:?}"));
     let doc: Value = serde_json::from_str(&text).unwrap();
     let findings = doc["findings"].as_array().unwrap();
     let file = format!("/fixtures/{fx}.c");
-    let lines: Vec<u64> = ["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"].iter().map(|m| marker_line(fx, m)).collect();
+    let lines: Vec<u64> = ["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"]
+        .iter()
+        .map(|m| marker_line(fx, m))
+        .collect();
     let found = findings.iter().any(|f| {
         f["kind"] == "deadlock"
             && lines.iter().all(|&l| {
                 f["locations"].as_array().unwrap().iter().any(|loc| {
-                    loc["line"].as_u64() == Some(l) && loc["file"].as_str().is_some_and(|p| p.ends_with(&file))
+                    loc["line"].as_u64() == Some(l)
+                        && loc["file"].as_str().is_some_and(|p| p.ends_with(&file))
                 })
             })
     });
-    assert!(found, "no deadlock at lines {lines:?}: {}", serde_json::to_string_pretty(findings).unwrap());
+    assert!(
+        found,
+        "no deadlock at lines {lines:?}: {}",
+        serde_json::to_string_pretty(findings).unwrap()
+    );
     let ps = json(&dir, &["ps", "t.db"]);
     assert_eq!(ps[0]["sync_mechanism"], "ptrace", "{ps}");
 }

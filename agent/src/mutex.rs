@@ -101,7 +101,13 @@ macro_rules! mutex_calls {
 /// `Acquired` (ret 0 or EOWNERDEAD) or `Failed` (EDEADLK...).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_mutex_lock(m: *mut pthread_mutex_t) -> c_int {
-    crate::intercept_try_first!(MutexLock, Code, describe(m), real::pthread_mutex_trylock(m), real::pthread_mutex_lock(m))
+    crate::intercept_try_first!(
+        MutexLock,
+        Code,
+        describe(m),
+        real::pthread_mutex_trylock(m),
+        real::pthread_mutex_lock(m)
+    )
 }
 
 mutex_calls! {

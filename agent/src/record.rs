@@ -335,7 +335,6 @@ macro_rules! intercept_try_first {
                     r
                 } else {
                     $crate::record::set_errno(err);
-                    drop(rec);
                     $crate::intercept!($op, Blocking, $conv, $detail, $($real)::+($($arg),*))
                 }
             }

@@ -63,14 +63,26 @@ macro_rules! rwlock_calls {
 /// `Acquired` or `Failed` (EDEADLK, EAGAIN).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_rwlock_rdlock(l: *mut pthread_rwlock_t) -> c_int {
-    crate::intercept_try_first!(RwRdlock, Code, Detail::obj(l), real::pthread_rwlock_tryrdlock(l), real::pthread_rwlock_rdlock(l))
+    crate::intercept_try_first!(
+        RwRdlock,
+        Code,
+        Detail::obj(l),
+        real::pthread_rwlock_tryrdlock(l),
+        real::pthread_rwlock_rdlock(l)
+    )
 }
 
 /// `Acquired` at once when uncontended; otherwise `Request`, then
 /// `Acquired` or `Failed` (EDEADLK).
 #[no_mangle]
 pub unsafe extern "C" fn pthread_rwlock_wrlock(l: *mut pthread_rwlock_t) -> c_int {
-    crate::intercept_try_first!(RwWrlock, Code, Detail::obj(l), real::pthread_rwlock_trywrlock(l), real::pthread_rwlock_wrlock(l))
+    crate::intercept_try_first!(
+        RwWrlock,
+        Code,
+        Detail::obj(l),
+        real::pthread_rwlock_trywrlock(l),
+        real::pthread_rwlock_wrlock(l)
+    )
 }
 
 rwlock_calls! {

@@ -37,7 +37,13 @@ pub unsafe extern "C" fn sem_init(s: *mut sem_t, pshared: c_int, value: c_uint) 
 /// when it blocks.
 #[no_mangle]
 pub unsafe extern "C" fn sem_wait(s: *mut sem_t) -> c_int {
-    crate::intercept_try_first!(SemWait, Errno, Detail::obj(s), real::sem_trywait(s), real::sem_wait(s))
+    crate::intercept_try_first!(
+        SemWait,
+        Errno,
+        Detail::obj(s),
+        real::sem_trywait(s),
+        real::sem_wait(s)
+    )
 }
 
 /// `sem_timedwait`: `Request`, then `Acquired` or `Failed` (ETIMEDOUT,

@@ -40,7 +40,13 @@ macro_rules! spin_calls {
 /// `Acquired` at once when free; otherwise `Request`, then `Acquired`.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_spin_lock(s: *mut pthread_spinlock_t) -> c_int {
-    crate::intercept_try_first!(SpinLock, Code, Detail::obj(s), real::pthread_spin_trylock(s), real::pthread_spin_lock(s))
+    crate::intercept_try_first!(
+        SpinLock,
+        Code,
+        Detail::obj(s),
+        real::pthread_spin_trylock(s),
+        real::pthread_spin_lock(s)
+    )
 }
 
 spin_calls! {

@@ -141,7 +141,12 @@ mod sites {
         let start = slot(site);
         for i in 0..PROBES {
             let cell = &TABLE[(start + i) % SLOTS];
-            match cell.compare_exchange(0, (site << 2) | state, Ordering::Relaxed, Ordering::Relaxed) {
+            match cell.compare_exchange(
+                0,
+                (site << 2) | state,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(v) if v >> 2 == site => return,
                 Err(_) => {}
@@ -270,7 +275,11 @@ mod cfi {
 
     #[inline(never)]
     pub fn walk(out: &mut [u64; STACK_DEPTH]) {
-        let mut st = State { out, n: 0, found: false };
+        let mut st = State {
+            out,
+            n: 0,
+            found: false,
+        };
         UNWINDING.with(|u| u.set(true));
         // SAFETY: the callback only touches `st`, which outlives the call.
         unsafe { _Unwind_Backtrace(each, &mut st as *mut State<'_> as *mut c_void) };

@@ -21,7 +21,10 @@ impl OpsBuilder {
 
     fn stamp(&mut self) -> Stamp {
         self.seq += 1;
-        Stamp { seq: Seq(self.seq), ts_ns: self.seq * 1000 }
+        Stamp {
+            seq: Seq(self.seq),
+            ts_ns: self.seq * 1000,
+        }
     }
 
     /// The next sequence number to be used.
@@ -31,7 +34,16 @@ impl OpsBuilder {
 
     /// Appends one raw op.
     #[allow(clippy::too_many_arguments)]
-    pub fn op(&mut self, tid: i32, op: &str, phase: &str, obj: u64, arg: u64, flags: u32, ret: i32) -> &mut Self {
+    pub fn op(
+        &mut self,
+        tid: i32,
+        op: &str,
+        phase: &str,
+        obj: u64,
+        arg: u64,
+        flags: u32,
+        ret: i32,
+    ) -> &mut Self {
         let at = self.stamp();
         self.ops.push(SyncOp {
             at,
@@ -67,11 +79,13 @@ impl OpsBuilder {
 
     /// `tid` joins thread `child`.
     pub fn join(&mut self, tid: i32, child: i32) -> &mut Self {
-        self.op(tid, "pthread_join", "request", child as u64, 0, 0, 0).op(tid, "pthread_join", "done", child as u64, 0, 0, 0)
+        self.op(tid, "pthread_join", "request", child as u64, 0, 0, 0)
+            .op(tid, "pthread_join", "done", child as u64, 0, 0, 0)
     }
 
     pub fn lock(&mut self, tid: i32, m: u64) -> &mut Self {
-        self.op(tid, "pthread_mutex_lock", "request", m, 0, 0, 0).op(tid, "pthread_mutex_lock", "acquired", m, 0, 0, 0)
+        self.op(tid, "pthread_mutex_lock", "request", m, 0, 0, 0)
+            .op(tid, "pthread_mutex_lock", "acquired", m, 0, 0, 0)
     }
 
     /// A lock request that never completes (the thread blocks).
@@ -80,7 +94,8 @@ impl OpsBuilder {
     }
 
     pub fn lock_recursive(&mut self, tid: i32, m: u64) -> &mut Self {
-        self.op(tid, "pthread_mutex_lock", "request", m, 0, 1, 0).op(tid, "pthread_mutex_lock", "acquired", m, 0, 1, 0)
+        self.op(tid, "pthread_mutex_lock", "request", m, 0, 1, 0)
+            .op(tid, "pthread_mutex_lock", "acquired", m, 0, 1, 0)
     }
 
     pub fn trylock(&mut self, tid: i32, m: u64, ok: bool) -> &mut Self {
@@ -96,11 +111,13 @@ impl OpsBuilder {
     }
 
     pub fn rdlock(&mut self, tid: i32, l: u64) -> &mut Self {
-        self.op(tid, "pthread_rwlock_rdlock", "request", l, 0, 0, 0).op(tid, "pthread_rwlock_rdlock", "acquired", l, 0, 0, 0)
+        self.op(tid, "pthread_rwlock_rdlock", "request", l, 0, 0, 0)
+            .op(tid, "pthread_rwlock_rdlock", "acquired", l, 0, 0, 0)
     }
 
     pub fn wrlock(&mut self, tid: i32, l: u64) -> &mut Self {
-        self.op(tid, "pthread_rwlock_wrlock", "request", l, 0, 0, 0).op(tid, "pthread_rwlock_wrlock", "acquired", l, 0, 0, 0)
+        self.op(tid, "pthread_rwlock_wrlock", "request", l, 0, 0, 0)
+            .op(tid, "pthread_rwlock_wrlock", "acquired", l, 0, 0, 0)
     }
 
     pub fn rwunlock(&mut self, tid: i32, l: u64) -> &mut Self {

@@ -11,7 +11,7 @@
 //! `unlock_not_held`, and `cond_wait_holding_lock` (a warning even when the
 //! run did not hang).
 
-use crate::finding::{location, object_label, Finding, Locator, Location, Severity};
+use crate::finding::{location, object_label, Finding, Location, Locator, Severity};
 use crate::locks::{Event, Held, LockId, Tracker, Waiting};
 use crate::ops::{effect, Effect, LockKind};
 use lockstep_trace::{Hang, SyncOp};
@@ -148,7 +148,13 @@ pub fn hang_findings(ops: &[SyncOp], hang: &Hang, loc: &mut dyn Locator) -> Vec<
             None => {
                 for (owner, _) in tracker.holders(w.lock) {
                     if owner != tid {
-                        edges.entry(tid).or_default().push((owner, Why::Lock { lock: w.lock, kind: w.kind }));
+                        edges.entry(tid).or_default().push((
+                            owner,
+                            Why::Lock {
+                                lock: w.lock,
+                                kind: w.kind,
+                            },
+                        ));
                     }
                 }
             }
@@ -164,7 +170,13 @@ pub fn hang_findings(ops: &[SyncOp], hang: &Hang, loc: &mut dyn Locator) -> Vec<
                     .filter(|t| known.is_empty() || known.contains(t))
                     .collect();
                 for t in candidates {
-                    edges.entry(tid).or_default().push((t, Why::Cond { cond, mutex: w.lock }));
+                    edges.entry(tid).or_default().push((
+                        t,
+                        Why::Cond {
+                            cond,
+                            mutex: w.lock,
+                        },
+                    ));
                 }
             }
         }
@@ -187,23 +199,40 @@ pub fn hang_findings(ops: &[SyncOp], hang: &Hang, loc: &mut dyn Locator) -> Vec<
             .enumerate()
             .map(|(i, &t)| {
                 let next = cycle[(i + 1) % cycle.len()];
-                (t, edges[&t].iter().find(|(n, _)| *n == next).expect("edge of the cycle"))
+                (
+                    t,
+                    edges[&t]
+                        .iter()
+                        .find(|(n, _)| *n == next)
+                        .expect("edge of the cycle"),
+                )
             })
             .collect();
-        if !steps.iter().any(|(_, (_, w))| matches!(w, Why::Lock { .. })) {
+        if !steps
+            .iter()
+            .any(|(_, (_, w))| matches!(w, Why::Lock { .. }))
+        {
             continue;
         }
         in_cycle.extend(cycle.iter().copied());
         out.push(deadlock_finding(&steps, &tracker, loc));
     }
-    let rest: Vec<i32> = hung.iter().copied().filter(|t| !in_cycle.contains(t)).collect();
+    let rest: Vec<i32> = hung
+        .iter()
+        .copied()
+        .filter(|t| !in_cycle.contains(t))
+        .collect();
     if out.is_empty() && !rest.is_empty() {
         out.push(hang_finding(hang, &tracker, &joining, loc));
     }
     out
 }
 
-fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut dyn Locator) -> Finding {
+fn deadlock_finding(
+    steps: &[(i32, &(i32, Why))],
+    tracker: &Tracker,
+    loc: &mut dyn Locator,
+) -> Finding {
     let mut locations: Vec<Location> = Vec::new();
     let mut threads = Vec::new();
     let mut nested = false;
@@ -212,20 +241,37 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
         let w: Option<&Waiting> = tracker.waiting().get(tid);
         let holds: Vec<&Held> = tracker.held(*tid).iter().collect();
         let (what, role) = match why {
-            Why::Lock { lock, kind } => {
-                (format!("waits for {} held by thread {next}", lock_label(loc, *kind, *lock)), format!("thread {tid} waits for {}", lock_label(loc, *kind, *lock)))
-            }
+            Why::Lock { lock, kind } => (
+                format!(
+                    "waits for {} held by thread {next}",
+                    lock_label(loc, *kind, *lock)
+                ),
+                format!("thread {tid} waits for {}", lock_label(loc, *kind, *lock)),
+            ),
             Why::Cond { cond, mutex } => {
                 nested |= !holds.is_empty();
                 let c = object_label(loc, "condvar", mutex.pid, *cond);
                 let m = lock_label(loc, LockKind::Mutex, *mutex);
-                (format!("waits on {c} ({m}) for a signal from thread {next}"), format!("thread {tid} waits on {c}"))
+                (
+                    format!("waits on {c} ({m}) for a signal from thread {next}"),
+                    format!("thread {tid} waits on {c}"),
+                )
             }
-            Why::Join => (format!("joins thread {next}"), format!("thread {tid} joins thread {next}")),
+            Why::Join => (
+                format!("joins thread {next}"),
+                format!("thread {tid} joins thread {next}"),
+            ),
         };
         parts.push(format!("thread {tid} {what}"));
         if let Some(w) = w {
-            locations.push(location(loc, &role, w.op.pid.0, *tid, w.op.at.seq.0, &w.op.stack));
+            locations.push(location(
+                loc,
+                &role,
+                w.op.pid.0,
+                *tid,
+                w.op.at.seq.0,
+                &w.op.stack,
+            ));
         }
         for h in &holds {
             let pid = w.map(|w| w.op.pid.0).unwrap_or(h.lock.pid);
@@ -239,7 +285,10 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
     }
     let mut tids: Vec<i32> = steps.iter().map(|(t, _)| *t).collect();
     tids.sort();
-    let pids: BTreeSet<i32> = steps.iter().filter_map(|(t, _)| tracker.waiting().get(t).map(|w| w.op.pid.0)).collect();
+    let pids: BTreeSet<i32> = steps
+        .iter()
+        .filter_map(|(t, _)| tracker.waiting().get(t).map(|w| w.op.pid.0))
+        .collect();
     let summary = if nested {
         format!("deadlock (nested monitor): {}", parts.join("; "))
     } else {
@@ -256,7 +305,12 @@ fn deadlock_finding(steps: &[(i32, &(i32, Why))], tracker: &Tracker, loc: &mut d
     }
 }
 
-fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, SyncOp)>, loc: &mut dyn Locator) -> Finding {
+fn hang_finding(
+    hang: &Hang,
+    tracker: &Tracker,
+    joining: &HashMap<i32, (u64, SyncOp)>,
+    loc: &mut dyn Locator,
+) -> Finding {
     let mut locations = Vec::new();
     let mut threads = Vec::new();
     let mut parts = Vec::new();
@@ -264,23 +318,57 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
         let tid = t.tid.0;
         let blocked = match (tracker.waiting().get(&tid), joining.get(&tid)) {
             (Some(w), _) if w.cond.is_some() => {
-                locations.push(location(loc, &format!("thread {tid} waits on a condvar"), t.pid.0, tid, w.op.at.seq.0, &w.op.stack));
-                format!("waits on condvar {:#x} that no running thread signals", w.cond.unwrap_or(0))
+                locations.push(location(
+                    loc,
+                    &format!("thread {tid} waits on a condvar"),
+                    t.pid.0,
+                    tid,
+                    w.op.at.seq.0,
+                    &w.op.stack,
+                ));
+                format!(
+                    "waits on condvar {:#x} that no running thread signals",
+                    w.cond.unwrap_or(0)
+                )
             }
             (Some(w), _) => {
-                locations.push(location(loc, &format!("thread {tid} waits for a lock"), t.pid.0, tid, w.op.at.seq.0, &w.op.stack));
+                locations.push(location(
+                    loc,
+                    &format!("thread {tid} waits for a lock"),
+                    t.pid.0,
+                    tid,
+                    w.op.at.seq.0,
+                    &w.op.stack,
+                ));
                 let holders = tracker.holders(w.lock);
                 if holders.iter().any(|(h, _)| *h == tid) {
-                    format!("waits for {} that it holds itself (self-deadlock)", lock_label(loc, w.kind, w.lock))
+                    format!(
+                        "waits for {} that it holds itself (self-deadlock)",
+                        lock_label(loc, w.kind, w.lock)
+                    )
                 } else if holders.is_empty() {
-                    format!("waits for {}, which nobody holds (a lost unlock?)", lock_label(loc, w.kind, w.lock))
+                    format!(
+                        "waits for {}, which nobody holds (a lost unlock?)",
+                        lock_label(loc, w.kind, w.lock)
+                    )
                 } else {
                     let who: Vec<String> = holders.iter().map(|(h, _)| h.to_string()).collect();
-                    format!("waits for {} held by thread {} (which is not blocked on it in turn)", lock_label(loc, w.kind, w.lock), who.join(", "))
+                    format!(
+                        "waits for {} held by thread {} (which is not blocked on it in turn)",
+                        lock_label(loc, w.kind, w.lock),
+                        who.join(", ")
+                    )
                 }
             }
             (None, Some((_, op))) => {
-                locations.push(location(loc, &format!("thread {tid} joins"), t.pid.0, tid, op.at.seq.0, &op.stack));
+                locations.push(location(
+                    loc,
+                    &format!("thread {tid} joins"),
+                    t.pid.0,
+                    tid,
+                    op.at.seq.0,
+                    &op.stack,
+                ));
                 "waits in pthread_join".to_string()
             }
             (None, None) => {
@@ -301,7 +389,11 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
     Finding {
         kind: "hang".into(),
         severity: Severity::Error,
-        summary: format!("hang: no progress for {} ms: {}", hang.timeout_ms, parts.join("; ")),
+        summary: format!(
+            "hang: no progress for {} ms: {}",
+            hang.timeout_ms,
+            parts.join("; ")
+        ),
         pids: pids.into_iter().collect(),
         tids,
         locations,
@@ -311,7 +403,10 @@ fn hang_finding(hang: &Hang, tracker: &Tracker, joining: &HashMap<i32, (u64, Syn
 
 /// Elementary cycles of the thread wait-for graph, each once.
 fn thread_cycles(edges: &BTreeMap<i32, Vec<(i32, Why)>>) -> Vec<Vec<i32>> {
-    let succ: BTreeMap<i32, Vec<i32>> = edges.iter().map(|(&t, v)| (t, v.iter().map(|(n, _)| *n).collect())).collect();
+    let succ: BTreeMap<i32, Vec<i32>> = edges
+        .iter()
+        .map(|(&t, v)| (t, v.iter().map(|(n, _)| *n).collect()))
+        .collect();
     let mut out = Vec::new();
     for &start in succ.keys() {
         let mut path = vec![start];
@@ -320,7 +415,13 @@ fn thread_cycles(edges: &BTreeMap<i32, Vec<(i32, Why)>>) -> Vec<Vec<i32>> {
     out
 }
 
-fn walk(start: i32, at: i32, succ: &BTreeMap<i32, Vec<i32>>, path: &mut Vec<i32>, out: &mut Vec<Vec<i32>>) {
+fn walk(
+    start: i32,
+    at: i32,
+    succ: &BTreeMap<i32, Vec<i32>>,
+    path: &mut Vec<i32>,
+    out: &mut Vec<Vec<i32>>,
+) {
     let mut next: Vec<i32> = succ.get(&at).cloned().unwrap_or_default();
     next.sort();
     next.dedup();

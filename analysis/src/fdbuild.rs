@@ -36,7 +36,8 @@ pub struct FdModelBuilder<'a> {
 
 impl<'a> FdModelBuilder<'a> {
     pub fn new(spawns: &'a [Spawn], execs: &'a [Exec], exits: &'a [Exit]) -> Self {
-        let mut timeline: Vec<(u64, Ev<'a>)> = spawns.iter().map(|s| (s.at.seq.0, Ev::Spawn(s))).collect();
+        let mut timeline: Vec<(u64, Ev<'a>)> =
+            spawns.iter().map(|s| (s.at.seq.0, Ev::Spawn(s))).collect();
         timeline.extend(execs.iter().map(|e| (e.at.seq.0, Ev::Exec(e))));
         timeline.extend(exits.iter().map(|e| (e.at.seq.0, Ev::Exit(e))));
         timeline.sort_by_key(|(s, _)| *s);
@@ -62,7 +63,13 @@ impl<'a> FdModelBuilder<'a> {
             if s.outcome == SyscallOutcome::Unfinished {
                 let (pid, tid, name) = (s.pid.0, s.tid.0, s.name.clone());
                 let decoded = s.decoded.clone();
-                self.m.blocked.push(Blocked { pid, tid, name, entry_seq: s.entry.seq.0, decoded });
+                self.m.blocked.push(Blocked {
+                    pid,
+                    tid,
+                    name,
+                    entry_seq: s.entry.seq.0,
+                    decoded,
+                });
             }
             return;
         };
@@ -71,9 +78,16 @@ impl<'a> FdModelBuilder<'a> {
             return;
         }
         let key = (exit.seq.0, s.entry.seq.0);
-        let place = Place { pid: s.pid.0, tid: s.tid.0, seq: exit.seq.0, what: describe(s) };
+        let place = Place {
+            pid: s.pid.0,
+            tid: s.tid.0,
+            seq: exit.seq.0,
+            what: describe(s),
+        };
         if !s.stack.is_empty() {
-            self.m.call_stacks.insert((s.pid.0, exit.seq.0), (s.entry.seq.0, s.stack.clone()));
+            self.m
+                .call_stacks
+                .insert((s.pid.0, exit.seq.0), (s.entry.seq.0, s.stack.clone()));
         }
         self.pending.insert(key, (place, s.name.clone(), list));
         self.heap.push(Reverse(key));
@@ -122,7 +136,12 @@ impl<'a> FdModelBuilder<'a> {
     fn attach(&mut self, pid: i32, t: TableId, seq: u64) {
         self.users[t] += 1;
         self.table_of.insert(pid, t);
-        self.m.procs.get_mut(&pid).expect("known process").tables.push((seq, t));
+        self.m
+            .procs
+            .get_mut(&pid)
+            .expect("known process")
+            .tables
+            .push((seq, t));
     }
 
     /// The table of `pid`, made on the spot (fds 0-2 from outside) for a
@@ -131,13 +150,35 @@ impl<'a> FdModelBuilder<'a> {
         if let Some(&t) = self.table_of.get(&pid) {
             return t;
         }
-        self.m.procs.insert(pid, ProcFds { pid, start: seq, ..Default::default() });
+        self.m.procs.insert(
+            pid,
+            ProcFds {
+                pid,
+                start: seq,
+                ..Default::default()
+            },
+        );
         self.threads.insert(pid, 1);
         let t = self.new_table();
         self.attach(pid, t, seq);
-        let at = Place { pid, tid, seq, what: "start".into() };
+        let at = Place {
+            pid,
+            tid,
+            seq,
+            what: "start".into(),
+        };
         for fd in 0..3 {
-            self.insert(t, fd, None, None, Access::Unknown, false, at.clone(), Origin::Outside, None);
+            self.insert(
+                t,
+                fd,
+                None,
+                None,
+                Access::Unknown,
+                false,
+                at.clone(),
+                Origin::Outside,
+                None,
+            );
         }
         t
     }
@@ -165,7 +206,14 @@ impl<'a> FdModelBuilder<'a> {
             Origin::Dup { .. } => FdEventKind::Dup,
             _ => FdEventKind::Open,
         };
-        self.m.events.push(FdEvent { seq: at.seq, pid: at.pid, tid: at.tid, fd, entry: id, kind });
+        self.m.events.push(FdEvent {
+            seq: at.seq,
+            pid: at.pid,
+            tid: at.tid,
+            fd,
+            entry: id,
+            kind,
+        });
         if let Some(o) = &object {
             self.m.by_object.entry(o.clone()).or_default().push(id);
         }
@@ -192,7 +240,10 @@ impl<'a> FdModelBuilder<'a> {
 
     fn close(&mut self, t: TableId, fd: i32, how: CloseHow, at: &Place) -> Option<EntryId> {
         let id = self.open[t].remove(&fd)?;
-        self.m.entries[id].closed = Some(Closing { how, at: at.clone() });
+        self.m.entries[id].closed = Some(Closing {
+            how,
+            at: at.clone(),
+        });
         self.m.events.push(FdEvent {
             seq: at.seq,
             pid: at.pid,
@@ -229,9 +280,23 @@ impl<'a> FdModelBuilder<'a> {
         let open: Vec<(i32, EntryId)> = self.open[from].iter().map(|(&f, &e)| (f, e)).collect();
         for (fd, src) in open {
             let e = self.m.entries[src].clone();
-            let origin = Origin::Inherited { from_pid, fork_seq: at.seq, from_entry: src };
+            let origin = Origin::Inherited {
+                from_pid,
+                fork_seq: at.seq,
+                from_entry: src,
+            };
             let ce = self.cloexec_now(src);
-            self.insert(t, fd, e.object, e.end, e.access, ce, at.clone(), origin, Some(e.created));
+            self.insert(
+                t,
+                fd,
+                e.object,
+                e.end,
+                e.access,
+                ce,
+                at.clone(),
+                origin,
+                Some(e.created),
+            );
         }
         t
     }
@@ -246,17 +311,36 @@ impl<'a> FdModelBuilder<'a> {
             SpawnKind::Thread => *self.threads.entry(pid).or_insert(1) += 1,
             SpawnKind::ExecTakeover => {}
             SpawnKind::Fork | SpawnKind::Vfork | SpawnKind::Clone => {
-                let parent =
-                    s.creator_tid.and_then(|t| self.pid_of_tid.get(&t.0).copied()).or(s.parent_pid.map(|p| p.0));
+                let parent = s
+                    .creator_tid
+                    .and_then(|t| self.pid_of_tid.get(&t.0).copied())
+                    .or(s.parent_pid.map(|p| p.0));
                 let parent = parent.unwrap_or(pid);
                 let ptable = self.table(parent, s.creator_tid.map_or(parent, |t| t.0), seq);
-                self.m.procs.insert(pid, ProcFds { pid, parent: Some(parent), start: seq, ..Default::default() });
+                self.m.procs.insert(
+                    pid,
+                    ProcFds {
+                        pid,
+                        parent: Some(parent),
+                        start: seq,
+                        ..Default::default()
+                    },
+                );
                 self.threads.insert(pid, 1);
                 self.m.forks.push((parent, pid, seq));
                 let t = if s.clone_flags.unwrap_or(0) & CLONE_FILES != 0 {
                     ptable
                 } else {
-                    self.copy_table(ptable, parent, Place { pid, tid, seq, what: s.kind.as_str().into() })
+                    self.copy_table(
+                        ptable,
+                        parent,
+                        Place {
+                            pid,
+                            tid,
+                            seq,
+                            what: s.kind.as_str().into(),
+                        },
+                    )
                 };
                 self.attach(pid, t, seq);
             }
@@ -270,7 +354,16 @@ impl<'a> FdModelBuilder<'a> {
             return t;
         }
         self.users[t] -= 1;
-        let n = self.copy_table(t, pid, Place { pid, tid, seq, what: what.into() });
+        let n = self.copy_table(
+            t,
+            pid,
+            Place {
+                pid,
+                tid,
+                seq,
+                what: what.into(),
+            },
+        );
         self.attach(pid, n, seq);
         n
     }
@@ -278,13 +371,28 @@ impl<'a> FdModelBuilder<'a> {
     fn exec(&mut self, e: &Exec) {
         let (pid, tid, seq) = (e.pid.0, e.former_tid.0, e.at.seq.0);
         let t = self.unshare(pid, tid, seq, "exec");
-        let at = Place { pid, tid, seq, what: "exec".into() };
-        let doomed: Vec<i32> = self.open[t].iter().filter(|(_, &id)| self.cloexec_now(id)).map(|(&f, _)| f).collect();
+        let at = Place {
+            pid,
+            tid,
+            seq,
+            what: "exec".into(),
+        };
+        let doomed: Vec<i32> = self.open[t]
+            .iter()
+            .filter(|(_, &id)| self.cloexec_now(id))
+            .map(|(&f, _)| f)
+            .collect();
         for fd in doomed {
             self.close(t, fd, CloseHow::Exec, &at);
         }
         let kept = self.open[t].values().copied().collect();
-        self.m.execs.push(ExecPoint { pid, tid, seq, argv: e.argv.clone(), kept });
+        self.m.execs.push(ExecPoint {
+            pid,
+            tid,
+            seq,
+            argv: e.argv.clone(),
+            kept,
+        });
         if let Some(p) = self.m.procs.get_mut(&pid) {
             p.execs.push((seq, e.argv.clone()));
         }
@@ -299,13 +407,20 @@ impl<'a> FdModelBuilder<'a> {
         if !e.process_exit {
             return;
         }
-        let Some(t) = self.table_of.remove(&pid) else { return };
+        let Some(t) = self.table_of.remove(&pid) else {
+            return;
+        };
         if let Some(p) = self.m.procs.get_mut(&pid) {
             p.exit = Some(seq);
         }
         self.users[t] -= 1;
         if self.users[t] == 0 {
-            let at = Place { pid, tid: e.tid.0, seq, what: "exit".into() };
+            let at = Place {
+                pid,
+                tid: e.tid.0,
+                seq,
+                what: "exit".into(),
+            };
             let fds: Vec<i32> = self.open[t].keys().copied().collect();
             for fd in fds {
                 self.close(t, fd, CloseHow::Exit, &at);
@@ -316,29 +431,77 @@ impl<'a> FdModelBuilder<'a> {
     fn apply(&mut self, at: &Place, name: &str, op: Op) {
         let t = self.table(at.pid, at.tid, at.seq);
         match op {
-            Op::New { fd, object, end, access, cloexec } => {
-                self.insert(t, fd, object, end, access, cloexec, at.clone(), Origin::Created, None);
+            Op::New {
+                fd,
+                object,
+                end,
+                access,
+                cloexec,
+            } => {
+                self.insert(
+                    t,
+                    fd,
+                    object,
+                    end,
+                    access,
+                    cloexec,
+                    at.clone(),
+                    Origin::Created,
+                    None,
+                );
             }
-            Op::Dup { old, new, cloexec, object } => {
+            Op::Dup {
+                old,
+                new,
+                cloexec,
+                object,
+            } => {
                 let src = self.open[t].get(&old).copied();
                 let (object, end, access, created) = match src {
                     Some(s) => {
                         let e = &self.m.entries[s];
-                        (e.object.clone().or(object), e.end, e.access, Some(e.created.clone()))
+                        (
+                            e.object.clone().or(object),
+                            e.end,
+                            e.access,
+                            Some(e.created.clone()),
+                        )
                     }
                     None => (object, None, Access::Unknown, None),
                 };
-                let origin = Origin::Dup { from_fd: old, from_entry: src };
+                let origin = Origin::Dup {
+                    from_fd: old,
+                    from_entry: src,
+                };
                 if let Some(s) = src {
                     self.m.entries[s].last_use = Some(at.seq);
                 }
-                self.insert(t, new, object, end, access, cloexec, at.clone(), origin, created);
+                self.insert(
+                    t,
+                    new,
+                    object,
+                    end,
+                    access,
+                    cloexec,
+                    at.clone(),
+                    origin,
+                    created,
+                );
             }
             Op::Close { fd } => {
                 self.close(t, fd, CloseHow::Close, at);
             }
-            Op::CloseRange { first, last, cloexec, unshare } => {
-                let t = if unshare { self.unshare(at.pid, at.tid, at.seq, "close_range") } else { t };
+            Op::CloseRange {
+                first,
+                last,
+                cloexec,
+                unshare,
+            } => {
+                let t = if unshare {
+                    self.unshare(at.pid, at.tid, at.seq, "close_range")
+                } else {
+                    t
+                };
                 let fds: Vec<(i32, EntryId)> = self.open[t]
                     .range(first as i32..)
                     .take_while(|(&f, _)| f as u32 <= last)
@@ -358,7 +521,9 @@ impl<'a> FdModelBuilder<'a> {
                 }
             }
             Op::Use { fd, dir, bytes } => {
-                let Some(id) = self.open[t].get(&fd).copied() else { return };
+                let Some(id) = self.open[t].get(&fd).copied() else {
+                    return;
+                };
                 let e = &mut self.m.entries[id];
                 e.last_use = Some(at.seq);
                 if let (Some(o), Some(d)) = (e.object.as_ref().filter(|_| e.is_pipe()), dir) {
@@ -372,7 +537,12 @@ impl<'a> FdModelBuilder<'a> {
             }
             Op::BadFd { fd } => {
                 let threads = self.threads.get(&at.pid).copied().unwrap_or(1);
-                self.m.bad_calls.push(BadCall { at: at.clone(), name: name.to_string(), fd, threads });
+                self.m.bad_calls.push(BadCall {
+                    at: at.clone(),
+                    name: name.to_string(),
+                    fd,
+                    threads,
+                });
             }
         }
     }

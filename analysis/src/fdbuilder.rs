@@ -6,7 +6,8 @@
 
 use crate::fds::FdModel;
 use lockstep_trace::{
-    Exec, Exit, ExitStatus, Hang, HungThread, Pid, Seq, Spawn, SpawnKind, Stamp, Syscall, SyscallOutcome, Tid,
+    Exec, Exit, ExitStatus, Hang, HungThread, Pid, Seq, Spawn, SpawnKind, Stamp, Syscall,
+    SyscallOutcome, Tid,
 };
 use serde_json::{json, Value};
 
@@ -28,7 +29,10 @@ pub struct SysTrace {
 impl SysTrace {
     /// A trace whose root process is `root`.
     pub fn new(root: i32) -> Self {
-        let mut t = SysTrace { next_inode: 1000, ..Default::default() };
+        let mut t = SysTrace {
+            next_inode: 1000,
+            ..Default::default()
+        };
         let at = t.stamp();
         t.spawns.push(Spawn {
             at,
@@ -44,7 +48,10 @@ impl SysTrace {
 
     fn stamp(&mut self) -> Stamp {
         self.seq += 1;
-        Stamp { seq: Seq(self.seq), ts_ns: self.seq * 1000 }
+        Stamp {
+            seq: Seq(self.seq),
+            ts_ns: self.seq * 1000,
+        }
     }
 
     /// The last sequence number used.
@@ -78,7 +85,11 @@ impl SysTrace {
             decoded,
             text: String::new(),
             exit,
-            outcome: if ret.is_some() { SyscallOutcome::Returned } else { SyscallOutcome::Unfinished },
+            outcome: if ret.is_some() {
+                SyscallOutcome::Returned
+            } else {
+                SyscallOutcome::Unfinished
+            },
             ret,
             error: error.map(str::to_string),
             result,
@@ -108,7 +119,13 @@ impl SysTrace {
 
     /// clone(CLONE_FILES): a process sharing the parent's table.
     pub fn clone_files(&mut self, parent: i32, child: i32) -> u64 {
-        self.spawn(SpawnKind::Clone, parent, child, child, CLONE_FILES | SIGCHLD)
+        self.spawn(
+            SpawnKind::Clone,
+            parent,
+            child,
+            child,
+            CLONE_FILES | SIGCHLD,
+        )
     }
 
     /// A new thread `tid` in `pid`.
@@ -138,8 +155,18 @@ impl SysTrace {
     pub fn socketpair(&mut self, pid: i32, a: i32, b: i32) -> String {
         self.next_inode += 1;
         let obj = format!("socket:[{}]", self.next_inode);
-        let result = json!({"sv": [a, b], "objects": [obj, format!("socket:[{}]", self.next_inode + 500)]});
-        self.call(pid, pid, "socketpair", [1, 1, 0, 0x7ff0, 0, 0], json!({}), Some(0), None, result);
+        let result =
+            json!({"sv": [a, b], "objects": [obj, format!("socket:[{}]", self.next_inode + 500)]});
+        self.call(
+            pid,
+            pid,
+            "socketpair",
+            [1, 1, 0, 0x7ff0, 0, 0],
+            json!({}),
+            Some(0),
+            None,
+            result,
+        );
         obj
     }
 
@@ -173,11 +200,29 @@ impl SysTrace {
 
     pub fn dup3(&mut self, pid: i32, old: i32, new: i32, flags: u64) -> u64 {
         let dec = json!({"oldfd": old, "newfd": new});
-        self.call(pid, pid, "dup3", [old as u64, new as u64, flags, 0, 0, 0], dec, Some(new as i64), None, json!({}))
+        self.call(
+            pid,
+            pid,
+            "dup3",
+            [old as u64, new as u64, flags, 0, 0, 0],
+            dec,
+            Some(new as i64),
+            None,
+            json!({}),
+        )
     }
 
     pub fn dup(&mut self, pid: i32, old: i32, ret: i32) -> u64 {
-        self.call(pid, pid, "dup", [old as u64, 0, 0, 0, 0, 0], json!({"fd": old}), Some(ret as i64), None, json!({}))
+        self.call(
+            pid,
+            pid,
+            "dup",
+            [old as u64, 0, 0, 0, 0, 0],
+            json!({"fd": old}),
+            Some(ret as i64),
+            None,
+            json!({}),
+        )
     }
 
     /// fcntl(fd, cmd, arg) returning `ret`.
@@ -195,12 +240,30 @@ impl SysTrace {
     }
 
     pub fn close(&mut self, pid: i32, fd: i32) -> u64 {
-        self.call(pid, pid, "close", [fd as u64, 0, 0, 0, 0, 0], json!({"fd": fd}), Some(0), None, json!({}))
+        self.call(
+            pid,
+            pid,
+            "close",
+            [fd as u64, 0, 0, 0, 0, 0],
+            json!({"fd": fd}),
+            Some(0),
+            None,
+            json!({}),
+        )
     }
 
     pub fn close_range(&mut self, pid: i32, first: u32, last: u32, flags: u64) -> u64 {
         let dec = json!({"first": first, "last": last, "flags": flags});
-        self.call(pid, pid, "close_range", [first as u64, last as u64, flags, 0, 0, 0], dec, Some(0), None, json!({}))
+        self.call(
+            pid,
+            pid,
+            "close_range",
+            [first as u64, last as u64, flags, 0, 0, 0],
+            dec,
+            Some(0),
+            None,
+            json!({}),
+        )
     }
 
     /// read/write(fd) returning `ret` bytes.
@@ -220,7 +283,16 @@ impl SysTrace {
     /// A call on `fd` that failed with EBADF.
     pub fn ebadf(&mut self, pid: i32, name: &str, fd: i32) -> u64 {
         let dec = json!({"fd": fd, "count": 4});
-        self.call(pid, pid, name, [fd as u64, 0x7ff0, 4, 0, 0, 0], dec, Some(-9), Some("EBADF"), json!({}))
+        self.call(
+            pid,
+            pid,
+            name,
+            [fd as u64, 0x7ff0, 4, 0, 0, 0],
+            dec,
+            Some(-9),
+            Some("EBADF"),
+            json!({}),
+        )
     }
 
     /// A successful execve of `argv` (the syscall row around the exec event).
@@ -261,14 +333,29 @@ impl SysTrace {
     pub fn exit(&mut self, pid: i32) -> u64 {
         let at = self.stamp();
         let status = ExitStatus::Exited { code: 0 };
-        self.exits.push(Exit { at, tid: Tid(pid), pid: Pid(pid), status, process_exit: true });
+        self.exits.push(Exit {
+            at,
+            tid: Tid(pid),
+            pid: Pid(pid),
+            status,
+            process_exit: true,
+        });
         at.seq.0
     }
 
     /// A call that never returns (blocked at the end). Returns its entry seq.
     pub fn block(&mut self, pid: i32, name: &str, decoded: Value) -> u64 {
         let fd = decoded.get("fd").and_then(Value::as_i64).unwrap_or(0) as u64;
-        self.call(pid, pid, name, [fd, 0, 0, 0, 0, 0], decoded, None, None, json!({}))
+        self.call(
+            pid,
+            pid,
+            name,
+            [fd, 0, 0, 0, 0, 0],
+            decoded,
+            None,
+            None,
+            json!({}),
+        )
     }
 
     /// A hang snapshot of the blocked calls (pid, entry seq, wchan).
@@ -277,7 +364,11 @@ impl SysTrace {
         let threads = blocked
             .iter()
             .map(|&(pid, entry, wchan)| {
-                let s = self.syscalls.iter().find(|s| s.entry.seq.0 == entry).expect("blocked call");
+                let s = self
+                    .syscalls
+                    .iter()
+                    .find(|s| s.entry.seq.0 == entry)
+                    .expect("blocked call");
                 HungThread {
                     pid: Pid(pid),
                     tid: Tid(pid),
@@ -289,7 +380,11 @@ impl SysTrace {
                 }
             })
             .collect();
-        Hang { at, timeout_ms: 1000, threads }
+        Hang {
+            at,
+            timeout_ms: 1000,
+            threads,
+        }
     }
 
     /// The fd model of everything so far.

@@ -27,7 +27,10 @@ pub fn fd_findings(m: &FdModel, hang: Option<&Hang>, loc: &mut dyn Locator) -> V
         .filter_map(|h| Some((h["pid"].as_i64()?, h["fd"].as_i64()?)))
         .collect();
     out.extend(exec_leaks(m).into_iter().filter(|f| {
-        let key = (f.details["pid"].as_i64().unwrap_or(0), f.details["fd"].as_i64().unwrap_or(0));
+        let key = (
+            f.details["pid"].as_i64().unwrap_or(0),
+            f.details["fd"].as_i64().unwrap_or(0),
+        );
         !named.contains(&key)
     }));
     let (bad, reported) = bad_fds(m);
@@ -59,7 +62,12 @@ fn open_at_exit(m: &FdModel, named: &BTreeSet<(i64, i64)>) -> Vec<Finding> {
     let mut per_pid: BTreeMap<i32, Vec<&FdEntry>> = BTreeMap::new();
     for e in &m.entries {
         let at_exit = e.closed.as_ref().is_some_and(|c| c.how == CloseHow::Exit);
-        if at_exit && e.fd > 2 && e.origin == Origin::Created && leakable(e) && !named.contains(&(e.at.pid as i64, e.fd as i64)) {
+        if at_exit
+            && e.fd > 2
+            && e.origin == Origin::Created
+            && leakable(e)
+            && !named.contains(&(e.at.pid as i64, e.fd as i64))
+        {
             per_pid.entry(e.at.pid).or_default().push(e);
         }
     }
@@ -101,7 +109,12 @@ pub fn at(role: String, p: &Place) -> Location {
 
 /// `pipe:[N] (created by pipe2() in pid P at seq S)`.
 pub fn created_text(m: &FdModel, e: &FdEntry) -> String {
-    format!("{} in {} at seq {}", e.created.what, m.name_of(e.created.pid, e.created.seq), e.created.seq)
+    format!(
+        "{} in {} at seq {}",
+        e.created.what,
+        m.name_of(e.created.pid, e.created.seq),
+        e.created.seq
+    )
 }
 
 fn entry_json(m: &FdModel, e: &FdEntry) -> serde_json::Value {
@@ -113,13 +126,18 @@ fn entry_json(m: &FdModel, e: &FdEntry) -> serde_json::Value {
 }
 
 fn leakable(e: &FdEntry) -> bool {
-    let Some(o) = e.object.as_deref() else { return false };
+    let Some(o) = e.object.as_deref() else {
+        return false;
+    };
     if crate::fds::is_internal(o) {
         return false;
     }
     o.starts_with("pipe:")
         || o.starts_with("socket:")
-        || (o.starts_with('/') && !["/dev/", "/proc/", "/sys/"].iter().any(|p| o.starts_with(p)))
+        || (o.starts_with('/')
+            && !["/dev/", "/proc/", "/sys/"]
+                .iter()
+                .any(|p| o.starts_with(p)))
 }
 
 /// Fds above 2 kept across an exec that the new program never used.
@@ -129,12 +147,23 @@ fn exec_leaks(m: &FdModel) -> Vec<Finding> {
     for x in &m.execs {
         for &id in &x.kept {
             let e = &m.entries[id];
-            if e.fd <= 2 || !leakable(e) || !seen.insert(id) || e.last_use.is_some_and(|u| u > x.seq) {
+            if e.fd <= 2
+                || !leakable(e)
+                || !seen.insert(id)
+                || e.last_use.is_some_and(|u| u > x.seq)
+            {
                 continue;
             }
             // Closed on purpose by the new program: it dealt with it.
             let (end_seq, end_how) = match &e.closed {
-                Some(c) if matches!(c.how, CloseHow::Close | CloseHow::CloseRange | CloseHow::Replaced) => continue,
+                Some(c)
+                    if matches!(
+                        c.how,
+                        CloseHow::Close | CloseHow::CloseRange | CloseHow::Replaced
+                    ) =>
+                {
+                    continue
+                }
                 Some(c) => (Some(c.at.seq), Some(c.how)),
                 None => (None, None),
             };
@@ -146,7 +175,9 @@ fn exec_leaks(m: &FdModel) -> Vec<Finding> {
                 o.table == e.table
                     && o.end.is_some()
                     && o.end != e.end
-                    && o.closed.as_ref().is_some_and(|c| c.how == CloseHow::Close && c.at.seq < x.seq)
+                    && o.closed
+                        .as_ref()
+                        .is_some_and(|c| c.how == CloseHow::Close && c.at.seq < x.seq)
             });
             let like = other.map(|o| {
                 format!(
@@ -164,24 +195,36 @@ fn exec_leaks(m: &FdModel) -> Vec<Finding> {
                 ),
                 _ => format!("close it in {before} before the exec (seq {})", x.seq),
             };
-            let flag = if e.object.as_deref().is_some_and(|o| o.starts_with("socket:")) {
+            let flag = if e
+                .object
+                .as_deref()
+                .is_some_and(|o| o.starts_with("socket:"))
+            {
                 "SOCK_CLOEXEC"
             } else {
                 "O_CLOEXEC"
             };
             let held = match end_seq {
-                Some(s) if end_how == Some(CloseHow::Exit) => format!("holds it until it exits (seq {s})"),
+                Some(s) if end_how == Some(CloseHow::Exit) => {
+                    format!("holds it until it exits (seq {s})")
+                }
                 Some(s) => format!("holds it until its next exec (seq {s})"),
                 None => "still holds it at the end of the recording".into(),
             };
             let mut symptom = None;
             if let (Some(o), Some(End::Write), Some(s)) = (&e.object, e.end, end_seq) {
                 let others = m.holders_of(o, Some(End::Write), s - 1).len();
-                if let Some(r) =
-                    m.pipes.get(o).and_then(|io| io.eof_reads.iter().find(|r| r.seq > s)).filter(|_| others == 1)
+                if let Some(r) = m
+                    .pipes
+                    .get(o)
+                    .and_then(|io| io.eof_reads.iter().find(|r| r.seq > s))
+                    .filter(|_| others == 1)
                 {
-                    symptom =
-                        Some(format!("{} got EOF on {o} only after that (seq {})", m.name_of(r.pid, r.seq), r.seq));
+                    symptom = Some(format!(
+                        "{} got EOF on {o} only after that (seq {})",
+                        m.name_of(r.pid, r.seq),
+                        r.seq
+                    ));
                 }
             }
             let mut locations = vec![
@@ -202,7 +245,10 @@ fn exec_leaks(m: &FdModel) -> Vec<Finding> {
                 ),
             ];
             if let Some(c) = &e.closed {
-                locations.push(at(format!("fd {} closed only at {}", e.fd, c.at.what), &c.at));
+                locations.push(at(
+                    format!("fd {} closed only at {}", e.fd, c.at.what),
+                    &c.at,
+                ));
             }
             out.push(Finding {
                 kind: "fd_leak".into(),
@@ -229,8 +275,10 @@ fn exec_leaks(m: &FdModel) -> Vec<Finding> {
 /// Which direction a syscall moves data in.
 fn needs(name: &str) -> Option<End> {
     match name {
-        "read" | "readv" | "pread64" | "preadv" | "recvfrom" | "recvmsg" | "getdents64" | "getdents" => Some(End::Read),
-        "write" | "writev" | "pwrite64" | "pwritev" | "sendto" | "sendmsg" | "ftruncate" | "fsync" => Some(End::Write),
+        "read" | "readv" | "pread64" | "preadv" | "recvfrom" | "recvmsg" | "getdents64"
+        | "getdents" => Some(End::Read),
+        "write" | "writev" | "pwrite64" | "pwritev" | "sendto" | "sendmsg" | "ftruncate"
+        | "fsync" => Some(End::Write),
         _ => None,
     }
 }
@@ -241,12 +289,20 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
     let mut groups: BTreeMap<(i32, i32, String, Option<usize>), Vec<&Place>> = BTreeMap::new();
     let mut reported = BTreeSet::new();
     let mut never_open_closes: BTreeMap<i32, usize> = BTreeMap::new();
-    for b in m.bad_calls.iter().filter(|b| b.name == "close" && b.fd >= 0) {
+    for b in m
+        .bad_calls
+        .iter()
+        .filter(|b| b.name == "close" && b.fd >= 0)
+    {
         if m.last_entry(b.at.pid, b.fd, b.at.seq).is_none() {
             *never_open_closes.entry(b.at.pid).or_default() += 1;
         }
     }
-    let close_all_idiom: BTreeSet<i32> = never_open_closes.into_iter().filter(|&(_, n)| n >= 8).map(|(p, _)| p).collect();
+    let close_all_idiom: BTreeSet<i32> = never_open_closes
+        .into_iter()
+        .filter(|&(_, n)| n >= 8)
+        .map(|(p, _)| p)
+        .collect();
     for b in &m.bad_calls {
         if b.fd < 0 {
             continue;
@@ -254,13 +310,17 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
         let (pid, seq) = (b.at.pid, b.at.seq);
         let open = m.entry_at(pid, b.fd, seq);
         let last = open.or_else(|| m.last_entry(pid, b.fd, seq));
-        if last.and_then(|e| e.object.as_deref()).is_some_and(crate::fds::is_internal) {
+        if last
+            .and_then(|e| e.object.as_deref())
+            .is_some_and(crate::fds::is_internal)
+        {
             continue;
         }
         // A second close() of an fd this single-threaded process closed itself
         // is harmless (bash does it); with threads it could close another's fd.
-        let closed_here =
-            last.and_then(|e| e.closed.as_ref()).is_some_and(|c| c.how == CloseHow::Close && c.at.pid == pid);
+        let closed_here = last
+            .and_then(|e| e.closed.as_ref())
+            .is_some_and(|c| c.how == CloseHow::Close && c.at.pid == pid);
         // Many close()s of fds that were never open are the close-everything
         // idiom of daemons and shells (`for fd in 3..1024: close(fd)`): no bug.
         let idiom = last.is_none() && close_all_idiom.contains(&pid);
@@ -270,7 +330,10 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
         if let Some(e) = open {
             reported.insert((pid, b.fd, e.id));
         }
-        groups.entry((pid, b.fd, b.name.clone(), last.map(|e| e.id))).or_default().push(&b.at);
+        groups
+            .entry((pid, b.fd, b.name.clone(), last.map(|e| e.id)))
+            .or_default()
+            .push(&b.at);
     }
     let mut out = Vec::new();
     for ((pid, fd, name, last), calls) in groups {
@@ -280,11 +343,18 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
         let open = m.entry_at(pid, fd, first.seq).is_some();
         let why = match last.map(|i| &m.entries[i]) {
             Some(e) if open => {
-                locations.push(at(format!("fd {fd} becomes {}: {}", e.noun(), e.how()), &e.at));
+                locations.push(at(
+                    format!("fd {fd} becomes {}: {}", e.noun(), e.how()),
+                    &e.at,
+                ));
                 if e.created != e.at {
                     let o = e.object.as_deref().unwrap_or("it");
                     locations.push(at(
-                        format!("{o} created by {} in {}", e.created.what, m.name_of(e.created.pid, e.created.seq)),
+                        format!(
+                            "{o} created by {} in {}",
+                            e.created.what,
+                            m.name_of(e.created.pid, e.created.seq)
+                        ),
                         &e.created,
                     ));
                 }
@@ -293,36 +363,66 @@ fn bad_fds(m: &FdModel) -> (Vec<Finding>, BTreeSet<(i32, i32, usize)>) {
                         "fd {fd} is {} ({}); {} needs the {}",
                         e.noun(),
                         e.how(),
-                        if want == End::Write { "writing" } else { "reading" },
+                        if want == End::Write {
+                            "writing"
+                        } else {
+                            "reading"
+                        },
                         want.name()
                     ),
                     (None, Some(End::Write), Access::Read) => {
-                        format!("fd {fd} is {} opened read-only; writing needs O_WRONLY or O_RDWR", e.label())
+                        format!(
+                            "fd {fd} is {} opened read-only; writing needs O_WRONLY or O_RDWR",
+                            e.label()
+                        )
                     }
                     (None, Some(End::Read), Access::Write) => {
-                        format!("fd {fd} is {} opened write-only; reading needs O_RDONLY or O_RDWR", e.label())
+                        format!(
+                            "fd {fd} is {} opened write-only; reading needs O_RDONLY or O_RDWR",
+                            e.label()
+                        )
                     }
-                    _ => format!("fd {fd} is open ({}, {}) but {name}() refuses it", e.label(), e.how()),
+                    _ => format!(
+                        "fd {fd} is open ({}, {}) but {name}() refuses it",
+                        e.label(),
+                        e.how()
+                    ),
                 }
             }
             Some(e) => {
                 let c = e.closed.as_ref().expect("not open, so closed");
-                locations.push(at(format!("fd {fd} ({}) closed by {}", e.label(), c.at.what), &c.at));
+                locations.push(at(
+                    format!("fd {fd} ({}) closed by {}", e.label(), c.at.what),
+                    &c.at,
+                ));
                 let how = match c.how {
                     CloseHow::Exec => "at exec (close-on-exec)".to_string(),
                     CloseHow::Exit => "when its process ended".to_string(),
                     _ => format!("by {}", c.at.what),
                 };
-                format!("fd {fd} was {}, closed {how} in pid {} at seq {}", e.noun(), c.at.pid, c.at.seq)
+                format!(
+                    "fd {fd} was {}, closed {how} in pid {} at seq {}",
+                    e.noun(),
+                    c.at.pid,
+                    c.at.seq
+                )
             }
-            None => match m.procs.get(&pid).and_then(|p| p.parent.map(|pp| (pp, p.start))) {
+            None => match m
+                .procs
+                .get(&pid)
+                .and_then(|p| p.parent.map(|pp| (pp, p.start)))
+            {
                 Some((pp, s)) => {
                     format!("fd {fd} was never open in pid {pid} (nor inherited from pid {pp} at fork seq {s})")
                 }
                 None => format!("fd {fd} was never open in pid {pid}"),
             },
         };
-        let times = if calls.len() > 1 { format!(" ({} times)", calls.len()) } else { String::new() };
+        let times = if calls.len() > 1 {
+            format!(" ({} times)", calls.len())
+        } else {
+            String::new()
+        };
         out.push(Finding {
             kind: "bad_fd".into(),
             severity: Severity::Error,
@@ -354,7 +454,10 @@ fn misuse(m: &FdModel, reported: &BTreeSet<(i32, i32, usize)>) -> Vec<Finding> {
         }
         let pid = e.at.pid;
         let until = e.closed.as_ref().map_or(u64::MAX, |c| c.at.seq);
-        let exec = m.execs.iter().find(|x| x.pid == pid && x.seq > e.at.seq && x.seq < until);
+        let exec = m
+            .execs
+            .iter()
+            .find(|x| x.pid == pid && x.seq > e.at.seq && x.seq < until);
         let kept = exec.is_some() || e.closed.as_ref().is_none_or(|c| c.how == CloseHow::Exit);
         if !kept {
             continue;
@@ -363,8 +466,13 @@ fn misuse(m: &FdModel, reported: &BTreeSet<(i32, i32, usize)>) -> Vec<Finding> {
         let prog = m.name_of(pid, seq);
         let obj = e.object.clone().unwrap_or_default();
         let io = m.pipes.get(&obj).cloned().unwrap_or_default();
-        let eof: Vec<String> =
-            io.eof_reads.iter().map(|r| m.name_of(r.pid, r.seq)).collect::<BTreeSet<_>>().into_iter().collect();
+        let eof: Vec<String> = io
+            .eof_reads
+            .iter()
+            .map(|r| m.name_of(r.pid, r.seq))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut effect = if io.bytes_written == 0 {
             format!("nothing was ever written to {obj}")
         } else {
@@ -373,16 +481,33 @@ fn misuse(m: &FdModel, reported: &BTreeSet<(i32, i32, usize)>) -> Vec<Finding> {
         if !eof.is_empty() {
             effect += &format!(" and {} read EOF from it", eof.join(", "));
         }
-        let mut locations =
-            vec![at(format!("{prog}: {} (fd {}) becomes {} by {}", wrong.0, e.fd, e.noun(), e.at.what), &e.at)];
+        let mut locations = vec![at(
+            format!(
+                "{prog}: {} (fd {}) becomes {} by {}",
+                wrong.0,
+                e.fd,
+                e.noun(),
+                e.at.what
+            ),
+            &e.at,
+        )];
         if let Some(x) = exec {
             locations.push(at(
                 format!("exec of {prog} with {} as its {}", e.noun(), wrong.0),
-                &Place { pid, tid: x.tid, seq: x.seq, what: "exec".into() },
+                &Place {
+                    pid,
+                    tid: x.tid,
+                    seq: x.seq,
+                    what: "exec".into(),
+                },
             ));
         }
         locations.push(at(
-            format!("{obj} created by {} in {}", e.created.what, m.name_of(e.created.pid, e.created.seq)),
+            format!(
+                "{obj} created by {} in {}",
+                e.created.what,
+                m.name_of(e.created.pid, e.created.seq)
+            ),
             &e.created,
         ));
         out.push(Finding {

@@ -66,9 +66,16 @@ pub enum Origin {
     /// Made in this process by the syscall at `at`.
     Created,
     /// Copied from the parent's table at fork/vfork/clone.
-    Inherited { from_pid: i32, fork_seq: u64, from_entry: EntryId },
+    Inherited {
+        from_pid: i32,
+        fork_seq: u64,
+        from_entry: EntryId,
+    },
     /// A copy of another fd of the same table (dup, dup2, dup3, F_DUPFD).
-    Dup { from_fd: i32, from_entry: Option<EntryId> },
+    Dup {
+        from_fd: i32,
+        from_entry: Option<EntryId>,
+    },
 }
 
 /// How an fd stopped being open.
@@ -125,7 +132,11 @@ impl FdEntry {
     }
 
     pub fn cloexec_at(&self, seq: u64) -> bool {
-        self.cloexec_changes.iter().rev().find(|(s, _)| *s <= seq).map_or(self.cloexec, |c| c.1)
+        self.cloexec_changes
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .map_or(self.cloexec, |c| c.1)
     }
 
     /// `pipe:[N] write end`, the path, or `(inherited from outside)`.
@@ -172,7 +183,11 @@ impl FdEntry {
 
     /// A pipe end (or a FIFO opened by path, which has no end).
     pub fn is_pipe(&self) -> bool {
-        self.end.is_some() || self.object.as_deref().is_some_and(|o| o.starts_with("pipe:"))
+        self.end.is_some()
+            || self
+                .object
+                .as_deref()
+                .is_some_and(|o| o.starts_with("pipe:"))
     }
 }
 
@@ -224,11 +239,20 @@ impl ProcFds {
         self.start <= seq && self.exit.is_none_or(|e| e > seq)
     }
     pub fn table_at(&self, seq: u64) -> Option<TableId> {
-        self.tables.iter().rev().find(|(s, _)| *s <= seq).or(self.tables.first()).map(|t| t.1)
+        self.tables
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .or(self.tables.first())
+            .map(|t| t.1)
     }
     /// argv of the program it ran at `seq` (empty before its first exec).
     pub fn argv_at(&self, seq: u64) -> &[String] {
-        self.execs.iter().rev().find(|(s, _)| *s <= seq).map_or(&[], |e| &e.1)
+        self.execs
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .map_or(&[], |e| &e.1)
     }
 }
 
@@ -328,14 +352,26 @@ impl FdModel {
 
     /// `pid`'s open fds at `seq`, by fd number, close-on-exec as of `seq`.
     pub fn table_at(&self, pid: i32, seq: u64) -> Vec<FdEntry> {
-        let Some(t) = self.procs.get(&pid).filter(|p| p.alive_at(seq)).and_then(|p| p.table_at(seq)) else {
+        let Some(t) = self
+            .procs
+            .get(&pid)
+            .filter(|p| p.alive_at(seq))
+            .and_then(|p| p.table_at(seq))
+        else {
             return Vec::new();
         };
-        let mut fds: Vec<i32> = self.by_fd.get(t).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        let mut fds: Vec<i32> = self
+            .by_fd
+            .get(t)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
         fds.sort_unstable();
         fds.iter()
             .filter_map(|&fd| self.entry_at(pid, fd, seq))
-            .map(|e| FdEntry { cloexec: e.cloexec_at(seq), ..e.clone() })
+            .map(|e| FdEntry {
+                cloexec: e.cloexec_at(seq),
+                ..e.clone()
+            })
             .collect()
     }
 
@@ -348,8 +384,19 @@ impl FdModel {
             if !e.live_at(seq) || (end.is_some() && e.end != end) {
                 continue;
             }
-            for p in self.procs.values().filter(|p| p.alive_at(seq) && p.table_at(seq) == Some(e.table)) {
-                out.push((p.pid, e.fd, FdEntry { cloexec: e.cloexec_at(seq), ..e.clone() }));
+            for p in self
+                .procs
+                .values()
+                .filter(|p| p.alive_at(seq) && p.table_at(seq) == Some(e.table))
+            {
+                out.push((
+                    p.pid,
+                    e.fd,
+                    FdEntry {
+                        cloexec: e.cloexec_at(seq),
+                        ..e.clone()
+                    },
+                ));
             }
         }
         out.sort_by_key(|(p, fd, _)| (*p, *fd));
@@ -358,12 +405,20 @@ impl FdModel {
 
     /// Every entry ever made for `object`, in order of creation.
     pub fn entries_of(&self, object: &str) -> impl Iterator<Item = &FdEntry> {
-        self.by_object.get(object).into_iter().flatten().map(|&i| &self.entries[i])
+        self.by_object
+            .get(object)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.entries[i])
     }
 
     /// The processes using table `t` at `seq`.
     pub fn pids_of_table(&self, t: TableId, seq: u64) -> Vec<i32> {
-        self.procs.values().filter(|p| p.alive_at(seq) && p.table_at(seq) == Some(t)).map(|p| p.pid).collect()
+        self.procs
+            .values()
+            .filter(|p| p.alive_at(seq) && p.table_at(seq) == Some(t))
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// `echo` (the program's name) or `pid N` when it never exec'd.
@@ -371,7 +426,9 @@ impl FdModel {
     pub fn name_of(&self, pid: i32, seq: u64) -> String {
         let (mut p, mut s) = (pid, seq);
         for _ in 0..64 {
-            let Some(info) = self.procs.get(&p) else { break };
+            let Some(info) = self.procs.get(&p) else {
+                break;
+            };
             if let Some(a) = info.argv_at(s).first() {
                 return format!("{} (pid {pid})", a.rsplit('/').next().unwrap_or(a));
             }

@@ -77,7 +77,10 @@ fn fd(a: u64) -> i32 {
 }
 
 fn object(s: &Syscall) -> Option<String> {
-    s.result.get("object").and_then(Value::as_str).map(str::to_string)
+    s.result
+        .get("object")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn access_of(flags: u64) -> Access {
@@ -90,7 +93,10 @@ fn access_of(flags: u64) -> Access {
 }
 
 fn path_arg(s: &Syscall) -> Option<String> {
-    s.decoded.get("path").and_then(Value::as_str).map(str::to_string)
+    s.decoded
+        .get("path")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// `dup2(4, 1)`, `pipe2()`, `openat("/etc/passwd")`: how an op is named in reports.
@@ -100,7 +106,11 @@ pub fn describe(s: &Syscall) -> String {
         "dup" | "close" => format!("{}({})", s.name, fd(a[0])),
         "dup2" | "dup3" => format!("{}({}, {})", s.name, fd(a[0]), fd(a[1])),
         "fcntl" => {
-            let cmd = s.decoded.get("cmd").and_then(Value::as_str).map_or_else(|| a[1].to_string(), str::to_string);
+            let cmd = s
+                .decoded
+                .get("cmd")
+                .and_then(Value::as_str)
+                .map_or_else(|| a[1].to_string(), str::to_string);
             format!("fcntl({}, {cmd})", fd(a[0]))
         }
         "open" | "openat" | "openat2" | "creat" => match path_arg(s) {
@@ -115,12 +125,22 @@ fn pair(s: &Syscall, key: &str) -> Option<(i32, i32, Option<String>, Option<Stri
     let fds = s.result.get(key)?.as_array()?;
     let (a, b) = (fds.first()?.as_i64()? as i32, fds.get(1)?.as_i64()? as i32);
     let objs = s.result.get("objects").and_then(Value::as_array);
-    let obj = |i: usize| objs.and_then(|o| o.get(i)).and_then(Value::as_str).map(str::to_string);
+    let obj = |i: usize| {
+        objs.and_then(|o| o.get(i))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     Some((a, b, obj(0), obj(1)))
 }
 
 fn new_fd(s: &Syscall, ret: i64, access: Access, cloexec: bool) -> Vec<Op> {
-    vec![Op::New { fd: ret as i32, object: object(s).or_else(|| path_arg(s)), end: None, access, cloexec }]
+    vec![Op::New {
+        fd: ret as i32,
+        object: object(s).or_else(|| path_arg(s)),
+        end: None,
+        access,
+        cloexec,
+    }]
 }
 
 /// The ops of a syscall that returned `ret`.
@@ -133,11 +153,16 @@ pub fn ops(s: &Syscall) -> Vec<Op> {
             return Vec::new();
         }
         let bad = match s.name.as_str() {
-            "dup2" | "dup3" | "dup" | "close" | "fcntl" | "read" | "write" | "readv" | "writev" | "pread64"
-            | "pwrite64" | "preadv" | "pwritev" | "fstat" | "lseek" | "ioctl" | "fsync" | "fdatasync" | "ftruncate"
-            | "getdents64" | "getdents" | "fchdir" | "fchmod" | "fchown" | "flock" | "accept" | "accept4"
-            | "connect" | "bind" | "listen" | "sendto" | "recvfrom" | "sendmsg" | "recvmsg" | "shutdown" => fd(a[0]),
-            _ => match ["fd", "epfd", "dirfd"].iter().find_map(|k| s.decoded.get(*k)).and_then(Value::as_i64) {
+            "dup2" | "dup3" | "dup" | "close" | "fcntl" | "read" | "write" | "readv" | "writev"
+            | "pread64" | "pwrite64" | "preadv" | "pwritev" | "fstat" | "lseek" | "ioctl"
+            | "fsync" | "fdatasync" | "ftruncate" | "getdents64" | "getdents" | "fchdir"
+            | "fchmod" | "fchown" | "flock" | "accept" | "accept4" | "connect" | "bind"
+            | "listen" | "sendto" | "recvfrom" | "sendmsg" | "recvmsg" | "shutdown" => fd(a[0]),
+            _ => match ["fd", "epfd", "dirfd"]
+                .iter()
+                .find_map(|k| s.decoded.get(*k))
+                .and_then(Value::as_i64)
+            {
                 Some(f) => f as i32,
                 None => return Vec::new(),
             },
@@ -152,16 +177,34 @@ pub fn ops(s: &Syscall) -> Vec<Op> {
         "creat" => new_fd(s, ret, Access::Write, false),
         "socket" => new_fd(s, ret, Access::ReadWrite, cloexec(a[1], SOCK_CLOEXEC)),
         "accept" => {
-            vec![Op::Use { fd: fd(a[0]), dir: None, bytes: 0 }, new_fd(s, ret, Access::ReadWrite, false).remove(0)]
+            vec![
+                Op::Use {
+                    fd: fd(a[0]),
+                    dir: None,
+                    bytes: 0,
+                },
+                new_fd(s, ret, Access::ReadWrite, false).remove(0),
+            ]
         }
         "accept4" => {
             let n = new_fd(s, ret, Access::ReadWrite, cloexec(a[3], SOCK_CLOEXEC)).remove(0);
-            vec![Op::Use { fd: fd(a[0]), dir: None, bytes: 0 }, n]
+            vec![
+                Op::Use {
+                    fd: fd(a[0]),
+                    dir: None,
+                    bytes: 0,
+                },
+                n,
+            ]
         }
-        "eventfd" | "epoll_create" | "inotify_init" | "signalfd" if s.name != "signalfd" || fd(a[0]) == -1 => {
+        "eventfd" | "epoll_create" | "inotify_init" | "signalfd"
+            if s.name != "signalfd" || fd(a[0]) == -1 =>
+        {
             new_fd(s, ret, Access::ReadWrite, false)
         }
-        "eventfd2" | "timerfd_create" => new_fd(s, ret, Access::ReadWrite, cloexec(a[1], O_CLOEXEC)),
+        "eventfd2" | "timerfd_create" => {
+            new_fd(s, ret, Access::ReadWrite, cloexec(a[1], O_CLOEXEC))
+        }
         "epoll_create1" | "inotify_init1" | "userfaultfd" => {
             new_fd(s, ret, Access::ReadWrite, cloexec(a[0], O_CLOEXEC))
         }
@@ -171,37 +214,100 @@ pub fn ops(s: &Syscall) -> Vec<Op> {
         "perf_event_open" => new_fd(s, ret, Access::Read, cloexec(a[4], PERF_FLAG_FD_CLOEXEC)),
         "pidfd_open" => new_fd(s, ret, Access::Read, true),
         "pipe" | "pipe2" => {
-            let Some((r, w, ro, wo)) = pair(s, "pipefd") else { return Vec::new() };
+            let Some((r, w, ro, wo)) = pair(s, "pipefd") else {
+                return Vec::new();
+            };
             let ce = s.name == "pipe2" && cloexec(a[1], O_CLOEXEC);
             // Without the recorder's objects, both ends still share one id.
             let fallback = format!("pipe@{}", s.entry.seq.0);
-            let (ro, wo) = (ro.or_else(|| wo.clone()).unwrap_or_else(|| fallback.clone()), wo);
+            let (ro, wo) = (
+                ro.or_else(|| wo.clone())
+                    .unwrap_or_else(|| fallback.clone()),
+                wo,
+            );
             let wo = wo.unwrap_or_else(|| ro.clone());
             vec![
-                Op::New { fd: r, object: Some(ro), end: Some(End::Read), access: Access::Read, cloexec: ce },
-                Op::New { fd: w, object: Some(wo), end: Some(End::Write), access: Access::Write, cloexec: ce },
+                Op::New {
+                    fd: r,
+                    object: Some(ro),
+                    end: Some(End::Read),
+                    access: Access::Read,
+                    cloexec: ce,
+                },
+                Op::New {
+                    fd: w,
+                    object: Some(wo),
+                    end: Some(End::Write),
+                    access: Access::Write,
+                    cloexec: ce,
+                },
             ]
         }
         "socketpair" => {
-            let Some((x, y, xo, yo)) = pair(s, "sv") else { return Vec::new() };
+            let Some((x, y, xo, yo)) = pair(s, "sv") else {
+                return Vec::new();
+            };
             let ce = cloexec(a[1], SOCK_CLOEXEC);
             vec![
-                Op::New { fd: x, object: xo, end: None, access: Access::ReadWrite, cloexec: ce },
-                Op::New { fd: y, object: yo, end: None, access: Access::ReadWrite, cloexec: ce },
+                Op::New {
+                    fd: x,
+                    object: xo,
+                    end: None,
+                    access: Access::ReadWrite,
+                    cloexec: ce,
+                },
+                Op::New {
+                    fd: y,
+                    object: yo,
+                    end: None,
+                    access: Access::ReadWrite,
+                    cloexec: ce,
+                },
             ]
         }
-        "dup" => vec![Op::Dup { old: fd(a[0]), new: ret as i32, cloexec: false, object: object(s) }],
-        "dup2" if fd(a[0]) == fd(a[1]) => vec![Op::Use { fd: fd(a[0]), dir: None, bytes: 0 }],
-        "dup2" => vec![Op::Dup { old: fd(a[0]), new: ret as i32, cloexec: false, object: object(s) }],
+        "dup" => vec![Op::Dup {
+            old: fd(a[0]),
+            new: ret as i32,
+            cloexec: false,
+            object: object(s),
+        }],
+        "dup2" if fd(a[0]) == fd(a[1]) => vec![Op::Use {
+            fd: fd(a[0]),
+            dir: None,
+            bytes: 0,
+        }],
+        "dup2" => vec![Op::Dup {
+            old: fd(a[0]),
+            new: ret as i32,
+            cloexec: false,
+            object: object(s),
+        }],
         "dup3" => {
-            vec![Op::Dup { old: fd(a[0]), new: ret as i32, cloexec: cloexec(a[2], O_CLOEXEC), object: object(s) }]
+            vec![Op::Dup {
+                old: fd(a[0]),
+                new: ret as i32,
+                cloexec: cloexec(a[2], O_CLOEXEC),
+                object: object(s),
+            }]
         }
         "fcntl" => match a[1] {
             F_DUPFD | F_DUPFD_CLOEXEC => {
-                vec![Op::Dup { old: fd(a[0]), new: ret as i32, cloexec: a[1] == F_DUPFD_CLOEXEC, object: object(s) }]
+                vec![Op::Dup {
+                    old: fd(a[0]),
+                    new: ret as i32,
+                    cloexec: a[1] == F_DUPFD_CLOEXEC,
+                    object: object(s),
+                }]
             }
-            F_SETFD => vec![Op::SetCloexec { fd: fd(a[0]), on: a[2] & 1 != 0 }],
-            _ => vec![Op::Use { fd: fd(a[0]), dir: None, bytes: 0 }],
+            F_SETFD => vec![Op::SetCloexec {
+                fd: fd(a[0]),
+                on: a[2] & 1 != 0,
+            }],
+            _ => vec![Op::Use {
+                fd: fd(a[0]),
+                dir: None,
+                bytes: 0,
+            }],
         },
         "close" => vec![Op::Close { fd: fd(a[0]) }],
         "close_range" => vec![Op::CloseRange {
@@ -211,38 +317,82 @@ pub fn ops(s: &Syscall) -> Vec<Op> {
             unshare: a[2] & CLOSE_RANGE_UNSHARE != 0,
         }],
         "recvmsg" => {
-            let mut v = vec![Op::Use { fd: fd(a[0]), dir: Some(Dir::Read), bytes: ret }];
+            let mut v = vec![Op::Use {
+                fd: fd(a[0]),
+                dir: Some(Dir::Read),
+                bytes: ret,
+            }];
             // Descriptors passed over a unix socket (SCM_RIGHTS) are new fds
             // of the receiver, copies of the sender's open files.
-            let fds = s.result.get("scm_rights").and_then(Value::as_array).cloned().unwrap_or_default();
-            let objs = s.result.get("scm_objects").and_then(Value::as_array).cloned().unwrap_or_default();
+            let fds = s
+                .result
+                .get("scm_rights")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let objs = s
+                .result
+                .get("scm_objects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (i, f) in fds.iter().enumerate() {
                 let Some(f) = f.as_i64() else { continue };
                 let object = objs.get(i).and_then(Value::as_str).map(str::to_string);
                 let cloexec = a[2] & 0x4000_0000 != 0; // MSG_CMSG_CLOEXEC
-                // Which end of a pipe was passed is not in its object name.
-                v.push(Op::New { fd: f as i32, object, end: None, access: Access::Unknown, cloexec });
+                                                       // Which end of a pipe was passed is not in its object name.
+                v.push(Op::New {
+                    fd: f as i32,
+                    object,
+                    end: None,
+                    access: Access::Unknown,
+                    cloexec,
+                });
             }
             v
         }
         "read" | "readv" | "pread64" | "preadv" | "preadv2" | "recvfrom" => {
-            vec![Op::Use { fd: fd(a[0]), dir: Some(Dir::Read), bytes: ret }]
+            vec![Op::Use {
+                fd: fd(a[0]),
+                dir: Some(Dir::Read),
+                bytes: ret,
+            }]
         }
         "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" | "sendto" | "sendmsg" => {
-            vec![Op::Use { fd: fd(a[0]), dir: Some(Dir::Write), bytes: ret }]
+            vec![Op::Use {
+                fd: fd(a[0]),
+                dir: Some(Dir::Write),
+                bytes: ret,
+            }]
         }
         "sendfile" | "splice" | "tee" | "copy_file_range" => {
-            let (out, inp) = if s.name == "sendfile" { (fd(a[0]), fd(a[1])) } else { (fd(a[2]), fd(a[0])) };
+            let (out, inp) = if s.name == "sendfile" {
+                (fd(a[0]), fd(a[1]))
+            } else {
+                (fd(a[2]), fd(a[0]))
+            };
             vec![
-                Op::Use { fd: inp, dir: Some(Dir::Read), bytes: ret },
-                Op::Use { fd: out, dir: Some(Dir::Write), bytes: ret },
+                Op::Use {
+                    fd: inp,
+                    dir: Some(Dir::Read),
+                    bytes: ret,
+                },
+                Op::Use {
+                    fd: out,
+                    dir: Some(Dir::Write),
+                    bytes: ret,
+                },
             ]
         }
         _ => ["fd", "epfd", "oldfd", "dirfd"]
             .iter()
             .filter_map(|k| s.decoded.get(*k).and_then(Value::as_i64))
             .filter(|&f| f >= 0)
-            .map(|f| Op::Use { fd: f as i32, dir: None, bytes: 0 })
+            .map(|f| Op::Use {
+                fd: f as i32,
+                dir: None,
+                bytes: 0,
+            })
             .collect(),
     }
 }

@@ -97,9 +97,20 @@ impl SourcePos {
 }
 
 /// Builds a [`Location`] for a stack (innermost first) seen at `seq`.
-pub fn location(loc: &mut dyn Locator, role: &str, pid: i32, tid: i32, seq: u64, stack: &[u64]) -> Location {
+pub fn location(
+    loc: &mut dyn Locator,
+    role: &str,
+    pid: i32,
+    tid: i32,
+    seq: u64,
+    stack: &[u64],
+) -> Location {
     let address = stack.first().copied().unwrap_or(0);
-    let top = if address != 0 { loc.locate(pid, seq, address) } else { SourcePos::default() };
+    let top = if address != 0 {
+        loc.locate(pid, seq, address)
+    } else {
+        SourcePos::default()
+    };
     let rest = stack
         .iter()
         .skip(1)
@@ -129,12 +140,22 @@ pub fn resolve_stack(loc: &mut dyn Locator, l: &mut Location, seq: u64, frames: 
     if frames.is_empty() {
         return;
     }
-    let pos: Vec<(u64, SourcePos)> = frames.iter().map(|&a| (a, loc.locate(l.pid, seq, a))).collect();
-    let top = pos.iter().position(|(_, p)| p.file.is_some() && !p.internal).unwrap_or(0);
+    let pos: Vec<(u64, SourcePos)> = frames
+        .iter()
+        .map(|&a| (a, loc.locate(l.pid, seq, a)))
+        .collect();
+    let top = pos
+        .iter()
+        .position(|(_, p)| p.file.is_some() && !p.internal)
+        .unwrap_or(0);
     let (address, p) = pos[top].clone();
     l.address = address;
     l.function = p.function;
     l.file = p.file;
     l.line = p.line;
-    l.stack = pos[top + 1..].iter().filter(|(_, p)| !p.internal).map(|(a, p)| p.render(*a)).collect();
+    l.stack = pos[top + 1..]
+        .iter()
+        .filter(|(_, p)| !p.internal)
+        .map(|(a, p)| p.render(*a))
+        .collect();
 }

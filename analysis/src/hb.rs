@@ -25,8 +25,18 @@ impl HappensBefore {
     pub fn build(spawns: &[Spawn], ops: &[SyncOp]) -> Self {
         let mut steps: Vec<(u64, Step)> = Vec::new();
         for s in spawns {
-            if let (SpawnKind::Thread | SpawnKind::Fork | SpawnKind::Vfork | SpawnKind::Clone, Some(c)) = (s.kind, s.creator_tid) {
-                steps.push((s.at.seq.0, Step::Spawn { child: s.tid.0, creator: c.0 }));
+            if let (
+                SpawnKind::Thread | SpawnKind::Fork | SpawnKind::Vfork | SpawnKind::Clone,
+                Some(c),
+            ) = (s.kind, s.creator_tid)
+            {
+                steps.push((
+                    s.at.seq.0,
+                    Step::Spawn {
+                        child: s.tid.0,
+                        creator: c.0,
+                    },
+                ));
             }
         }
         // pthread_t values name threads; they are reused after a join, so
@@ -35,10 +45,20 @@ impl HappensBefore {
         for op in ops {
             match effect(op) {
                 Effect::ThreadStart { pthread } => {
-                    starts.entry((op.pid.0, pthread)).or_default().push((op.at.seq.0, op.tid.0));
+                    starts
+                        .entry((op.pid.0, pthread))
+                        .or_default()
+                        .push((op.at.seq.0, op.tid.0));
                 }
                 Effect::Join { pthread } => {
-                    steps.push((op.at.seq.0, Step::Join { joiner: op.tid.0, pid: op.pid.0, pthread }));
+                    steps.push((
+                        op.at.seq.0,
+                        Step::Join {
+                            joiner: op.tid.0,
+                            pid: op.pid.0,
+                            pthread,
+                        },
+                    ));
                 }
                 _ => {}
             }
@@ -54,11 +74,17 @@ impl HappensBefore {
                     current.insert(child, c.clone());
                     hb.snapshots.entry(child).or_default().push((seq, c));
                 }
-                Step::Join { joiner, pid, pthread } => {
-                    let Some(child) = starts
-                        .get(&(pid, pthread))
-                        .and_then(|v| v.iter().filter(|(s, _)| *s < seq).map(|&(_, t)| t).next_back())
-                    else {
+                Step::Join {
+                    joiner,
+                    pid,
+                    pthread,
+                } => {
+                    let Some(child) = starts.get(&(pid, pthread)).and_then(|v| {
+                        v.iter()
+                            .filter(|(s, _)| *s < seq)
+                            .map(|&(_, t)| t)
+                            .next_back()
+                    }) else {
                         continue;
                     };
                     let mut c = current.get(&joiner).cloned().unwrap_or_default();
@@ -82,11 +108,12 @@ impl HappensBefore {
         if a.0 == b.0 {
             return a.1 < b.1;
         }
-        let Some(snaps) = self.snapshots.get(&b.0) else { return false };
+        let Some(snaps) = self.snapshots.get(&b.0) else {
+            return false;
+        };
         snaps
             .iter()
-            .filter(|(s, _)| *s <= b.1)
-            .next_back()
+            .rfind(|(s, _)| *s <= b.1)
             .and_then(|(_, c)| c.get(&a.0))
             .is_some_and(|&s| s >= a.1)
     }

@@ -50,14 +50,27 @@ impl LockGraph {
         let mut tracker = Tracker::new();
         for op in ops {
             tracker.apply(op, &mut |ev| {
-                if let Event::Acquired { op, lock, kind, mode, try_, held_before } = ev {
+                if let Event::Acquired {
+                    op,
+                    lock,
+                    kind,
+                    mode,
+                    try_,
+                    held_before,
+                } = ev
+                {
                     g.kinds.insert(lock, kind);
                     for h in held_before {
                         g.kinds.insert(h.lock, h.kind);
-                        let gates: BTreeSet<LockId> =
-                            held_before.iter().filter(|o| o.lock != h.lock).map(|o| o.lock).collect();
+                        let gates: BTreeSet<LockId> = held_before
+                            .iter()
+                            .filter(|o| o.lock != h.lock)
+                            .map(|o| o.lock)
+                            .collect();
                         let list = g.edges.entry((h.lock, lock)).or_default();
-                        let seen = list.iter().any(|e| e.tid == op.tid.0 && e.gates == gates && e.try_ == try_);
+                        let seen = list
+                            .iter()
+                            .any(|e| e.tid == op.tid.0 && e.gates == gates && e.try_ == try_);
                         if !seen && list.len() < MAX_INSTANCES {
                             list.push(EdgeInstance {
                                 pid: op.pid.0,
@@ -96,7 +109,13 @@ impl LockGraph {
     }
 }
 
-fn dfs(start: LockId, at: LockId, succ: &BTreeMap<LockId, Vec<LockId>>, path: &mut Vec<LockId>, out: &mut Vec<Vec<LockId>>) {
+fn dfs(
+    start: LockId,
+    at: LockId,
+    succ: &BTreeMap<LockId, Vec<LockId>>,
+    path: &mut Vec<LockId>,
+    out: &mut Vec<Vec<LockId>>,
+) {
     for &n in succ.get(&at).into_iter().flatten() {
         if n == start {
             out.push(path.clone());
@@ -152,7 +171,10 @@ fn judge(combo: &[&EdgeInstance], hb: &HappensBefore) -> Option<Verdict> {
     // before the other's hold began.
     for (i, a) in combo.iter().enumerate() {
         for b in &combo[i + 1..] {
-            if a.tid != b.tid && (hb.ordered((a.tid, a.seq), (b.tid, b.held.seq)) || hb.ordered((b.tid, b.seq), (a.tid, a.held.seq))) {
+            if a.tid != b.tid
+                && (hb.ordered((a.tid, a.seq), (b.tid, b.held.seq))
+                    || hb.ordered((b.tid, b.seq), (a.tid, a.held.seq)))
+            {
                 return Some(Verdict::Ordered);
             }
         }
@@ -161,9 +183,14 @@ fn judge(combo: &[&EdgeInstance], hb: &HappensBefore) -> Option<Verdict> {
 }
 
 /// Picks the worst verdict over the combinations of instances of `cycle`.
-fn best_combo<'g>(g: &'g LockGraph, cycle: &[LockId], hb: &HappensBefore) -> Option<(Verdict, Vec<&'g EdgeInstance>)> {
-    let lists: Vec<&Vec<EdgeInstance>> =
-        (0..cycle.len()).map(|i| &g.edges[&(cycle[i], cycle[(i + 1) % cycle.len()])]).collect();
+fn best_combo<'g>(
+    g: &'g LockGraph,
+    cycle: &[LockId],
+    hb: &HappensBefore,
+) -> Option<(Verdict, Vec<&'g EdgeInstance>)> {
+    let lists: Vec<&Vec<EdgeInstance>> = (0..cycle.len())
+        .map(|i| &g.edges[&(cycle[i], cycle[(i + 1) % cycle.len()])])
+        .collect();
     let mut best: Option<(Verdict, Vec<&EdgeInstance>)> = None;
     let mut idx = vec![0usize; lists.len()];
     let mut tried = 0;
@@ -207,7 +234,9 @@ pub fn findings(ops: &[SyncOp], spawns: &[Spawn], loc: &mut dyn Locator) -> Vec<
     let hb = HappensBefore::build(spawns, ops);
     let mut out = Vec::new();
     for cycle in g.cycles() {
-        let Some((verdict, combo)) = best_combo(&g, &cycle, &hb) else { continue };
+        let Some((verdict, combo)) = best_combo(&g, &cycle, &hb) else {
+            continue;
+        };
         let names: Vec<String> = cycle.iter().map(|&l| lock_name(loc, &g.kinds, l)).collect();
         let (severity, reason) = match verdict {
             Verdict::Deadlock => (Severity::Error, None),
@@ -222,8 +251,22 @@ pub fn findings(ops: &[SyncOp], spawns: &[Spawn], loc: &mut dyn Locator) -> Vec<
         for (i, e) in combo.iter().enumerate() {
             let from = &names[i];
             let to = &names[(i + 1) % names.len()];
-            let held = location(loc, &format!("thread {} holds {from}", e.tid), e.pid, e.tid, e.held.seq, &e.held.stack);
-            let acq = location(loc, &format!("thread {} acquires {to}", e.tid), e.pid, e.tid, e.seq, &e.stack);
+            let held = location(
+                loc,
+                &format!("thread {} holds {from}", e.tid),
+                e.pid,
+                e.tid,
+                e.held.seq,
+                &e.held.stack,
+            );
+            let acq = location(
+                loc,
+                &format!("thread {} acquires {to}", e.tid),
+                e.pid,
+                e.tid,
+                e.seq,
+                &e.stack,
+            );
             edges.push(json!({
                 "tid": e.tid, "holds": from, "acquires": to,
                 "held_at": held.file.as_ref().map(|f| format!("{f}:{}", held.line.unwrap_or(0))),
@@ -239,11 +282,20 @@ pub fn findings(ops: &[SyncOp], spawns: &[Spawn], loc: &mut dyn Locator) -> Vec<
         let mut pids: Vec<i32> = combo.iter().map(|e| e.pid).collect();
         pids.sort();
         pids.dedup();
-        let order = names.iter().chain(names.first()).cloned().collect::<Vec<_>>().join(" -> ");
+        let order = names
+            .iter()
+            .chain(names.first())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" -> ");
         out.push(Finding {
             kind: "lock_order_inversion".into(),
             severity,
-            summary: format!("lock order inversion: {order} ({} locks, threads {})", cycle.len(), join_ids(&tids)),
+            summary: format!(
+                "lock order inversion: {order} ({} locks, threads {})",
+                cycle.len(),
+                join_ids(&tids)
+            ),
             pids,
             tids,
             locations,
@@ -254,5 +306,8 @@ pub fn findings(ops: &[SyncOp], spawns: &[Spawn], loc: &mut dyn Locator) -> Vec<
 }
 
 fn join_ids(ids: &[i32]) -> String {
-    ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

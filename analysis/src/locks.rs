@@ -31,13 +31,33 @@ pub struct Held {
 /// What the replay reports to an analysis.
 pub enum Event<'a> {
     /// `op`'s thread took `lock` while holding `held_before`.
-    Acquired { op: &'a SyncOp, lock: LockId, kind: LockKind, mode: Mode, try_: bool, held_before: &'a [Held] },
+    Acquired {
+        op: &'a SyncOp,
+        lock: LockId,
+        kind: LockKind,
+        mode: Mode,
+        try_: bool,
+        held_before: &'a [Held],
+    },
     /// `op`'s thread asks for a non-recursive lock it already holds.
-    SelfDeadlock { op: &'a SyncOp, lock: LockId, held: &'a Held },
+    SelfDeadlock {
+        op: &'a SyncOp,
+        lock: LockId,
+        held: &'a Held,
+    },
     /// `op`'s thread released a lock it did not hold; `owner` held it (if anyone).
-    UnlockNotHeld { op: &'a SyncOp, lock: LockId, owner: Option<(i32, &'a Held)>, refused: bool },
+    UnlockNotHeld {
+        op: &'a SyncOp,
+        lock: LockId,
+        owner: Option<(i32, &'a Held)>,
+        refused: bool,
+    },
     /// `op`'s thread waits on a condvar while holding other locks than the condvar's mutex.
-    CondWaitHolding { op: &'a SyncOp, mutex: LockId, others: &'a [Held] },
+    CondWaitHolding {
+        op: &'a SyncOp,
+        mutex: LockId,
+        others: &'a [Held],
+    },
 }
 
 /// A blocked acquisition in progress.
@@ -73,7 +93,11 @@ impl Tracker {
 
     /// The current instance of `obj` in `pid`.
     pub fn lock_id(&self, pid: i32, obj: u64) -> LockId {
-        LockId { pid, obj, generation: self.generations.get(&(pid, obj)).copied().unwrap_or(0) }
+        LockId {
+            pid,
+            obj,
+            generation: self.generations.get(&(pid, obj)).copied().unwrap_or(0),
+        }
     }
 
     /// The locks `tid` holds now, oldest first.
@@ -88,8 +112,15 @@ impl Tracker {
 
     /// Every thread holding `lock` now, with how.
     pub fn holders(&self, lock: LockId) -> Vec<(i32, &Held)> {
-        let mut v: Vec<(i32, &Held)> =
-            self.held.iter().flat_map(|(&t, hs)| hs.iter().filter(move |h| h.lock == lock).map(move |h| (t, h))).collect();
+        let mut v: Vec<(i32, &Held)> = self
+            .held
+            .iter()
+            .flat_map(|(&t, hs)| {
+                hs.iter()
+                    .filter(move |h| h.lock == lock)
+                    .map(move |h| (t, h))
+            })
+            .collect();
         v.sort_by_key(|(t, _)| *t);
         v
     }
@@ -108,7 +139,9 @@ impl Tracker {
                 let key = (pid, obj);
                 let lock = self.lock_id(pid, obj);
                 // Re-initialising an address that was in use starts a new lock.
-                if self.flags.contains_key(&lock) || self.held.values().flatten().any(|h| h.lock == lock) {
+                if self.flags.contains_key(&lock)
+                    || self.held.values().flatten().any(|h| h.lock == lock)
+                {
                     *self.generations.entry(key).or_default() += 1;
                 }
                 self.flags.insert(self.lock_id(pid, obj), flags);
@@ -128,12 +161,27 @@ impl Tracker {
                         visit(Event::SelfDeadlock { op, lock, held: h });
                     }
                 }
-                self.waiting.insert(tid, Waiting { lock, mode, kind, op: op.clone(), cond: None });
+                self.waiting.insert(
+                    tid,
+                    Waiting {
+                        lock,
+                        mode,
+                        kind,
+                        op: op.clone(),
+                        cond: None,
+                    },
+                );
             }
             Effect::RequestFailed { .. } => {
                 self.waiting.remove(&tid);
             }
-            Effect::Acquire { obj, kind, mode, try_, flags } => {
+            Effect::Acquire {
+                obj,
+                kind,
+                mode,
+                try_,
+                flags,
+            } => {
                 self.waiting.remove(&tid);
                 let lock = self.lock_id(pid, obj);
                 if kind == LockKind::Mutex {
@@ -144,9 +192,24 @@ impl Tracker {
                     h.count += 1;
                     return;
                 }
-                visit(Event::Acquired { op, lock, kind, mode, try_, held_before: held });
+                visit(Event::Acquired {
+                    op,
+                    lock,
+                    kind,
+                    mode,
+                    try_,
+                    held_before: held,
+                });
                 let held = self.held.entry(tid).or_default();
-                held.push(Held { lock, kind, mode, count: 1, seq: op.at.seq.0, stack: op.stack.clone(), try_ });
+                held.push(Held {
+                    lock,
+                    kind,
+                    mode,
+                    count: 1,
+                    seq: op.at.seq.0,
+                    stack: op.stack.clone(),
+                    try_,
+                });
             }
             Effect::Release { obj } => {
                 let lock = self.lock_id(pid, obj);
@@ -156,32 +219,71 @@ impl Tracker {
                 let owner = self.holders(lock).first().map(|&(t, _)| t);
                 match owner {
                     Some(o) => {
-                        let h = self.held(o).iter().find(|h| h.lock == lock).expect("holder holds").clone();
-                        visit(Event::UnlockNotHeld { op, lock, owner: Some((o, &h)), refused: false });
+                        let h = self
+                            .held(o)
+                            .iter()
+                            .find(|h| h.lock == lock)
+                            .expect("holder holds")
+                            .clone();
+                        visit(Event::UnlockNotHeld {
+                            op,
+                            lock,
+                            owner: Some((o, &h)),
+                            refused: false,
+                        });
                         // A normal mutex unlocked by another thread is free again.
                         self.release(o, lock);
                         self.stolen.insert((o, lock));
                     }
-                    None => visit(Event::UnlockNotHeld { op, lock, owner: None, refused: false }),
+                    None => visit(Event::UnlockNotHeld {
+                        op,
+                        lock,
+                        owner: None,
+                        refused: false,
+                    }),
                 }
             }
             Effect::ReleaseFailed { obj, .. } => {
                 let lock = self.lock_id(pid, obj);
                 let owner = self.holders(lock).first().map(|&(t, h)| (t, h.clone()));
-                visit(Event::UnlockNotHeld { op, lock, owner: owner.as_ref().map(|(t, h)| (*t, h)), refused: true });
+                visit(Event::UnlockNotHeld {
+                    op,
+                    lock,
+                    owner: owner.as_ref().map(|(t, h)| (*t, h)),
+                    refused: true,
+                });
             }
             Effect::CondWaitStart { cond, mutex } => {
                 let lock = self.lock_id(pid, mutex);
-                let others: Vec<Held> = self.held(tid).iter().filter(|h| h.lock != lock).cloned().collect();
+                let others: Vec<Held> = self
+                    .held(tid)
+                    .iter()
+                    .filter(|h| h.lock != lock)
+                    .cloned()
+                    .collect();
                 if !others.is_empty() {
-                    visit(Event::CondWaitHolding { op, mutex: lock, others: &others });
+                    visit(Event::CondWaitHolding {
+                        op,
+                        mutex: lock,
+                        others: &others,
+                    });
                 }
                 // The mutex is released for the duration of the wait.
-                let kept = self.held.get(&tid).and_then(|hs| hs.iter().find(|h| h.lock == lock)).cloned();
+                let kept = self
+                    .held
+                    .get(&tid)
+                    .and_then(|hs| hs.iter().find(|h| h.lock == lock))
+                    .cloned();
                 self.release_all(tid, lock);
                 self.waiting.insert(
                     tid,
-                    Waiting { lock, mode: Mode::Exclusive, kind: LockKind::Mutex, op: op.clone(), cond: Some(cond) },
+                    Waiting {
+                        lock,
+                        mode: Mode::Exclusive,
+                        kind: LockKind::Mutex,
+                        op: op.clone(),
+                        cond: Some(cond),
+                    },
                 );
                 if let Some(k) = kept {
                     self.parked.insert(tid, k);
@@ -210,8 +312,12 @@ impl Tracker {
 
     /// Drops one level of `tid`'s hold on `lock`; false if it did not hold it.
     fn release(&mut self, tid: i32, lock: LockId) -> bool {
-        let Some(held) = self.held.get_mut(&tid) else { return false };
-        let Some(i) = held.iter().position(|h| h.lock == lock) else { return false };
+        let Some(held) = self.held.get_mut(&tid) else {
+            return false;
+        };
+        let Some(i) = held.iter().position(|h| h.lock == lock) else {
+            return false;
+        };
         held[i].count -= 1;
         if held[i].count == 0 {
             held.remove(i);

@@ -24,8 +24,18 @@ fn abba_that_hung_is_a_deadlock_naming_both_threads_and_locks() {
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].kind, "deadlock");
     assert_eq!(f[0].tids, vec![2, 3]);
-    assert!(f[0].summary.contains("thread 2 waits for mutex 0xb0 held by thread 3"), "{}", f[0].summary);
-    assert!(f[0].summary.contains("thread 3 waits for mutex 0xa0 held by thread 2"), "{}", f[0].summary);
+    assert!(
+        f[0].summary
+            .contains("thread 2 waits for mutex 0xb0 held by thread 3"),
+        "{}",
+        f[0].summary
+    );
+    assert!(
+        f[0].summary
+            .contains("thread 3 waits for mutex 0xa0 held by thread 2"),
+        "{}",
+        f[0].summary
+    );
     // Where each waits and where each took what it holds.
     assert_eq!(f[0].locations.len(), 4);
 }
@@ -81,8 +91,16 @@ fn a_lost_wakeup_is_a_hang_without_a_cycle() {
     let f = hang_findings(&b.build().0, &hang, &mut NoLocator);
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].kind, "hang");
-    assert!(f[0].summary.contains("thread 2 waits on condvar 0x30"), "{}", f[0].summary);
-    assert!(f[0].summary.contains("thread 1 waits in pthread_join"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("thread 2 waits on condvar 0x30"),
+        "{}",
+        f[0].summary
+    );
+    assert!(
+        f[0].summary.contains("thread 1 waits in pthread_join"),
+        "{}",
+        f[0].summary
+    );
 }
 
 #[test]
@@ -101,7 +119,9 @@ fn self_deadlock_and_unlocks_of_locks_not_held() {
     assert_eq!(f.len(), 2, "{f:#?}");
     assert!(f[0].summary.contains("which thread 1 holds"));
     assert!(f[1].summary.contains("not locked"));
-    assert!(f.iter().all(|f| f.kind == "unlock_not_held" && f.severity == Severity::Error));
+    assert!(f
+        .iter()
+        .all(|f| f.kind == "unlock_not_held" && f.severity == Severity::Error));
 
     // The owner's own unlock after another thread stole the lock is a consequence, not a second bug.
     let mut b = OpsBuilder::new();
@@ -111,6 +131,9 @@ fn self_deadlock_and_unlocks_of_locks_not_held() {
 
     // Recursive relock is fine.
     let mut b = OpsBuilder::new();
-    b.lock_recursive(1, A).lock_recursive(1, A).unlock(1, A).unlock(1, A);
+    b.lock_recursive(1, A)
+        .lock_recursive(1, A)
+        .unlock(1, A)
+        .unlock(1, A);
     assert!(lock_misuse(&b.build().0, &mut NoLocator).is_empty());
 }

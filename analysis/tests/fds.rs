@@ -22,7 +22,10 @@ fn findings(t: &SysTrace, hang: Option<&Hang>) -> Vec<Finding> {
 }
 
 fn kinds(f: &[Finding]) -> Vec<String> {
-    let mut k: Vec<String> = f.iter().map(|f| format!("{}:{:?}", f.kind, f.severity).to_lowercase()).collect();
+    let mut k: Vec<String> = f
+        .iter()
+        .map(|f| format!("{}:{:?}", f.kind, f.severity).to_lowercase())
+        .collect();
     k.sort();
     k
 }
@@ -40,7 +43,9 @@ fn fork_copies_the_table_and_closes_stay_private() {
     let w = m.entry_at(C1, 4, s).unwrap();
     assert_eq!(w.object.as_deref(), Some(pipe.as_str()));
     assert_eq!(w.end, Some(End::Write));
-    assert!(matches!(w.origin, Origin::Inherited { from_pid: P, fork_seq, .. } if fork_seq == fork));
+    assert!(
+        matches!(w.origin, Origin::Inherited { from_pid: P, fork_seq, .. } if fork_seq == fork)
+    );
     assert_eq!(w.created.pid, P, "the chain starts at the parent's pipe()");
     assert_eq!(w.created.what, "pipe2()");
     // Before the fork the child did not exist.
@@ -58,7 +63,11 @@ fn clone_files_shares_one_table_until_exec() {
     t.open(P, "/tmp/b", 0, 4);
     let end = t.seq();
     let m = t.model();
-    assert_eq!(fds(&m, P, s), [1, 2, 3], "the child's open and the parent's close are seen by both");
+    assert_eq!(
+        fds(&m, P, s),
+        [1, 2, 3],
+        "the child's open and the parent's close are seen by both"
+    );
     assert_eq!(fds(&m, C1, s), [1, 2, 3]);
     assert_eq!(fds(&m, P, end), [1, 2, 3, 4]);
     assert_eq!(fds(&m, C1, end), [1, 2, 3], "exec unshared the table");
@@ -97,10 +106,27 @@ fn dup2_replaces_and_dups_keep_the_object() {
     assert_eq!(old.closed.as_ref().unwrap().how, CloseHow::Replaced);
     let one = m.entry_at(P, 1, s).unwrap();
     assert_eq!(one.object.as_deref(), Some("/tmp/out"));
-    assert!(matches!(one.origin, Origin::Dup { from_fd: 3, from_entry: Some(_) }));
+    assert!(matches!(
+        one.origin,
+        Origin::Dup {
+            from_fd: 3,
+            from_entry: Some(_)
+        }
+    ));
     assert_eq!(one.at.what, "dup2(3, 1)");
     let cloexec: Vec<(i32, bool)> = m.table_at(P, s).iter().map(|e| (e.fd, e.cloexec)).collect();
-    assert_eq!(cloexec, [(0, false), (1, false), (2, false), (3, false), (4, false), (8, true), (10, true)]);
+    assert_eq!(
+        cloexec,
+        [
+            (0, false),
+            (1, false),
+            (2, false),
+            (3, false),
+            (4, false),
+            (8, true),
+            (10, true)
+        ]
+    );
     assert_eq!(m.holders_of("/tmp/out", None, s).len(), 5);
 }
 
@@ -117,7 +143,10 @@ fn close_range_closes_or_marks_cloexec() {
     let m = t.model();
     assert_eq!(fds(&m, P, a), [0, 1, 2, 3, 4]);
     assert_eq!(fds(&m, P, b), [0, 1, 2, 4]);
-    assert_eq!(m.last_entry(P, 5, a).unwrap().closed.as_ref().unwrap().how, CloseHow::CloseRange);
+    assert_eq!(
+        m.last_entry(P, 5, a).unwrap().closed.as_ref().unwrap().how,
+        CloseHow::CloseRange
+    );
 }
 
 #[test]
@@ -137,7 +166,11 @@ fn pipe_ends_share_the_object_and_holders_follow_forks() {
     assert_eq!(r.object, w.object);
     assert_eq!((r.end, w.end), (Some(End::Read), Some(End::Write)));
     assert_eq!(w.label(), format!("{pipe} write end"));
-    let holders: Vec<(i32, i32)> = m.holders_of(&pipe, Some(End::Write), all).iter().map(|h| (h.0, h.1)).collect();
+    let holders: Vec<(i32, i32)> = m
+        .holders_of(&pipe, Some(End::Write), all)
+        .iter()
+        .map(|h| (h.0, h.1))
+        .collect();
     assert_eq!(holders, [(P, 4), (C1, 4), (C2, 4)]);
     assert!(m.holders_of(&pipe, Some(End::Write), none).is_empty());
     assert_eq!(m.holders_of(&pipe, Some(End::Read), none).len(), 3);
@@ -155,9 +188,19 @@ fn process_exit_closes_its_table_and_events_are_in_order() {
     assert_eq!(e.closed.as_ref().unwrap().how, CloseHow::Exit);
     assert!(m.table_at(C1, exit).is_empty());
     assert!(m.events.windows(2).all(|w| w[0].seq <= w[1].seq));
-    let c1: Vec<FdEventKind> = m.events.iter().filter(|e| e.pid == C1).map(|e| e.kind).collect();
+    let c1: Vec<FdEventKind> = m
+        .events
+        .iter()
+        .filter(|e| e.pid == C1)
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(c1.iter().filter(|k| **k == FdEventKind::Inherit).count(), 5);
-    assert_eq!(c1.iter().filter(|k| **k == FdEventKind::Close(CloseHow::Exit)).count(), 5);
+    assert_eq!(
+        c1.iter()
+            .filter(|k| **k == FdEventKind::Close(CloseHow::Exit))
+            .count(),
+        5
+    );
 }
 
 #[test]
@@ -166,17 +209,48 @@ fn effects_apply_at_syscall_exit_and_threads_share_the_table() {
     t.thread(P, 150);
     t.open(P, "/tmp/x", 0, 3);
     // Thread P's close(3) enters first but returns after thread 150's dup2(3, 5).
-    let close = t.call(P, P, "close", [3, 0, 0, 0, 0, 0], json!({"fd": 3}), Some(0), None, json!({}));
-    let dup = t.call(P, 150, "dup2", [3, 5, 0, 0, 0, 0], json!({}), Some(5), None, json!({}));
+    let close = t.call(
+        P,
+        P,
+        "close",
+        [3, 0, 0, 0, 0, 0],
+        json!({"fd": 3}),
+        Some(0),
+        None,
+        json!({}),
+    );
+    let dup = t.call(
+        P,
+        150,
+        "dup2",
+        [3, 5, 0, 0, 0, 0],
+        json!({}),
+        Some(5),
+        None,
+        json!({}),
+    );
     let (ci, di) = (t.syscalls.len() - 2, t.syscalls.len() - 1);
-    t.syscalls[ci].exit = Some(Stamp { seq: Seq(dup + 2), ts_ns: 0 });
-    t.syscalls[di].entry = Stamp { seq: Seq(close + 1), ts_ns: 0 };
-    t.syscalls[di].exit = Some(Stamp { seq: Seq(dup), ts_ns: 0 });
+    t.syscalls[ci].exit = Some(Stamp {
+        seq: Seq(dup + 2),
+        ts_ns: 0,
+    });
+    t.syscalls[di].entry = Stamp {
+        seq: Seq(close + 1),
+        ts_ns: 0,
+    };
+    t.syscalls[di].exit = Some(Stamp {
+        seq: Seq(dup),
+        ts_ns: 0,
+    });
     let m = t.model();
     assert_eq!(fds(&m, P, dup + 2), [0, 1, 2, 5]);
     let five = m.entry_at(P, 5, dup + 2).unwrap();
     assert_eq!(five.object.as_deref(), Some("/tmp/x"));
-    assert_eq!((five.at.pid, five.at.tid), (P, 150), "a thread's dup2 changes its process's table");
+    assert_eq!(
+        (five.at.pid, five.at.tid),
+        (P, 150),
+        "a thread's dup2 changes its process's table"
+    );
 }
 
 /// The exam's pipeline skeleton: pipe, fork echo (dup2 w→1), fork wc (dup2 r→0).
@@ -227,17 +301,31 @@ fn parent_holding_the_write_end_is_a_leak_and_a_deadlock() {
     assert_eq!(leak.details["object"], pipe);
     let holders = leak.details["holders"].as_array().unwrap();
     assert_eq!(holders.len(), 1);
-    assert_eq!((holders[0]["pid"].as_i64(), holders[0]["fd"].as_i64()), (Some(P as i64), Some(4)));
+    assert_eq!(
+        (holders[0]["pid"].as_i64(), holders[0]["fd"].as_i64()),
+        (Some(P as i64), Some(4))
+    );
     assert_eq!(holders[0]["never_writes"], true);
     assert!(holders[0]["state"].as_str().unwrap().contains("wait4"));
-    assert!(leak.summary.contains("close fd 4 in pid 100 after the fork"), "{}", leak.summary);
-    assert!(leak.locations.iter().any(|l| l.pid == C1 && l.role.contains("closed its copy")));
+    assert!(
+        leak.summary
+            .contains("close fd 4 in pid 100 after the fork"),
+        "{}",
+        leak.summary
+    );
+    assert!(leak
+        .locations
+        .iter()
+        .any(|l| l.pid == C1 && l.role.contains("closed its copy")));
     let dl = f.iter().find(|f| f.kind == "deadlock").unwrap();
     assert_eq!(dl.pids, [P, C2]);
     assert!(explains_hang(&f, &hang));
     // Without a hang snapshot (the recording was cut short), the calls that
     // never returned tell the same story.
-    assert_eq!(kinds(&findings(&t, None)), ["deadlock:error", "fd_leak:error"]);
+    assert_eq!(
+        kinds(&findings(&t, None)),
+        ["deadlock:error", "fd_leak:error"]
+    );
 }
 
 #[test]
@@ -256,10 +344,22 @@ fn reader_holding_its_own_write_end_waits_for_itself() {
     let f = findings(&t2, Some(&hang));
     assert_eq!(kinds(&f), ["deadlock:error", "fd_leak:error"]);
     let dl = f.iter().find(|f| f.kind == "deadlock").unwrap();
-    assert_eq!(dl.details["cycle"].as_array().unwrap().len(), 1, "a cycle of one: the reader holds the write end");
-    assert_eq!(dl.pids, [C2, P], "the parent waits for the deadlocked reader");
+    assert_eq!(
+        dl.details["cycle"].as_array().unwrap().len(),
+        1,
+        "a cycle of one: the reader holds the write end"
+    );
+    assert_eq!(
+        dl.pids,
+        [C2, P],
+        "the parent waits for the deadlocked reader"
+    );
     let leak = f.iter().find(|f| f.kind == "fd_leak").unwrap();
-    assert!(leak.summary.contains("the reader itself"), "{}", leak.summary);
+    assert!(
+        leak.summary.contains("the reader itself"),
+        "{}",
+        leak.summary
+    );
     assert_eq!(leak.pids, [C2], "the reader is also the only holder");
     assert_eq!(leak.details["holders"][0]["pid"], C2);
     assert_eq!(leak.details["holders"][0]["fd"], 4);
@@ -283,7 +383,11 @@ fn writer_on_a_full_pipe_whose_reader_waits_for_it() {
     assert_eq!(kinds(&f), ["deadlock:error"]);
     assert_eq!(f[0].pids, [P, C1]);
     assert_eq!(f[0].details["objects"], json!([pipe]));
-    assert!(f[0].summary.contains("only reads after the writer exits"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("only reads after the writer exits"),
+        "{}",
+        f[0].summary
+    );
 }
 
 #[test]
@@ -298,10 +402,17 @@ fn pipe_end_leaked_across_exec() {
     t.io(P, "read", 3, 0);
     let f = findings(&t, None);
     assert_eq!(kinds(&f), ["fd_leak:warning"]);
-    assert_eq!((f[0].pids.clone(), f[0].details["fd"].as_i64()), (vec![C1], Some(4)));
+    assert_eq!(
+        (f[0].pids.clone(), f[0].details["fd"].as_i64()),
+        (vec![C1], Some(4))
+    );
     assert_eq!(f[0].details["object"], pipe);
     assert_eq!(f[0].details["exec_seq"], exec);
-    assert!(f[0].summary.contains("as it did with the read end (fd 3)"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("as it did with the read end (fd 3)"),
+        "{}",
+        f[0].summary
+    );
     assert!(f[0].summary.contains("got EOF"), "{}", f[0].summary);
 
     // Used by the new program (a deliberate hand-over), or close-on-exec: no leak.
@@ -319,8 +430,15 @@ fn pipe_end_leaked_across_exec() {
     t.fork(P, 103);
     t.exec(103, &["true"]);
     let f = findings(&t, None);
-    assert_eq!(kinds(&f), ["fd_leak:warning"], "only the read end the writer never used: {f:#?}");
-    assert_eq!((f[0].pids.clone(), f[0].details["fd"].as_i64()), (vec![C1], Some(3)));
+    assert_eq!(
+        kinds(&f),
+        ["fd_leak:warning"],
+        "only the read end the writer never used: {f:#?}"
+    );
+    assert_eq!(
+        (f[0].pids.clone(), f[0].details["fd"].as_i64()),
+        (vec![C1], Some(3))
+    );
 }
 
 #[test]
@@ -343,12 +461,29 @@ fn ebadf_explains_the_fd() {
     assert_eq!(kinds(&f), ["bad_fd:error", "bad_fd:error", "bad_fd:error"]);
     let echo = f.iter().find(|f| f.pids == [C1]).unwrap();
     assert_eq!(echo.details["count"], 2);
-    assert!(echo.summary.contains(&format!("fd 1 is the read end of {pipe}")), "{}", echo.summary);
-    assert!(echo.summary.contains("writing needs the write end"), "{}", echo.summary);
+    assert!(
+        echo.summary
+            .contains(&format!("fd 1 is the read end of {pipe}")),
+        "{}",
+        echo.summary
+    );
+    assert!(
+        echo.summary.contains("writing needs the write end"),
+        "{}",
+        echo.summary
+    );
     let never = f.iter().find(|f| f.details["fd"] == 7).unwrap();
-    assert!(never.summary.contains("never open in pid 100"), "{}", never.summary);
+    assert!(
+        never.summary.contains("never open in pid 100"),
+        "{}",
+        never.summary
+    );
     let closed = f.iter().find(|f| f.details["fd"] == 3).unwrap();
-    assert!(closed.summary.contains("closed by close(3)"), "{}", closed.summary);
+    assert!(
+        closed.summary.contains("closed by close(3)"),
+        "{}",
+        closed.summary
+    );
 
     // With a second thread, a double close may close another thread's new fd.
     let mut t = SysTrace::new(P);

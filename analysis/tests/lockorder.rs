@@ -43,10 +43,22 @@ fn abba_between_concurrent_threads_is_an_error_with_both_sides() {
     // Each edge: where the held lock was taken and where the next was asked for.
     assert_eq!(f[0].locations.len(), 4);
     let roles: Vec<&str> = f[0].locations.iter().map(|l| l.role.as_str()).collect();
-    assert!(roles[0].starts_with("thread 2 holds mutex 0xa0"), "{roles:?}");
-    assert!(roles[1].starts_with("thread 2 acquires mutex 0xb0"), "{roles:?}");
-    assert!(roles[2].starts_with("thread 3 holds mutex 0xb0"), "{roles:?}");
-    assert!(roles[3].starts_with("thread 3 acquires mutex 0xa0"), "{roles:?}");
+    assert!(
+        roles[0].starts_with("thread 2 holds mutex 0xa0"),
+        "{roles:?}"
+    );
+    assert!(
+        roles[1].starts_with("thread 2 acquires mutex 0xb0"),
+        "{roles:?}"
+    );
+    assert!(
+        roles[2].starts_with("thread 3 holds mutex 0xb0"),
+        "{roles:?}"
+    );
+    assert!(
+        roles[3].starts_with("thread 3 acquires mutex 0xa0"),
+        "{roles:?}"
+    );
 }
 
 #[test]
@@ -78,7 +90,10 @@ fn inversion_serialised_by_join_is_a_warning() {
     let f = run(&b);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].severity, Severity::Warning);
-    assert!(f[0].details["reason"].as_str().unwrap().contains("creation/join"));
+    assert!(f[0].details["reason"]
+        .as_str()
+        .unwrap()
+        .contains("creation/join"));
 }
 
 #[test]
@@ -89,7 +104,10 @@ fn inversion_within_one_thread_is_a_warning() {
     let f = run(&b);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].severity, Severity::Warning);
-    assert!(f[0].details["reason"].as_str().unwrap().contains("one thread"));
+    assert!(f[0].details["reason"]
+        .as_str()
+        .unwrap()
+        .contains("one thread"));
 }
 
 #[test]
@@ -137,7 +155,12 @@ fn read_read_cycles_on_rwlocks_cannot_block_but_writes_can() {
 fn recursive_relock_adds_no_edge_and_reused_addresses_are_new_locks() {
     let mut b = OpsBuilder::new();
     b.spawn(1, 2).spawn(1, 3);
-    b.lock_recursive(2, A).lock(2, B).lock_recursive(2, A).unlock(2, A).unlock(2, B).unlock(2, A);
+    b.lock_recursive(2, A)
+        .lock(2, B)
+        .lock_recursive(2, A)
+        .unlock(2, A)
+        .unlock(2, B)
+        .unlock(2, A);
     assert!(run(&b).is_empty());
 
     // B→A is taken on the old lock at B's address; A→B on a new lock there.

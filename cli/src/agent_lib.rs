@@ -9,7 +9,9 @@ static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/liblockstep_agen
 
 /// FNV-1a, enough to tell builds apart.
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The path of the agent library, extracted if needed; `None` when this
@@ -23,11 +25,16 @@ pub fn agent_path() -> Result<Option<PathBuf>> {
     let dir = std::env::temp_dir().join(format!("lockstep-{uid}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(format!("liblockstep_agent-{:016x}.so", fnv(AGENT)));
-    if std::fs::metadata(&path).map(|m| m.len() == AGENT.len() as u64).unwrap_or(false) {
+    if std::fs::metadata(&path)
+        .map(|m| m.len() == AGENT.len() as u64)
+        .unwrap_or(false)
+    {
         return Ok(Some(path));
     }
     let tmp = dir.join(format!(".agent.{}", std::process::id()));
-    std::fs::write(&tmp, AGENT).with_context(|| format!("{}: cannot write the agent", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot install the agent", path.display()))?;
+    std::fs::write(&tmp, AGENT)
+        .with_context(|| format!("{}: cannot write the agent", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("{}: cannot install the agent", path.display()))?;
     Ok(Some(path))
 }

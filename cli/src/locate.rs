@@ -3,8 +3,8 @@
 //! symbolizer turns (file, offset) into function, file and line.
 
 use lockstep_analysis::finding::{Locator, SourcePos};
-use lockstep_trace::{Mapping, Pid, Seq, TraceReader};
 use lockstep_symbols::Symbolizer;
+use lockstep_trace::{Mapping, Pid, Seq, TraceReader};
 use std::collections::HashMap;
 
 /// A [`Locator`] over one trace.
@@ -16,12 +16,22 @@ pub struct TraceLocator<'t> {
 }
 
 fn convert(m: Mapping) -> lockstep_symbols::Mapping {
-    lockstep_symbols::Mapping { start: m.start, end: m.end, file_offset: m.file_offset, path: m.path }
+    lockstep_symbols::Mapping {
+        start: m.start,
+        end: m.end,
+        file_offset: m.file_offset,
+        path: m.path,
+    }
 }
 
 impl<'t> TraceLocator<'t> {
     pub fn new(trace: &'t TraceReader) -> Self {
-        TraceLocator { trace, maps: HashMap::new(), memo: HashMap::new(), symbols: Symbolizer::new() }
+        TraceLocator {
+            trace,
+            maps: HashMap::new(),
+            memo: HashMap::new(),
+            symbols: Symbolizer::new(),
+        }
     }
 
     /// The index of `pid`'s mapping snapshot in force at `seq`.
@@ -29,11 +39,17 @@ impl<'t> TraceLocator<'t> {
         let trace = self.trace;
         let snaps = self.maps.entry(pid).or_insert_with(|| {
             let snaps = trace.mappings(Pid(pid)).unwrap_or_default();
-            snaps.into_iter().map(|(s, ms)| (s, ms.into_iter().map(convert).collect())).collect()
+            snaps
+                .into_iter()
+                .map(|(s, ms)| (s, ms.into_iter().map(convert).collect()))
+                .collect()
         });
         // The latest snapshot taken before `seq`, or the first one (code
         // mapped before the first snapshot stays mapped).
-        snaps.iter().rposition(|(s, _)| s.0 <= seq).or(if snaps.is_empty() { None } else { Some(0) })
+        snaps
+            .iter()
+            .rposition(|(s, _)| s.0 <= seq)
+            .or(if snaps.is_empty() { None } else { Some(0) })
     }
 }
 
@@ -46,7 +62,9 @@ impl Locator for TraceLocator<'_> {
     }
 
     fn locate(&mut self, pid: i32, seq: u64, ra: u64) -> SourcePos {
-        let Some(i) = self.snapshot(pid, seq) else { return SourcePos::default() };
+        let Some(i) = self.snapshot(pid, seq) else {
+            return SourcePos::default();
+        };
         let (snap, maps) = &self.maps[&pid][i];
         let snap = snap.0;
         if let Some(p) = self.memo.get(&(pid, snap, ra)) {
@@ -57,7 +75,9 @@ impl Locator for TraceLocator<'_> {
         let pos = match frames.first() {
             Some(f) => SourcePos {
                 function: Some(f.function.clone().unwrap_or_else(|| {
-                    let module = std::path::Path::new(&f.module).file_name().map(|n| n.to_string_lossy().into_owned());
+                    let module = std::path::Path::new(&f.module)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned());
                     format!("{}+{:#x}", module.unwrap_or_default(), f.module_offset)
                 })),
                 file: f.file.clone(),

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lockstep", version, about = "Record, replay and debug multithreaded programs and pipelines")]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Record, replay and debug multithreaded programs and pipelines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

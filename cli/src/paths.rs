@@ -14,9 +14,22 @@ pub fn default_trace() -> PathBuf {
 /// A fresh default path for a recording of `program`.
 pub fn new_trace_path(program: &str) -> Result<PathBuf> {
     let dir = Path::new(TRACE_DIR);
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create trace directory", dir.display()))?;
-    let base = Path::new(program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "trace".into());
-    let base: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create trace directory", dir.display()))?;
+    let base = Path::new(program)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let mut n = 1u32;
     loop {
         let p = dir.join(format!("{base}-{n}.db"));
@@ -31,15 +44,18 @@ pub fn new_trace_path(program: &str) -> Result<PathBuf> {
 /// lives elsewhere).
 pub fn update_latest(trace: &Path) -> Result<()> {
     let dir = Path::new(TRACE_DIR);
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create trace directory", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create trace directory", dir.display()))?;
     let link = dir.join("latest");
     let target = match trace.parent() {
         Some(p) if p == dir => PathBuf::from(trace.file_name().expect("trace has a file name")),
-        _ => std::fs::canonicalize(trace).with_context(|| format!("{}: cannot resolve", trace.display()))?,
+        _ => std::fs::canonicalize(trace)
+            .with_context(|| format!("{}: cannot resolve", trace.display()))?,
     };
     let tmp = dir.join(format!(".latest.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("{}: cannot create link", tmp.display()))?;
+    std::os::unix::fs::symlink(&target, &tmp)
+        .with_context(|| format!("{}: cannot create link", tmp.display()))?;
     std::fs::rename(&tmp, &link).with_context(|| format!("{}: cannot update", link.display()))?;
     Ok(())
 }

@@ -11,8 +11,15 @@ pub fn signal_name(sig: i32) -> String {
 pub fn exit_status(s: &ExitStatus) -> String {
     match *s {
         ExitStatus::Exited { code } => format!("exited {code}"),
-        ExitStatus::Killed { signal, core_dumped } => {
-            format!("killed by {}{}", signal_name(signal), if core_dumped { " (core dumped)" } else { "" })
+        ExitStatus::Killed {
+            signal,
+            core_dumped,
+        } => {
+            format!(
+                "killed by {}{}",
+                signal_name(signal),
+                if core_dumped { " (core dumped)" } else { "" }
+            )
         }
         ExitStatus::Execed => "ended by exec".into(),
         ExitStatus::Unknown => "unknown".into(),

@@ -26,7 +26,9 @@ pub enum CpuBinding {
 /// The CPU chosen for the tracer and the tracees, if any.
 pub fn choose(binding: CpuBinding) -> Option<usize> {
     let allowed = sched_getaffinity(NixPid::from_raw(0)).ok()?;
-    let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).collect();
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
     match binding {
         CpuBinding::Unbound => None,
         CpuBinding::Cpu(c) => Some(c),
@@ -45,7 +47,9 @@ pub fn bind_this_thread(cpu: usize) -> nix::Result<()> {
 /// Keeps the calling thread off `cpu` when other CPUs are allowed.
 pub fn avoid_in_this_thread(cpu: usize) {
     if let Ok(mut set) = sched_getaffinity(NixPid::from_raw(0)) {
-        let others = (0..CpuSet::count()).filter(|&c| c != cpu && set.is_set(c).unwrap_or(false)).count();
+        let others = (0..CpuSet::count())
+            .filter(|&c| c != cpu && set.is_set(c).unwrap_or(false))
+            .count();
         if others > 0 && set.unset(cpu).is_ok() {
             let _ = sched_setaffinity(NixPid::from_raw(0), &set);
         }
@@ -64,7 +68,9 @@ pub fn raise_tracer_priority() -> bool {
     // thread with a valid sched_param.
     unsafe {
         let max = libc::sched_get_priority_max(libc::SCHED_FIFO);
-        let param = libc::sched_param { sched_priority: max };
+        let param = libc::sched_param {
+            sched_priority: max,
+        };
         libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
     }
 }

@@ -32,11 +32,17 @@ fn shm_dir() -> PathBuf {
 
 /// Removes area files left by recorders that were killed (their pid is in the name).
 fn remove_stale(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("lockstep-area-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix("lockstep-area-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_file(e.path());
         }
@@ -48,20 +54,34 @@ impl SharedArea {
     pub fn create() -> Result<SharedArea, RecordError> {
         let dir = shm_dir();
         remove_stale(&dir);
-        let path = dir.join(format!("lockstep-area-{}-{}", std::process::id(), crate::clock::monotonic_ns()));
+        let path = dir.join(format!(
+            "lockstep-area-{}-{}",
+            std::process::id(),
+            crate::clock::monotonic_ns()
+        ));
         let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL in area path");
         // SAFETY: open/ftruncate/mmap/close on a path and fd we own; the
         // mapping is checked for MAP_FAILED before use.
         let base = unsafe {
-            let fd = libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600);
+            let fd = libc::open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            );
             if fd < 0 {
-                return Err(RecordError::Sys { syscall: "open(agent area)", errno: nix::errno::Errno::last() });
+                return Err(RecordError::Sys {
+                    syscall: "open(agent area)",
+                    errno: nix::errno::Errno::last(),
+                });
             }
             if libc::ftruncate(fd, abi::SHM_SIZE as libc::off_t) < 0 {
                 let errno = nix::errno::Errno::last();
                 libc::close(fd);
                 let _ = std::fs::remove_file(&path);
-                return Err(RecordError::Sys { syscall: "ftruncate(agent area)", errno });
+                return Err(RecordError::Sys {
+                    syscall: "ftruncate(agent area)",
+                    errno,
+                });
             }
             let p = libc::mmap(
                 std::ptr::null_mut(),
@@ -74,7 +94,10 @@ impl SharedArea {
             libc::close(fd);
             if p == libc::MAP_FAILED {
                 let _ = std::fs::remove_file(&path);
-                return Err(RecordError::Sys { syscall: "mmap(agent area)", errno: nix::errno::Errno::last() });
+                return Err(RecordError::Sys {
+                    syscall: "mmap(agent area)",
+                    errno: nix::errno::Errno::last(),
+                });
             }
             p as *mut u8
         };
@@ -117,7 +140,8 @@ impl SharedArea {
 
     /// Moves every published event out of the rings into `out`.
     pub fn drain(&self, out: &mut Vec<SyncOp>) {
-        let claimed = (self.header().rings_claimed.load(Ordering::Acquire) as usize).min(abi::MAX_RINGS);
+        let claimed =
+            (self.header().rings_claimed.load(Ordering::Acquire) as usize).min(abi::MAX_RINGS);
         for i in 0..claimed {
             let ring = self.ring(i);
             let head = ring.head.load(Ordering::Acquire);
@@ -125,11 +149,18 @@ impl SharedArea {
             if head == tail {
                 continue;
             }
-            assert!(head > tail && head - tail <= abi::RING_EVENTS as u64, "agent ring {i} corrupt: head {head} tail {tail}");
+            assert!(
+                head > tail && head - tail <= abi::RING_EVENTS as u64,
+                "agent ring {i} corrupt: head {head} tail {tail}"
+            );
             for slot in tail..head {
                 // SAFETY: slots below `head` were fully written before the
                 // producer's release store of head, which we acquired.
-                let ev = unsafe { std::ptr::read_volatile(self.base.add(abi::event_offset(i, slot as usize)) as *const abi::Event) };
+                let ev = unsafe {
+                    std::ptr::read_volatile(
+                        self.base.add(abi::event_offset(i, slot as usize)) as *const abi::Event
+                    )
+                };
                 out.push(to_sync_op(&ev));
             }
             ring.tail.store(head, Ordering::Release);
@@ -147,11 +178,18 @@ impl Drop for SharedArea {
 
 fn to_sync_op(ev: &abi::Event) -> SyncOp {
     SyncOp {
-        at: Stamp { seq: Seq(ev.seq), ts_ns: ev.ts_ns },
+        at: Stamp {
+            seq: Seq(ev.seq),
+            ts_ns: ev.ts_ns,
+        },
         pid: Pid(ev.pid),
         tid: Tid(ev.tid),
-        op: abi::Op::from_code(ev.op).map(|o| o.name().to_string()).unwrap_or_else(|| format!("op_{}", ev.op)),
-        phase: abi::Phase::from_code(ev.phase).map(|p| p.name().to_string()).unwrap_or_else(|| format!("phase_{}", ev.phase)),
+        op: abi::Op::from_code(ev.op)
+            .map(|o| o.name().to_string())
+            .unwrap_or_else(|| format!("op_{}", ev.op)),
+        phase: abi::Phase::from_code(ev.phase)
+            .map(|p| p.name().to_string())
+            .unwrap_or_else(|| format!("phase_{}", ev.phase)),
         obj: ev.obj,
         arg: ev.arg,
         arg2: ev.arg2,
@@ -164,8 +202,13 @@ fn to_sync_op(ev: &abi::Event) -> SyncOp {
 
 /// The environment of the traced program: the recorder's own, with the
 /// agent first in LD_PRELOAD and the area's path in LOCKSTEP_SHM.
-pub fn program_env(agent: &Path, area: &SharedArea) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut env: Vec<_> = std::env::vars_os().filter(|(k, _)| k != "LD_PRELOAD" && k != abi::ENV_SHM).collect();
+pub fn program_env(
+    agent: &Path,
+    area: &SharedArea,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<_> = std::env::vars_os()
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != abi::ENV_SHM)
+        .collect();
     let mut preload = agent.as_os_str().to_owned();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");

@@ -177,7 +177,10 @@ impl Breakpoints {
         if self.policy == Policy::StaticOnly && !is_static {
             return Ok(());
         }
-        let mut p = Proc { watch_mmaps: !is_static, ..Proc::default() };
+        let mut p = Proc {
+            watch_mmaps: !is_static,
+            ..Proc::default()
+        };
         let maps = arm::exec_mappings(pid);
         let n = arm::arm_new_objects(t, &mut p, &mut self.sym, &maps)?;
         self.stats.armed += n as u64;
@@ -189,7 +192,9 @@ impl Breakpoints {
     /// After an executable mmap in `pid`: arms newly mapped objects of a
     /// dynamic program recorded with breakpoints.
     pub fn on_new_code(&mut self, t: &Stopped, pid: Pid) -> Result<(), TraceeError> {
-        let Some(p) = self.procs.get_mut(&pid) else { return Ok(()) };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
         if !p.watch_mmaps {
             return Ok(());
         }
@@ -219,12 +224,31 @@ impl Breakpoints {
     /// The first stop of a new thread: its `thread_start` if a recorded
     /// pthread_create made it (`obj` = its pthread_self, which on x86-64
     /// glibc is its fs_base).
-    pub fn on_first_stop(&mut self, t: &Stopped, pid: Pid, clock: &mut SeqClock) -> Result<(), TraceeError> {
-        let Some(routine) = self.starts.remove(&t.tid()) else { return Ok(()) };
+    pub fn on_first_stop(
+        &mut self,
+        t: &Stopped,
+        pid: Pid,
+        clock: &mut SeqClock,
+    ) -> Result<(), TraceeError> {
+        let Some(routine) = self.starts.remove(&t.tid()) else {
+            return Ok(());
+        };
         let regs = t.regs()?;
         let at = clock.stamp();
         self.started.insert(t.tid());
-        self.out.push(trap::event(at, pid, t.tid(), "thread_start", "done", regs.fs_base, 0, routine, 0, 0, &[]));
+        self.out.push(trap::event(
+            at,
+            pid,
+            t.tid(),
+            "thread_start",
+            "done",
+            regs.fs_base,
+            0,
+            routine,
+            0,
+            0,
+            &[],
+        ));
         Ok(())
     }
 
@@ -232,14 +256,17 @@ impl Breakpoints {
     /// writing the `request` of a try-first acquire.
     pub fn on_syscall_entry(&mut self, tid: Tid, nr: i64, args: &[u64; 6], clock: &mut SeqClock) {
         const NR_FUTEX: i64 = 202;
-        let Some(c) = self.calls.get_mut(&tid) else { return };
+        let Some(c) = self.calls.get_mut(&tid) else {
+            return;
+        };
         if nr != NR_FUTEX || !ops::futex_blocks(args[1]) || c.blocked {
             return;
         }
         c.blocked = true;
         if ops::SPECS[c.spec].shape == ops::Shape::TryFirst {
             let c = c.clone();
-            self.out.push(trap::call_event(&c, clock.stamp(), tid, "request", 0));
+            self.out
+                .push(trap::call_event(&c, clock.stamp(), tid, "request", 0));
         }
     }
 
@@ -257,7 +284,19 @@ impl Breakpoints {
     /// `pthread_exit` event with flags 1.
     pub fn on_thread_exit(&mut self, tid: Tid, pid: Pid, clock: &mut SeqClock) {
         if self.started.remove(&tid) {
-            self.out.push(trap::event(clock.stamp(), pid, tid, "pthread_exit", "done", 0, 0, 0, 1, 0, &[]));
+            self.out.push(trap::event(
+                clock.stamp(),
+                pid,
+                tid,
+                "pthread_exit",
+                "done",
+                0,
+                0,
+                0,
+                1,
+                0,
+                &[],
+            ));
         }
     }
 

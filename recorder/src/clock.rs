@@ -18,12 +18,20 @@ pub struct SeqClock {
 impl SeqClock {
     /// A clock of the recorder's own.
     pub fn new() -> Self {
-        SeqClock { next: 1, shared: None, issued: 0 }
+        SeqClock {
+            next: 1,
+            shared: None,
+            issued: 0,
+        }
     }
 
     /// A clock drawing from the agent area's counter.
     pub fn shared(area: Rc<SharedArea>) -> Self {
-        SeqClock { next: 0, shared: Some(area), issued: 0 }
+        SeqClock {
+            next: 0,
+            shared: Some(area),
+            issued: 0,
+        }
     }
 
     /// The next stamp.
@@ -36,7 +44,10 @@ impl SeqClock {
             }
         };
         self.issued += 1;
-        Stamp { seq: Seq(seq), ts_ns: monotonic_ns() }
+        Stamp {
+            seq: Seq(seq),
+            ts_ns: monotonic_ns(),
+        }
     }
 
     /// How many stamps this clock handed out.
@@ -53,7 +64,10 @@ impl Default for SeqClock {
 
 /// CLOCK_MONOTONIC in nanoseconds (a vDSO call, no syscall).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into `ts`, which we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

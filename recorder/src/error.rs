@@ -9,9 +9,15 @@ pub enum RecordError {
     #[error("{program}: {reason}")]
     NotExecutable { program: String, reason: String },
     #[error("{syscall} failed: {errno}")]
-    Sys { syscall: &'static str, errno: nix::errno::Errno },
+    Sys {
+        syscall: &'static str,
+        errno: nix::errno::Errno,
+    },
     #[error("{path}: cannot create trace directory: {source}")]
-    TraceDir { path: PathBuf, source: std::io::Error },
+    TraceDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Trace(#[from] lockstep_trace::TraceError),
     #[error("trace writer stopped: {0}")]
@@ -32,7 +38,10 @@ pub enum TraceeError {
     #[error("tracee died")]
     Died,
     #[error("{request} failed: {errno}")]
-    Ptrace { request: &'static str, errno: nix::errno::Errno },
+    Ptrace {
+        request: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 impl TraceeError {

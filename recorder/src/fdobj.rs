@@ -13,16 +13,42 @@ use serde_json::{json, Map, Value};
 fn returns_fd(name: &str) -> bool {
     matches!(
         name,
-        "open" | "openat" | "openat2" | "creat" | "dup" | "dup2" | "dup3" | "socket" | "accept" | "accept4"
-            | "eventfd" | "eventfd2" | "epoll_create" | "epoll_create1" | "memfd_create" | "timerfd_create"
-            | "signalfd" | "signalfd4" | "inotify_init" | "inotify_init1" | "fanotify_init" | "pidfd_open"
-            | "userfaultfd" | "perf_event_open" | "memfd_secret" | "open_tree" | "fsopen" | "fspick"
+        "open"
+            | "openat"
+            | "openat2"
+            | "creat"
+            | "dup"
+            | "dup2"
+            | "dup3"
+            | "socket"
+            | "accept"
+            | "accept4"
+            | "eventfd"
+            | "eventfd2"
+            | "epoll_create"
+            | "epoll_create1"
+            | "memfd_create"
+            | "timerfd_create"
+            | "signalfd"
+            | "signalfd4"
+            | "inotify_init"
+            | "inotify_init1"
+            | "fanotify_init"
+            | "pidfd_open"
+            | "userfaultfd"
+            | "perf_event_open"
+            | "memfd_secret"
+            | "open_tree"
+            | "fsopen"
+            | "fspick"
     )
 }
 
 /// The object behind `fd` of `pid`, if the process still has it.
 pub fn object_of(pid: Pid, fd: i64) -> Option<String> {
-    std::fs::read_link(format!("/proc/{}/fd/{fd}", pid.0)).ok().map(|p| p.display().to_string())
+    std::fs::read_link(format!("/proc/{}/fd/{fd}", pid.0))
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 /// Adds `object` (or `objects` for fd pairs) to a syscall's result when it
@@ -41,9 +67,8 @@ pub fn annotate(name: &str, args: &[u64; 6], ret: i64, pid: Pid, result: &mut Va
     if name == "recvmsg" {
         let fds = scm_rights(&ProcMem { pid }, args[1]);
         if !fds.is_empty() {
-            let objs: Vec<Value> = fds.iter().map(|&fd| object_of(pid, fd).map(Value::String).unwrap_or(Value::Null)).collect();
+            map.insert("scm_objects".into(), objects_of(pid, &fds));
             map.insert("scm_rights".into(), json!(fds));
-            map.insert("scm_objects".into(), Value::Array(objs));
         }
         return;
     }
@@ -60,8 +85,10 @@ pub fn annotate(name: &str, args: &[u64; 6], ret: i64, pid: Pid, result: &mut Va
 pub fn scm_rights(mem: &dyn Memory, msghdr: u64) -> Vec<i64> {
     const SOL_SOCKET: i32 = 1;
     const SCM_RIGHTS: i32 = 1;
-    let (Some(control), Some(len)) = (mem.read_u64(msghdr + 32), mem.read_u64(msghdr + 40)) else { return Vec::new() };
-    if control == 0 || len < 16 || len > 64 * 1024 {
+    let (Some(control), Some(len)) = (mem.read_u64(msghdr + 32), mem.read_u64(msghdr + 40)) else {
+        return Vec::new();
+    };
+    if control == 0 || !(16..=64 * 1024).contains(&len) {
         return Vec::new();
     }
     let mut buf = vec![0u8; len as usize];
@@ -88,6 +115,26 @@ pub fn scm_rights(mem: &dyn Memory, msghdr: u64) -> Vec<i64> {
     fds
 }
 
+fn add_pair_objects(map: &mut Map<String, Value>, key: &str, pid: Pid) {
+    let fds: Vec<i64> = map
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+        .unwrap_or_default();
+    if fds.len() == 2 {
+        map.insert("objects".into(), objects_of(pid, &fds));
+    }
+}
+
+/// The objects behind `fds` of `pid`, as a JSON array (null for a closed fd).
+fn objects_of(pid: Pid, fds: &[i64]) -> Value {
+    Value::Array(
+        fds.iter()
+            .map(|&fd| object_of(pid, fd).map(Value::String).unwrap_or(Value::Null))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,13 +153,5 @@ mod tests {
         let mem = BufMem::new().map(0x1000, hdr).map(0x2000, cmsg);
         assert_eq!(scm_rights(&mem, 0x1000), vec![7, 9]);
         assert!(scm_rights(&BufMem::new(), 0x1000).is_empty());
-    }
-}
-
-fn add_pair_objects(map: &mut Map<String, Value>, key: &str, pid: Pid) {
-    let fds: Vec<i64> = map.get(key).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|x| x.as_i64()).collect()).unwrap_or_default();
-    if fds.len() == 2 {
-        let objs: Vec<Value> = fds.iter().map(|&fd| object_of(pid, fd).map(Value::String).unwrap_or(Value::Null)).collect();
-        map.insert("objects".into(), Value::Array(objs));
     }
 }

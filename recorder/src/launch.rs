@@ -33,16 +33,24 @@ pub fn trace_options() -> Options {
 /// other is looked up in PATH.
 pub fn resolve_program(program: &str) -> Result<PathBuf, RecordError> {
     let executable = |p: &Path| {
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if program.contains('/') {
         let p = PathBuf::from(program);
         return match std::fs::metadata(&p) {
-            Err(_) => Err(RecordError::NotFound { program: program.into() }),
-            Ok(m) if m.is_dir() => Err(RecordError::NotExecutable { program: program.into(), reason: "is a directory".into() }),
-            Ok(_) if !executable(&p) => {
-                Err(RecordError::NotExecutable { program: program.into(), reason: "permission denied".into() })
-            }
+            Err(_) => Err(RecordError::NotFound {
+                program: program.into(),
+            }),
+            Ok(m) if m.is_dir() => Err(RecordError::NotExecutable {
+                program: program.into(),
+                reason: "is a directory".into(),
+            }),
+            Ok(_) if !executable(&p) => Err(RecordError::NotExecutable {
+                program: program.into(),
+                reason: "permission denied".into(),
+            }),
             Ok(_) => Ok(p),
         };
     }
@@ -50,21 +58,33 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, RecordError> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| executable(p))
-        .ok_or_else(|| RecordError::NotFound { program: program.into() })
+        .ok_or_else(|| RecordError::NotFound {
+            program: program.into(),
+        })
 }
 
 /// Forks, lets the child stop itself, seizes it. Returns the child's pid;
 /// its first ptrace-stop (PTRACE_EVENT_STOP) is waiting to be collected.
-pub fn launch(exe: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result<Pid, RecordError> {
+pub fn launch(
+    exe: &Path,
+    argv: &[String],
+    env: &[(OsString, OsString)],
+) -> Result<Pid, RecordError> {
     // Everything the child needs is built before fork: after it, the child
     // only makes async-signal-safe calls.
-    let path = CString::new(exe.as_os_str().as_bytes())
-        .map_err(|_| RecordError::NotExecutable { program: exe.display().to_string(), reason: "NUL in path".into() })?;
+    let path =
+        CString::new(exe.as_os_str().as_bytes()).map_err(|_| RecordError::NotExecutable {
+            program: exe.display().to_string(),
+            reason: "NUL in path".into(),
+        })?;
     let args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(|_| RecordError::NotExecutable { program: exe.display().to_string(), reason: "NUL in argument".into() })?;
+        .map_err(|_| RecordError::NotExecutable {
+            program: exe.display().to_string(),
+            reason: "NUL in argument".into(),
+        })?;
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
     let env: Vec<CString> = env
@@ -87,22 +107,38 @@ pub fn launch(exe: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Resu
             unsafe {
                 libc::raise(libc::SIGSTOP);
                 libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
-                let code = if *libc::__errno_location() == libc::ENOENT { 127 } else { 126 };
+                let code = if *libc::__errno_location() == libc::ENOENT {
+                    127
+                } else {
+                    126
+                };
                 libc::_exit(code);
             }
         }
         ForkResult::Parent { child } => {
-            match waitpid(child, Some(WaitPidFlag::WSTOPPED)).map_err(RecordError::sys("waitpid"))? {
+            match waitpid(child, Some(WaitPidFlag::WSTOPPED))
+                .map_err(RecordError::sys("waitpid"))?
+            {
                 WaitStatus::Stopped(_, _) => {}
                 other => {
-                    return Err(RecordError::Writer(format!("child did not stop before exec: {other:?}")));
+                    return Err(RecordError::Writer(format!(
+                        "child did not stop before exec: {other:?}"
+                    )));
                 }
             }
             let pid = Pid(child.as_raw());
-            crate::tracee::seize(lockstep_trace::Tid(pid.0), trace_options()).map_err(|e| match e {
-                TraceeError::Died => RecordError::Sys { syscall: "ptrace(PTRACE_SEIZE)", errno: nix::errno::Errno::ESRCH },
-                TraceeError::Ptrace { errno, .. } => RecordError::Sys { syscall: "ptrace(PTRACE_SEIZE)", errno },
-            })?;
+            crate::tracee::seize(lockstep_trace::Tid(pid.0), trace_options()).map_err(
+                |e| match e {
+                    TraceeError::Died => RecordError::Sys {
+                        syscall: "ptrace(PTRACE_SEIZE)",
+                        errno: nix::errno::Errno::ESRCH,
+                    },
+                    TraceeError::Ptrace { errno, .. } => RecordError::Sys {
+                        syscall: "ptrace(PTRACE_SEIZE)",
+                        errno,
+                    },
+                },
+            )?;
             Ok(pid)
         }
     }

@@ -84,10 +84,21 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
     let mut writer = TraceWriter::create(&cfg.output, cfg.force)?;
     let mut argv = vec![cfg.program.clone()];
     argv.extend(cfg.args.iter().cloned());
-    let meta = |k: &str, v: String| Record::Meta { key: k.into(), value: v };
-    writer.write(&meta("command", serde_json::to_string(&argv).expect("argv serializes")))?;
+    let meta = |k: &str, v: String| Record::Meta {
+        key: k.into(),
+        value: v,
+    };
+    writer.write(&meta(
+        "command",
+        serde_json::to_string(&argv).expect("argv serializes"),
+    ))?;
     writer.write(&meta("exe", exe.display().to_string()))?;
-    writer.write(&meta("cwd", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()))?;
+    writer.write(&meta(
+        "cwd",
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+    ))?;
     writer.write(&meta("lockstep_version", env!("CARGO_PKG_VERSION").into()))?;
     writer.write(&meta("started_unix_ns", unix_ns().to_string()))?;
     let mode = match &cfg.sync {
@@ -170,5 +181,8 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
 }
 
 fn unix_ns() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

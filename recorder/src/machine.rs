@@ -99,7 +99,12 @@ impl Recorder {
     /// A recorder for the freshly seized `root`; `area` is the agent's
     /// shared area when the agent is in use, `bp` which processes get sync
     /// breakpoints (none: `None`).
-    pub fn new(root: Pid, sink: Sink, area: Option<Rc<SharedArea>>, bp: Option<Policy>) -> Result<Recorder, RecordError> {
+    pub fn new(
+        root: Pid,
+        sink: Sink,
+        area: Option<Rc<SharedArea>>,
+        bp: Option<Policy>,
+    ) -> Result<Recorder, RecordError> {
         let mut r = Recorder {
             clock: area.clone().map(SeqClock::shared).unwrap_or_default(),
             sink,
@@ -119,7 +124,14 @@ impl Recorder {
             counts: Counts::default(),
         };
         let at = r.clock.stamp();
-        r.threads.insert(Tid(root.0), Thread { pid: root, pending: None, started: false });
+        r.threads.insert(
+            Tid(root.0),
+            Thread {
+                pid: root,
+                pending: None,
+                started: false,
+            },
+        );
         r.parents.insert(root, None);
         r.expected.insert(Tid(root.0));
         r.counts.processes += 1;
@@ -162,7 +174,9 @@ impl Recorder {
 
     /// Moves the agent's events into the trace.
     fn drain_agent(&mut self) -> Result<(), RecordError> {
-        let Some(area) = &self.area else { return Ok(()) };
+        let Some(area) = &self.area else {
+            return Ok(());
+        };
         area.drain(&mut self.drained);
         if self.drained.is_empty() {
             return Ok(());
@@ -186,11 +200,16 @@ impl Recorder {
     /// snapshot and kills every process of the tree; returns true.
     pub fn check_hang(&mut self, timeout_ns: u64) -> Result<bool, RecordError> {
         let now = crate::clock::monotonic_ns();
-        if self.hung || self.threads.is_empty() || now.saturating_sub(self.last_progress_ns) < timeout_ns {
+        if self.hung
+            || self.threads.is_empty()
+            || now.saturating_sub(self.last_progress_ns) < timeout_ns
+        {
             return Ok(false);
         }
         let all_blocked = self.threads.values().all(|t| {
-            t.pending.as_ref().is_some_and(|p| crate::hang::blocks_indefinitely(&p.name, &p.args))
+            t.pending
+                .as_ref()
+                .is_some_and(|p| crate::hang::blocks_indefinitely(&p.name, &p.args))
         });
         if !all_blocked || !self.parked.is_empty() || !self.expected.is_empty() {
             return Ok(false);
@@ -200,7 +219,10 @@ impl Recorder {
             .threads
             .iter()
             .map(|(&tid, t)| {
-                let p = t.pending.as_ref().expect("blocked threads are in a syscall");
+                let p = t
+                    .pending
+                    .as_ref()
+                    .expect("blocked threads are in a syscall");
                 HungThread {
                     pid: t.pid,
                     tid,
@@ -221,7 +243,11 @@ impl Recorder {
         threads.sort_by_key(|t| t.tid);
         let at = self.clock.stamp();
         tracing::info!(threads = threads.len(), "program hung; killing it");
-        self.emit(Record::Hang(Hang { at, timeout_ms: timeout_ns / 1_000_000, threads }))?;
+        self.emit(Record::Hang(Hang {
+            at,
+            timeout_ms: timeout_ns / 1_000_000,
+            threads,
+        }))?;
         self.sink.hand_over()?;
         self.hung = true;
         let pids: HashSet<Pid> = self.threads.values().map(|t| t.pid).collect();
@@ -249,12 +275,17 @@ impl Recorder {
             Ok(Some(x)) => x,
             Ok(None) => return Ok(Outcome::Done),
             Err(nix::errno::Errno::EINTR) => return Ok(Outcome::Interrupted),
-            Err(e) => return Err(RecordError::Sys { syscall: "waitpid", errno: e }),
+            Err(e) => {
+                return Err(RecordError::Sys {
+                    syscall: "waitpid",
+                    errno: e,
+                })
+            }
         };
         self.counts.stops += 1;
         self.last_progress_ns = crate::clock::monotonic_ns();
         self.drain_agent()?;
-        if self.counts.stops % 64 == 0 {
+        if self.counts.stops.is_multiple_of(64) {
             self.sink.tick()?;
         }
         let _span = tracing::trace_span!("stop", tid = tid.0, seq = self.clock.issued()).entered();
@@ -263,7 +294,12 @@ impl Recorder {
 
     /// Handles one stop of `tid` (also the stops that end a breakpoint's
     /// single-step, which `step` never sees).
-    fn dispatch(&mut self, tid: Tid, stop: Stop, handle: Option<Stopped>) -> Result<Outcome, RecordError> {
+    fn dispatch(
+        &mut self,
+        tid: Tid,
+        stop: Stop,
+        handle: Option<Stopped>,
+    ) -> Result<Outcome, RecordError> {
         trace!(?stop, "stop");
         let Some(handle) = handle else {
             self.on_death(tid, stop)?;
@@ -281,14 +317,19 @@ impl Recorder {
             // The thread vanished between its stop and our request (SIGKILL,
             // another thread's exit_group): its death will be reported.
             Err(TraceeError::Died) => Ok(Outcome::Continue),
-            Err(TraceeError::Ptrace { request, errno }) => Err(RecordError::Sys { syscall: request, errno }),
+            Err(TraceeError::Ptrace { request, errno }) => Err(RecordError::Sys {
+                syscall: request,
+                errno,
+            }),
             Ok(()) => Ok(Outcome::Continue),
         }
     }
 
     /// Emits the events the breakpoint path made during the last stop.
     fn flush_breakpoints(&mut self) -> Result<(), RecordError> {
-        let Some(bp) = &mut self.bp else { return Ok(()) };
+        let Some(bp) = &mut self.bp else {
+            return Ok(());
+        };
         if bp.out.is_empty() {
             return Ok(());
         }
@@ -305,7 +346,10 @@ impl Recorder {
         // failure so `step` returns them.
         r.map_err(|e| {
             tracing::error!("{e}");
-            TraceeError::Ptrace { request: "trace writer", errno: nix::errno::Errno::EIO }
+            TraceeError::Ptrace {
+                request: "trace writer",
+                errno: nix::errno::Errno::EIO,
+            }
         })
     }
 
@@ -325,7 +369,9 @@ impl Recorder {
                 let pid = thread.pid;
                 let stale = thread.pending.take();
                 let entry = self.clock.stamp();
-                let name = syscall_name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall_{nr}"));
+                let name = syscall_name(nr)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("syscall_{nr}"));
                 let decode = decode_entry(&name, &args, &ProcMem { pid });
                 if let Some(p) = stale {
                     // An entry without an exit in between: the kernel
@@ -345,7 +391,15 @@ impl Recorder {
                     _ => Vec::new(),
                 };
                 let thread = self.threads.get_mut(&tid).expect("thread present");
-                thread.pending = Some(Pending { tid, nr, name, args, entry, decode, stack });
+                thread.pending = Some(Pending {
+                    tid,
+                    nr,
+                    name,
+                    args,
+                    entry,
+                    decode,
+                    stack,
+                });
             }
             SyscallInfo::Exit { rval, .. } => {
                 let pid = thread.pid;
@@ -362,11 +416,19 @@ impl Recorder {
                             bp.on_new_code(&t, pid)?;
                         }
                     }
-                    if (p.nr == NR_EXECVE || p.nr == NR_EXECVEAT) && rval < 0 && pid == self.root && self.counts.syscalls == 0
+                    if (p.nr == NR_EXECVE || p.nr == NR_EXECVEAT)
+                        && rval < 0
+                        && pid == self.root
+                        && self.counts.syscalls == 0
                     {
                         self.root_exec_error = Some(-rval);
                     }
-                    Self::deferred(self.finish_syscall(pid, p, Some(rval), SyscallOutcome::Returned))?;
+                    Self::deferred(self.finish_syscall(
+                        pid,
+                        p,
+                        Some(rval),
+                        SyscallOutcome::Returned,
+                    ))?;
                 }
             }
             SyscallInfo::None => {}
@@ -382,7 +444,8 @@ impl Recorder {
         outcome: SyscallOutcome,
     ) -> Result<(), RecordError> {
         let tid = p.tid;
-        let exit = (outcome != SyscallOutcome::Unfinished || ret.is_some()).then(|| self.clock.stamp());
+        let exit =
+            (outcome != SyscallOutcome::Unfinished || ret.is_some()).then(|| self.clock.stamp());
         let mem = ProcMem { pid };
         let mut d = p.decode.finish(ret, ret.map(|_| &mem as &dyn Memory));
         if let Some(r) = ret {
@@ -421,7 +484,8 @@ impl Recorder {
                 // Breakpoint path: drop the old image's table, arm the new one.
                 if let Some(bp) = &mut self.bp {
                     let pid = Pid(tid.0);
-                    let exe = std::fs::read_link(format!("/proc/{}/exe", pid.0)).unwrap_or_default();
+                    let exe =
+                        std::fs::read_link(format!("/proc/{}/exe", pid.0)).unwrap_or_default();
                     bp.on_exec(&t, pid, &exe.to_string_lossy())?;
                 }
                 t.resume(Resume::Syscall, 0)
@@ -435,7 +499,12 @@ impl Recorder {
                     }
                     let th = self.threads.get_mut(&tid).expect("present");
                     if let Some(p) = th.pending.take() {
-                        Self::deferred(self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited))?;
+                        Self::deferred(self.finish_syscall(
+                            pid,
+                            p,
+                            None,
+                            SyscallOutcome::ThreadExited,
+                        ))?;
                     }
                 }
                 t.resume(Resume::Syscall, 0)
@@ -454,7 +523,10 @@ impl Recorder {
                     }
                     return t.resume(Resume::Syscall, 0);
                 }
-                if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                if matches!(
+                    sig,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
                     // A job-control group-stop: stay stopped until SIGCONT.
                     t.resume(Resume::Listen, 0)
                 } else {
@@ -466,7 +538,9 @@ impl Recorder {
     }
 
     fn on_spawn(&mut self, creator: Tid, child: Tid, event: Event) -> Result<(), RecordError> {
-        let Some(parent) = self.threads.get(&creator) else { return Ok(()) };
+        let Some(parent) = self.threads.get(&creator) else {
+            return Ok(());
+        };
         let creator_pid = parent.pid;
         let clone_flags = parent.pending.as_ref().and_then(|p| match p.name.as_str() {
             "clone" => Some(p.args[0]),
@@ -482,7 +556,10 @@ impl Recorder {
         let (pid, parent_pid) = if kind == SpawnKind::Thread {
             (creator_pid, Some(creator_pid))
         } else if clone_flags.is_some_and(|f| f & CLONE_PARENT != 0) {
-            (Pid(child.0), self.parents.get(&creator_pid).copied().flatten())
+            (
+                Pid(child.0),
+                self.parents.get(&creator_pid).copied().flatten(),
+            )
         } else {
             (Pid(child.0), Some(creator_pid))
         };
@@ -494,8 +571,23 @@ impl Recorder {
             self.parents.insert(pid, parent_pid);
         }
         let at = self.clock.stamp();
-        self.threads.insert(child, Thread { pid, pending: None, started: true });
-        self.emit(Record::Spawn(Spawn { at, kind, tid: child, pid, parent_pid, creator_tid: Some(creator), clone_flags }))?;
+        self.threads.insert(
+            child,
+            Thread {
+                pid,
+                pending: None,
+                started: true,
+            },
+        );
+        self.emit(Record::Spawn(Spawn {
+            at,
+            kind,
+            tid: child,
+            pid,
+            parent_pid,
+            creator_tid: Some(creator),
+            clone_flags,
+        }))?;
         if kind != SpawnKind::Thread {
             // A forked child runs its parent's code until it execs: give it
             // its own mapping snapshot so its call sites can be named.
@@ -506,9 +598,17 @@ impl Recorder {
             bp.on_spawn(creator, creator_pid, child, kind == SpawnKind::Thread);
         }
         match self.parked.remove(&child) {
-            Some(stopped) => match self.first_stop_breakpoints(&stopped, pid).and_then(|()| stopped.resume(Resume::Syscall, 0)) {
+            Some(stopped) => match self
+                .first_stop_breakpoints(&stopped, pid)
+                .and_then(|()| stopped.resume(Resume::Syscall, 0))
+            {
                 Ok(()) | Err(TraceeError::Died) => {}
-                Err(TraceeError::Ptrace { request, errno }) => return Err(RecordError::Sys { syscall: request, errno }),
+                Err(TraceeError::Ptrace { request, errno }) => {
+                    return Err(RecordError::Sys {
+                        syscall: request,
+                        errno,
+                    })
+                }
             },
             None => {
                 self.expected.insert(child);
@@ -519,7 +619,11 @@ impl Recorder {
 
     fn on_exec(&mut self, tid: Tid, former: Tid) -> Result<(), RecordError> {
         let pid = Pid(tid.0);
-        let mut thread = self.threads.remove(&former).unwrap_or(Thread { pid, pending: None, started: true });
+        let mut thread = self.threads.remove(&former).unwrap_or(Thread {
+            pid,
+            pending: None,
+            started: true,
+        });
         if former != tid {
             // A non-main thread exec'd: the main thread is gone without a
             // death report, and the exec'ing thread takes its tid.
@@ -528,10 +632,22 @@ impl Recorder {
                     self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited)?;
                 }
                 let at = self.clock.stamp();
-                self.emit(Record::Exit(Exit { at, tid, pid, status: ExitStatus::Execed, process_exit: false }))?;
+                self.emit(Record::Exit(Exit {
+                    at,
+                    tid,
+                    pid,
+                    status: ExitStatus::Execed,
+                    process_exit: false,
+                }))?;
             }
             let at = self.clock.stamp();
-            self.emit(Record::Exit(Exit { at, tid: former, pid, status: ExitStatus::Execed, process_exit: false }))?;
+            self.emit(Record::Exit(Exit {
+                at,
+                tid: former,
+                pid,
+                status: ExitStatus::Execed,
+                process_exit: false,
+            }))?;
             let at = self.clock.stamp();
             self.emit(Record::Spawn(Spawn {
                 at,
@@ -548,10 +664,17 @@ impl Recorder {
             Some(p) => {
                 let d = p.decode_args();
                 (
-                    d.get("path").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                    d.get("path")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
                     d.get("argv")
                         .and_then(|v| v.as_array())
-                        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_string))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 )
             }
@@ -562,7 +685,14 @@ impl Recorder {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.clone());
         self.threads.insert(tid, thread);
-        self.emit(Record::Exec(Exec { at, pid, former_tid: former, exe, path, argv }))?;
+        self.emit(Record::Exec(Exec {
+            at,
+            pid,
+            former_tid: former,
+            exe,
+            path,
+            argv,
+        }))?;
         self.snapshot_mappings(pid)
     }
 
@@ -602,27 +732,43 @@ impl Recorder {
         let (sender, fault) = unsafe {
             let sender = (code <= 0 || sig == libc::SIGCHLD).then(|| Pid(info.si_pid()));
             let fault = (code > 0
-                && matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP))
+                && matches!(
+                    sig,
+                    libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+                ))
             .then(|| info.si_addr() as u64);
             (sender, fault)
         };
         self.counts.signals += 1;
         let at = self.clock.stamp();
-        Self::deferred(self.emit(Record::Signal(Signal { at, pid, tid, signo: sig, code, sender_pid: sender, fault_addr: fault })))?;
+        Self::deferred(self.emit(Record::Signal(Signal {
+            at,
+            pid,
+            tid,
+            signo: sig,
+            code,
+            sender_pid: sender,
+            fault_addr: fault,
+        })))?;
         t.resume(Resume::Syscall, sig)
     }
 
     fn on_death(&mut self, tid: Tid, stop: Stop) -> Result<(), RecordError> {
         self.expected.remove(&tid);
         let _ = self.parked.remove(&tid);
-        let Some(mut thread) = self.threads.remove(&tid) else { return Ok(()) };
+        let Some(mut thread) = self.threads.remove(&tid) else {
+            return Ok(());
+        };
         let pid = thread.pid;
         if let Some(p) = thread.pending.take() {
             self.finish_syscall(pid, p, None, SyscallOutcome::ThreadExited)?;
         }
         let status = match stop {
             Stop::Exited { code } => ExitStatus::Exited { code },
-            Stop::Killed { sig, core_dumped } => ExitStatus::Killed { signal: sig, core_dumped },
+            Stop::Killed { sig, core_dumped } => ExitStatus::Killed {
+                signal: sig,
+                core_dumped,
+            },
             _ => ExitStatus::Unknown,
         };
         // The main thread's death is reported after every other thread's,
@@ -635,7 +781,13 @@ impl Recorder {
             self.root_status = Some(status);
         }
         let at = self.clock.stamp();
-        self.emit(Record::Exit(Exit { at, tid, pid, status, process_exit }))
+        self.emit(Record::Exit(Exit {
+            at,
+            tid,
+            pid,
+            status,
+            process_exit,
+        }))
     }
 
     /// Closes what is still open when the recording ends early and flushes
@@ -651,17 +803,31 @@ impl Recorder {
         self.drain_agent()?;
         if let Some(area) = &self.area {
             let dropped = area.dropped();
-            self.emit(Record::Meta { key: "sync_dropped".into(), value: dropped.to_string() })?;
+            self.emit(Record::Meta {
+                key: "sync_dropped".into(),
+                value: dropped.to_string(),
+            })?;
         }
         // Breakpoint path: single-steps are stops too; the costs go to meta.
         if let Some(bp) = &self.bp {
             self.counts.stops += bp.stats.steps;
             let s = bp.stats;
-            for (k, v) in [("sync_ptrace_calls", s.calls), ("sync_ptrace_traps", s.traps), ("sync_ptrace_steps", s.steps), ("sync_ptrace_armed", s.armed)] {
-                self.emit(Record::Meta { key: k.into(), value: v.to_string() })?;
+            for (k, v) in [
+                ("sync_ptrace_calls", s.calls),
+                ("sync_ptrace_traps", s.traps),
+                ("sync_ptrace_steps", s.steps),
+                ("sync_ptrace_armed", s.armed),
+            ] {
+                self.emit(Record::Meta {
+                    key: k.into(),
+                    value: v.to_string(),
+                })?;
             }
         }
-        self.emit(Record::Meta { key: "stops".into(), value: self.counts.stops.to_string() })?;
+        self.emit(Record::Meta {
+            key: "stops".into(),
+            value: self.counts.stops.to_string(),
+        })?;
         let counts = self.counts.clone();
         let status = self.root_status;
         self.sink.close()?;

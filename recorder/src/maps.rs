@@ -31,7 +31,9 @@ pub fn parse_exec_mappings(text: &str) -> Vec<Mapping> {
 
 /// The executable mappings of `pid` now (empty if the process is gone).
 pub fn exec_mappings(pid: Pid) -> Vec<Mapping> {
-    std::fs::read_to_string(format!("/proc/{}/maps", pid.0)).map(|t| parse_exec_mappings(&t)).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{}/maps", pid.0))
+        .map(|t| parse_exec_mappings(&t))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -81,8 +81,14 @@ impl Memory for ProcMem {
         if buf.is_empty() {
             return 0;
         }
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
         // SAFETY: `local` describes `buf`, which we own mutably for the call;
         // the remote iovec is only read by the kernel from the other process.
         let n = unsafe { libc::process_vm_readv(self.pid.0, &local, 1, &remote, 1, 0) };
@@ -131,7 +137,9 @@ mod tests {
 
     #[test]
     fn cstr_stops_at_nul_and_at_unmapped_memory() {
-        let m = BufMem::new().map(0x1000, b"hello\0world".to_vec()).map(0x2000, b"abc".to_vec());
+        let m = BufMem::new()
+            .map(0x1000, b"hello\0world".to_vec())
+            .map(0x2000, b"abc".to_vec());
         assert_eq!(m.read_cstr(0x1000, 100).as_deref(), Some("hello"));
         assert_eq!(m.read_cstr(0x1006, 100).as_deref(), Some("world"));
         assert_eq!(m.read_cstr(0x2000, 2).as_deref(), Some("ab"));
@@ -145,7 +153,12 @@ mod tests {
         ptrs.extend_from_slice(&0x2000u64.to_le_bytes());
         ptrs.extend_from_slice(&0x2003u64.to_le_bytes());
         ptrs.extend_from_slice(&0u64.to_le_bytes());
-        let m = BufMem::new().map(0x1000, ptrs).map(0x2000, b"ls\0-l\0".to_vec());
-        assert_eq!(m.read_str_array(0x1000, 10), Some(vec!["ls".to_string(), "-l".to_string()]));
+        let m = BufMem::new()
+            .map(0x1000, ptrs)
+            .map(0x2000, b"ls\0-l\0".to_vec());
+        assert_eq!(
+            m.read_str_array(0x1000, 10),
+            Some(vec!["ls".to_string(), "-l".to_string()])
+        );
     }
 }

@@ -46,8 +46,14 @@ pub fn start_ticker(period_ms: u64) {
         sa.sa_sigaction = on_tick as *const () as usize;
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let tv = libc::timeval { tv_sec: (period_ms / 1000) as _, tv_usec: ((period_ms % 1000) * 1000) as _ };
-        let it = libc::itimerval { it_interval: tv, it_value: tv };
+        let tv = libc::timeval {
+            tv_sec: (period_ms / 1000) as _,
+            tv_usec: ((period_ms % 1000) * 1000) as _,
+        };
+        let it = libc::itimerval {
+            it_interval: tv,
+            it_value: tv,
+        };
         libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
     }
 }
@@ -68,7 +74,13 @@ pub fn block_in_this_thread() {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGALRM] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGALRM,
+        ] {
             libc::sigaddset(&mut set, sig);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());

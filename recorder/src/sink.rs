@@ -59,7 +59,12 @@ impl Sink {
                 Ok(written)
             })
             .expect("spawn writer thread");
-        Sink { tx: Some(tx), handle: Some(handle), batch: Vec::with_capacity(BATCH), batch_since: 0 }
+        Sink {
+            tx: Some(tx),
+            handle: Some(handle),
+            batch: Vec::with_capacity(BATCH),
+            batch_since: 0,
+        }
     }
 
     /// Queues one record.
@@ -89,7 +94,8 @@ impl Sink {
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         let tx = self.tx.as_ref().expect("sink used after close");
-        tx.send(batch).map_err(|_| RecordError::Writer("the writer thread ended early".into()))
+        tx.send(batch)
+            .map_err(|_| RecordError::Writer("the writer thread ended early".into()))
     }
 
     /// Flushes everything and finishes the trace; returns the rows written.

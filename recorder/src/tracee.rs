@@ -79,8 +79,14 @@ pub fn wait_stop() -> Result<Option<(Tid, Stop, Option<Stopped>)>, Errno> {
             Err(e) => return Err(e),
         }
     };
-    let Some((tid, stop)) = decode_status(status) else { return Ok(None) };
-    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
+    let Some((tid, stop)) = decode_status(status) else {
+        return Ok(None);
+    };
+    let handle = if stop.is_death() {
+        None
+    } else {
+        Some(Stopped { tid })
+    };
     Ok(Some((tid, stop, handle)))
 }
 
@@ -89,12 +95,30 @@ pub fn wait_stop() -> Result<Option<(Tid, Stop, Option<Stopped>)>, Errno> {
 fn decode_status(status: WaitStatus) -> Option<(Tid, Stop)> {
     let (pid, stop) = match status {
         WaitStatus::Exited(pid, code) => (pid, Stop::Exited { code }),
-        WaitStatus::Signaled(pid, sig, core) => (pid, Stop::Killed { sig: sig as i32, core_dumped: core }),
+        WaitStatus::Signaled(pid, sig, core) => (
+            pid,
+            Stop::Killed {
+                sig: sig as i32,
+                core_dumped: core,
+            },
+        ),
         WaitStatus::PtraceSyscall(pid) => (pid, Stop::Syscall),
-        WaitStatus::PtraceEvent(pid, sig, ev) => (pid, Stop::Event { event: event_of(ev), sig: sig as i32 }),
+        WaitStatus::PtraceEvent(pid, sig, ev) => (
+            pid,
+            Stop::Event {
+                event: event_of(ev),
+                sig: sig as i32,
+            },
+        ),
         WaitStatus::Stopped(pid, sig) => (pid, Stop::Signal { sig: sig as i32 }),
         // Without WCONTINUED / WNOHANG these are not reported.
-        WaitStatus::Continued(pid) => (pid, Stop::Event { event: Event::Other(-1), sig: 0 }),
+        WaitStatus::Continued(pid) => (
+            pid,
+            Stop::Event {
+                event: Event::Other(-1),
+                sig: 0,
+            },
+        ),
         WaitStatus::StillAlive => return None,
     };
     Some((Tid(pid.as_raw()), stop))
@@ -112,8 +136,14 @@ pub enum Resume {
 /// The register state at a syscall stop, from PTRACE_GET_SYSCALL_INFO.
 #[derive(Clone, Copy, Debug)]
 pub enum SyscallInfo {
-    Entry { nr: i64, args: [u64; 6] },
-    Exit { rval: i64, is_error: bool },
+    Entry {
+        nr: i64,
+        args: [u64; 6],
+    },
+    Exit {
+        rval: i64,
+        is_error: bool,
+    },
     /// Not at a syscall stop the kernel can describe.
     None,
 }
@@ -147,7 +177,8 @@ impl Stopped {
 
     /// Sets the ptrace options (fork/clone/exec/exit events, EXITKILL...).
     pub fn set_options(&self, opts: ptrace::Options) -> Result<(), TraceeError> {
-        ptrace::setoptions(nix_pid(self.tid), opts).map_err(|e| TraceeError::from_errno("PTRACE_SETOPTIONS", e))
+        ptrace::setoptions(nix_pid(self.tid), opts)
+            .map_err(|e| TraceeError::from_errno("PTRACE_SETOPTIONS", e))
     }
 
     /// The syscall number and arguments (at entry) or return value (at exit).
@@ -165,15 +196,24 @@ impl Stopped {
             )
         };
         if r < 0 {
-            return Err(TraceeError::from_errno("PTRACE_GET_SYSCALL_INFO", Errno::last()));
+            return Err(TraceeError::from_errno(
+                "PTRACE_GET_SYSCALL_INFO",
+                Errno::last(),
+            ));
         }
         Ok(match raw.op {
             1 => {
                 let mut args = [0u64; 6];
                 args.copy_from_slice(&raw.data[1..7]);
-                SyscallInfo::Entry { nr: raw.data[0] as i64, args }
+                SyscallInfo::Entry {
+                    nr: raw.data[0] as i64,
+                    args,
+                }
             }
-            2 => SyscallInfo::Exit { rval: raw.data[0] as i64, is_error: raw.data[1] & 0xff != 0 },
+            2 => SyscallInfo::Exit {
+                rval: raw.data[0] as i64,
+                is_error: raw.data[1] & 0xff != 0,
+            },
             _ => SyscallInfo::None,
         })
     }
@@ -188,7 +228,8 @@ impl Stopped {
 
     /// The siginfo of the signal about to be delivered.
     pub fn siginfo(&self) -> Result<libc::siginfo_t, TraceeError> {
-        ptrace::getsiginfo(nix_pid(self.tid)).map_err(|e| TraceeError::from_errno("PTRACE_GETSIGINFO", e))
+        ptrace::getsiginfo(nix_pid(self.tid))
+            .map_err(|e| TraceeError::from_errno("PTRACE_GETSIGINFO", e))
     }
 
     /// The general-purpose registers (PTRACE_GETREGS).
@@ -198,7 +239,8 @@ impl Stopped {
 
     /// Sets the general-purpose registers (PTRACE_SETREGS).
     pub fn set_regs(&self, regs: libc::user_regs_struct) -> Result<(), TraceeError> {
-        ptrace::setregs(nix_pid(self.tid), regs).map_err(|e| TraceeError::from_errno("PTRACE_SETREGS", e))
+        ptrace::setregs(nix_pid(self.tid), regs)
+            .map_err(|e| TraceeError::from_errno("PTRACE_SETREGS", e))
     }
 
     /// Reads the word at `addr` of the thread's process (PTRACE_PEEKDATA;
@@ -212,8 +254,12 @@ impl Stopped {
     /// Writes the word at `addr` of the thread's process (PTRACE_POKEDATA;
     /// the kernel breaks copy-on-write of private text mappings).
     pub fn poke(&self, addr: u64, word: u64) -> Result<(), TraceeError> {
-        ptrace::write(nix_pid(self.tid), addr as ptrace::AddressType, word as libc::c_long)
-            .map_err(|e| TraceeError::from_errno("PTRACE_POKEDATA", e))
+        ptrace::write(
+            nix_pid(self.tid),
+            addr as ptrace::AddressType,
+            word as libc::c_long,
+        )
+        .map_err(|e| TraceeError::from_errno("PTRACE_POKEDATA", e))
     }
 
     /// Executes one instruction (PTRACE_SINGLESTEP) and waits for this
@@ -226,8 +272,14 @@ impl Stopped {
         loop {
             match waitpid(pid, Some(WaitPidFlag::__WALL)) {
                 Ok(status) => {
-                    let Some((tid, stop)) = decode_status(status) else { continue };
-                    let handle = if stop.is_death() { None } else { Some(Stopped { tid }) };
+                    let Some((tid, stop)) = decode_status(status) else {
+                        continue;
+                    };
+                    let handle = if stop.is_death() {
+                        None
+                    } else {
+                        Some(Stopped { tid })
+                    };
                     return Ok((stop, handle));
                 }
                 Err(Errno::EINTR) => continue,
@@ -239,10 +291,15 @@ impl Stopped {
 
     /// Lets the thread run again, delivering `sig` (0 for none).
     pub fn resume(self, how: Resume, sig: i32) -> Result<(), TraceeError> {
-        let signal = if sig == 0 { None } else { Signal::try_from(sig).ok() };
+        let signal = if sig == 0 {
+            None
+        } else {
+            Signal::try_from(sig).ok()
+        };
         let pid = nix_pid(self.tid);
         match how {
-            Resume::Syscall => ptrace::syscall(pid, signal).map_err(|e| TraceeError::from_errno("PTRACE_SYSCALL", e)),
+            Resume::Syscall => ptrace::syscall(pid, signal)
+                .map_err(|e| TraceeError::from_errno("PTRACE_SYSCALL", e)),
             Resume::Listen => {
                 // SAFETY: PTRACE_LISTEN takes no pointers; the tid is a
                 // seized tracee in group-stop.

@@ -43,7 +43,9 @@ pub fn stack_of_blocked(pid: Pid, tid: Tid, maps: &[Mapping]) -> Vec<u64> {
         Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return Vec::new(),
         Ok(_) => {}
     }
-    let Ok(regs) = ptrace::getregs(t) else { return Vec::new() };
+    let Ok(regs) = ptrace::getregs(t) else {
+        return Vec::new();
+    };
     scan(pid, regs.rip, regs.rsp, maps)
 }
 
@@ -74,8 +76,28 @@ pub fn scan(pid: Pid, rip: u64, rsp: u64, maps: &[Mapping]) -> Vec<u64> {
 pub fn wants_stack(name: &str) -> bool {
     matches!(
         name,
-        "pipe" | "pipe2" | "dup" | "dup2" | "dup3" | "close" | "close_range" | "open" | "openat" | "creat" | "socket"
-            | "socketpair" | "accept" | "accept4" | "fcntl" | "fork" | "vfork" | "clone" | "clone3" | "execve"
-            | "execveat" | "wait4" | "waitid"
+        "pipe"
+            | "pipe2"
+            | "dup"
+            | "dup2"
+            | "dup3"
+            | "close"
+            | "close_range"
+            | "open"
+            | "openat"
+            | "creat"
+            | "socket"
+            | "socketpair"
+            | "accept"
+            | "accept4"
+            | "fcntl"
+            | "fork"
+            | "vfork"
+            | "clone"
+            | "clone3"
+            | "execve"
+            | "execveat"
+            | "wait4"
+            | "waitid"
     )
 }

@@ -18,7 +18,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 static COMPILE: Mutex<()> = Mutex::new(());
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
 }
 
 /// Compiles `fixtures/<name>.c` (once per test run, unless the source is
@@ -52,7 +55,12 @@ pub fn fixture(name: &str) -> PathBuf {
             .arg(&src)
             .output()
             .expect("run gcc");
-        assert!(out.status.success(), "gcc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gcc {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::rename(&tmp, &bin).expect("install fixture");
     }
     bin
@@ -68,7 +76,9 @@ pub struct Run {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(test: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scratch").join(test);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("scratch")
+        .join(test);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
@@ -101,8 +111,18 @@ pub fn finish(mut child: Child, timeout: Duration) -> Run {
             s
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait lockstep") {
@@ -118,7 +138,11 @@ pub fn finish(mut child: Child, timeout: Duration) -> Run {
     };
     let stdout = out.join().expect("stdout reader");
     let stderr = err.join().expect("stderr reader");
-    Run { code: status.code(), stdout, stderr }
+    Run {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
 }
 
 /// Runs `lockstep ARGS` in `dir` under the default timeout.
@@ -130,7 +154,15 @@ pub fn lockstep(dir: &Path, args: &[&str]) -> Run {
 /// itself succeeded (any program exit status is returned).
 pub fn record(dir: &Path, program: &str, args: &[&str]) -> (PathBuf, Run) {
     let trace = dir.join("trace.db");
-    let mut a = vec!["record", "-q", "--force", "-o", trace.to_str().unwrap(), "--", program];
+    let mut a = vec![
+        "record",
+        "-q",
+        "--force",
+        "-o",
+        trace.to_str().unwrap(),
+        "--",
+        program,
+    ];
     a.extend_from_slice(args);
     let run = lockstep(dir, &a);
     assert!(trace.exists(), "no trace written: {run:?}");
@@ -143,7 +175,8 @@ pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
     a.push("--json");
     let run = lockstep(dir, &a);
     assert_eq!(run.code, Some(0), "{args:?} failed: {run:?}");
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", run.stdout))
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", run.stdout))
 }
 
 /// `lockstep events --json` as a list of objects.
@@ -152,19 +185,34 @@ pub fn events(dir: &Path, trace: &Path, extra: &[&str]) -> Vec<serde_json::Value
     a.extend_from_slice(extra);
     let run = lockstep(dir, &a);
     assert_eq!(run.code, Some(0), "events failed: {run:?}");
-    run.stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
 }
 
 /// Syscall events of one name.
 pub fn syscalls<'a>(evs: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    evs.iter().filter(|e| e["kind"] == "syscall" && e["name"] == name).collect()
+    evs.iter()
+        .filter(|e| e["kind"] == "syscall" && e["name"] == name)
+        .collect()
 }
 
 /// The line of `/* MARKER */` in fixtures/<fixture>.c (markers appear once).
 pub fn marker_line(fixture: &str, marker: &str) -> u64 {
-    let src = std::fs::read_to_string(repo_root().join("fixtures").join(format!("{fixture}.c"))).unwrap();
+    let src =
+        std::fs::read_to_string(repo_root().join("fixtures").join(format!("{fixture}.c"))).unwrap();
     let needle = format!("/* {marker} */");
-    let hits: Vec<usize> = src.lines().enumerate().filter(|(_, l)| l.contains(&needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(hits.len(), 1, "{fixture}.c: marker {marker} must appear once");
+    let hits: Vec<usize> = src
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "{fixture}.c: marker {marker} must appear once"
+    );
     hits[0] as u64
 }

@@ -6,17 +6,28 @@ use lockstep_trace::*;
 use std::time::Instant;
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("lockstep-writer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.db");
     let ops: Vec<Record> = (0..n)
         .map(|i| {
             Record::Sync(Box::new(SyncOp {
-                at: Stamp { seq: Seq(i + 1), ts_ns: i * 100 },
+                at: Stamp {
+                    seq: Seq(i + 1),
+                    ts_ns: i * 100,
+                },
                 pid: Pid(1),
                 tid: Tid(1 + (i % 2) as i32),
-                op: if i % 3 == 2 { "pthread_mutex_unlock" } else { "pthread_mutex_lock" }.into(),
+                op: if i % 3 == 2 {
+                    "pthread_mutex_unlock"
+                } else {
+                    "pthread_mutex_lock"
+                }
+                .into(),
                 phase: ["request", "acquired", "released"][(i % 3) as usize].into(),
                 obj: 0x5555_0000 + (i % 2) * 0x40,
                 arg: 0,

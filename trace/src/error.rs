@@ -10,7 +10,11 @@ pub enum TraceError {
     #[error("{0}: not a lockstep trace")]
     NotATrace(PathBuf),
     #[error("{path}: trace schema version {found} is newer than this lockstep supports ({supported}); upgrade lockstep")]
-    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("{0}: trace is truncated")]
     Truncated(PathBuf),
     #[error("{path}: trace is corrupt: {detail}")]
@@ -18,11 +22,20 @@ pub enum TraceError {
     #[error("{0}: already exists (use --force to overwrite)")]
     Exists(PathBuf),
     #[error("{path}: cannot write trace: {source}")]
-    Unwritable { path: PathBuf, source: std::io::Error },
+    Unwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: sqlite: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("{path}: bad value in trace: {detail}")]
     BadValue { path: PathBuf, detail: String },
 }
@@ -35,7 +48,10 @@ impl TraceError {
         let path = path.to_path_buf();
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) => TraceError::NotATrace(path),
-            Some(ErrorCode::DatabaseCorrupt) => TraceError::Corrupt { path, detail: source.to_string() },
+            Some(ErrorCode::DatabaseCorrupt) => TraceError::Corrupt {
+                path,
+                detail: source.to_string(),
+            },
             _ => TraceError::Sqlite { path, source },
         }
     }

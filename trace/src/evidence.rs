@@ -19,8 +19,13 @@ impl TraceReader {
     ) -> Result<(), TraceError> {
         let mut names: HashMap<i64, String> = HashMap::new();
         {
-            let mut st = self.conn.prepare("SELECT code, name FROM sync_names").map_err(self.sq())?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(self.sq())?;
+            let mut st = self
+                .conn
+                .prepare("SELECT code, name FROM sync_names")
+                .map_err(self.sq())?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(self.sq())?;
             for row in rows {
                 let (c, n) = row.map_err(self.sq())?;
                 names.insert(c, n);
@@ -29,11 +34,17 @@ impl TraceReader {
         let name = |c: i64| names.get(&c).cloned().unwrap_or_else(|| format!("#{c}"));
         let mut stacks: HashMap<i64, Vec<u64>> = HashMap::new();
         {
-            let mut st = self.conn.prepare("SELECT id, frames FROM stacks").map_err(self.sq())?;
+            let mut st = self
+                .conn
+                .prepare("SELECT id, frames FROM stacks")
+                .map_err(self.sq())?;
             let rows = st
                 .query_map([], |r| {
                     let blob = r.get_ref(1)?.as_blob()?;
-                    let frames = blob.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                    let frames = blob
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect();
                     Ok((r.get::<_, i64>(0)?, frames))
                 })
                 .map_err(self.sq())?;
@@ -42,7 +53,8 @@ impl TraceReader {
                 stacks.insert(id, frames);
             }
         }
-        let sql = "SELECT seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, stack, mechanism
+        let sql =
+            "SELECT seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, stack, mechanism
                    FROM sync_rows WHERE ?1 IS NULL OR tid = ?1 ORDER BY seq";
         let mut st = self.conn.prepare(sql).map_err(self.sq())?;
         let mut rows = st.query([tid.map(|t| t.0)]).map_err(self.sq())?;
@@ -140,7 +152,13 @@ impl TraceReader {
         let mut hang: Option<Hang> = None;
         for row in rows {
             let (at, timeout_ms, t) = row.map_err(self.sq())?;
-            hang.get_or_insert_with(|| Hang { at, timeout_ms, threads: Vec::new() }).threads.push(t);
+            hang.get_or_insert_with(|| Hang {
+                at,
+                timeout_ms,
+                threads: Vec::new(),
+            })
+            .threads
+            .push(t);
         }
         Ok(hang)
     }
@@ -165,7 +183,8 @@ impl TraceReader {
     /// file) keeps its old findings and reports the error.
     pub fn store_findings(&self, findings: &[StoredFinding]) -> Result<(), TraceError> {
         let tx = self.conn.unchecked_transaction().map_err(self.sq())?;
-        tx.execute("DELETE FROM finding_rows", []).map_err(self.sq())?;
+        tx.execute("DELETE FROM finding_rows", [])
+            .map_err(self.sq())?;
         {
             let mut st = tx
                 .prepare(

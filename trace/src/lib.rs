@@ -7,16 +7,16 @@
 //! processes or the machine it runs on.
 
 pub mod error;
+pub mod evidence;
 pub mod ids;
 pub mod model;
 pub mod reader;
-pub mod evidence;
 pub mod schema;
 pub mod writer;
 
 pub use error::TraceError;
+pub use evidence::StoredFinding;
 pub use ids::{Addr, Pid, Seq, Tid};
 pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
-pub use evidence::StoredFinding;
 pub use writer::TraceWriter;

@@ -74,8 +74,13 @@ pub struct Spawn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "how")]
 pub enum ExitStatus {
-    Exited { code: i32 },
-    Killed { signal: i32, core_dumped: bool },
+    Exited {
+        code: i32,
+    },
+    Killed {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// Ended by an exec in its process: the other threads of a process
     /// vanish when one thread execs, and an exec'ing non-main thread ends
     /// its old tid (it goes on as the main thread).
@@ -273,7 +278,14 @@ pub enum Record {
     Hang(Hang),
     /// The executable mappings of `pid` as of `at` (a complete snapshot,
     /// taken after exec and after each mmap of executable code).
-    Mappings { at: Stamp, pid: Pid, maps: Vec<Mapping> },
+    Mappings {
+        at: Stamp,
+        pid: Pid,
+        maps: Vec<Mapping>,
+    },
     /// A key of the trace's metadata (command line, start time, ...).
-    Meta { key: String, value: String },
+    Meta {
+        key: String,
+        value: String,
+    },
 }

@@ -51,26 +51,50 @@ impl TraceReader {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
             .map_err(sq)?;
-        let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sq)?;
+        let app: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(sq)?;
         if app != APPLICATION_ID {
             return Err(TraceError::NotATrace(path.to_path_buf()));
         }
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sq)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sq)?;
         if version > SCHEMA_VERSION {
-            return Err(TraceError::NewerSchema { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+            return Err(TraceError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         if version < 1 {
             return Err(TraceError::NotATrace(path.to_path_buf()));
         }
         // Touch every table once so that a damaged file fails here, with one
         // clear error, rather than halfway through a report.
-        for table in
-            ["meta", "spawn_rows", "exit_rows", "exec_rows", "signal_rows", "syscall_rows", "sync_rows", "sync_names", "stacks", "mapping_rows", "hang_rows", "finding_rows"]
-        {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
-                .map_err(sq)?;
+        for table in [
+            "meta",
+            "spawn_rows",
+            "exit_rows",
+            "exec_rows",
+            "signal_rows",
+            "syscall_rows",
+            "sync_rows",
+            "sync_names",
+            "stacks",
+            "mapping_rows",
+            "hang_rows",
+            "finding_rows",
+        ] {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(sq)?;
         }
-        Ok(TraceReader { conn, path: path.to_path_buf() })
+        Ok(TraceReader {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -83,7 +107,10 @@ impl TraceReader {
 
     /// A metadata value (`command`, `complete`, `start_time`, ...).
     pub fn meta(&self, key: &str) -> Result<Option<String>, TraceError> {
-        let mut st = self.conn.prepare_cached("SELECT value FROM meta WHERE key = ?1").map_err(self.sq())?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .map_err(self.sq())?;
         let mut rows = st.query([key]).map_err(self.sq())?;
         match rows.next().map_err(self.sq())? {
             Some(r) => Ok(Some(r.get(0).map_err(self.sq())?)),
@@ -100,7 +127,10 @@ impl TraceReader {
     }
 
     pub(crate) fn bad(&self, detail: String) -> TraceError {
-        TraceError::BadValue { path: self.path.clone(), detail }
+        TraceError::BadValue {
+            path: self.path.clone(),
+            detail,
+        }
     }
 
     /// Every process, in order of creation.
@@ -139,9 +169,12 @@ impl TraceReader {
         let mut out = Vec::new();
         for row in rows {
             let (mut p, kind, argv) = row.map_err(self.sq())?;
-            p.spawn_kind = SpawnKind::parse(&kind).ok_or_else(|| self.bad(format!("spawn kind {kind:?}")))?;
+            p.spawn_kind =
+                SpawnKind::parse(&kind).ok_or_else(|| self.bad(format!("spawn kind {kind:?}")))?;
             p.argv = match argv {
-                Some(a) => Some(serde_json::from_str(&a).map_err(|e| self.bad(format!("argv: {e}")))?),
+                Some(a) => {
+                    Some(serde_json::from_str(&a).map_err(|e| self.bad(format!("argv: {e}")))?)
+                }
                 None => None,
             };
             out.push(p);
@@ -174,7 +207,8 @@ impl TraceReader {
         let mut out = Vec::new();
         for row in rows {
             let (kind, mut s) = row.map_err(self.sq())?;
-            s.kind = SpawnKind::parse(&kind).ok_or_else(|| self.bad(format!("spawn kind {kind:?}")))?;
+            s.kind =
+                SpawnKind::parse(&kind).ok_or_else(|| self.bad(format!("spawn kind {kind:?}")))?;
             out.push(s);
         }
         Ok(out)
@@ -204,7 +238,9 @@ impl TraceReader {
     pub fn execs(&self) -> Result<Vec<Exec>, TraceError> {
         let mut st = self
             .conn
-            .prepare("SELECT seq, ts_ns, pid, former_tid, exe, path, argv FROM exec_rows ORDER BY seq")
+            .prepare(
+                "SELECT seq, ts_ns, pid, former_tid, exe, path, argv FROM exec_rows ORDER BY seq",
+            )
             .map_err(self.sq())?;
         let rows = st
             .query_map([], |r| {
@@ -282,7 +318,9 @@ impl TraceReader {
         }
         sql.push_str(" ORDER BY entry_seq");
         let mut st = self.conn.prepare(&sql).map_err(self.sq())?;
-        let mut rows = st.query(rusqlite::params_from_iter(params)).map_err(self.sq())?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params))
+            .map_err(self.sq())?;
         while let Some(r) = rows.next().map_err(self.sq())? {
             let s = self.syscall_row(r).map_err(self.sq())?;
             let s = s.map_err(|d| self.bad(d))?;
@@ -312,11 +350,17 @@ impl TraceReader {
         };
         let decoded: String = r.get(12)?;
         let result: String = r.get(19)?;
-        let (Ok(decoded), Ok(result)) = (serde_json::from_str(&decoded), serde_json::from_str(&result)) else {
+        let (Ok(decoded), Ok(result)) = (
+            serde_json::from_str(&decoded),
+            serde_json::from_str(&result),
+        ) else {
             return Ok(Err("syscall arguments are not JSON".into()));
         };
         let exit = match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<i64>>(15)?) {
-            (Some(s), Some(t)) => Some(Stamp { seq: Seq(s as u64), ts_ns: t as u64 }),
+            (Some(s), Some(t)) => Some(Stamp {
+                seq: Seq(s as u64),
+                ts_ns: t as u64,
+            }),
             _ => None,
         };
         Ok(Ok(Syscall {
@@ -333,7 +377,10 @@ impl TraceReader {
             ret: r.get(17)?,
             error: r.get(18)?,
             result,
-            stack: r.get::<_, Option<String>>(20)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
+            stack: r
+                .get::<_, Option<String>>(20)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
         }))
     }
 
@@ -350,7 +397,9 @@ impl TraceReader {
                             rusqlite::types::ValueRef::Null => serde_json::Value::Null,
                             rusqlite::types::ValueRef::Integer(v) => v.into(),
                             rusqlite::types::ValueRef::Real(v) => v.into(),
-                            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                String::from_utf8_lossy(t).into_owned().into()
+                            }
                             rusqlite::types::ValueRef::Blob(b) => b.len().into(),
                         })
                     })
@@ -362,7 +411,10 @@ impl TraceReader {
 }
 
 pub(crate) fn stamp(r: &Row<'_>, seq: usize, ts: usize) -> Result<Stamp, rusqlite::Error> {
-    Ok(Stamp { seq: Seq(r.get::<_, i64>(seq)? as u64), ts_ns: r.get::<_, i64>(ts)? as u64 })
+    Ok(Stamp {
+        seq: Seq(r.get::<_, i64>(seq)? as u64),
+        ts_ns: r.get::<_, i64>(ts)? as u64,
+    })
 }
 
 /// Reads (how, code, signal, core_dumped) starting at column `how`.
@@ -370,7 +422,9 @@ fn exit_status(r: &Row<'_>, how: usize) -> Result<Option<ExitStatus>, rusqlite::
     let h: Option<String> = r.get(how)?;
     Ok(match h.as_deref() {
         None => None,
-        Some("exited") => Some(ExitStatus::Exited { code: r.get::<_, Option<i32>>(how + 1)?.unwrap_or(0) }),
+        Some("exited") => Some(ExitStatus::Exited {
+            code: r.get::<_, Option<i32>>(how + 1)?.unwrap_or(0),
+        }),
         Some("killed") => Some(ExitStatus::Killed {
             signal: r.get::<_, Option<i32>>(how + 2)?.unwrap_or(0),
             core_dumped: r.get::<_, Option<bool>>(how + 3)?.unwrap_or(false),
@@ -383,10 +437,15 @@ fn exit_status(r: &Row<'_>, how: usize) -> Result<Option<ExitStatus>, rusqlite::
 /// Checks the SQLite header before SQLite sees the file: not SQLite at all,
 /// or shorter than the header says (a truncated copy), are told apart here.
 fn check_header(path: &Path) -> Result<(), TraceError> {
-    let io = |source| TraceError::Io { path: path.to_path_buf(), source };
+    let io = |source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(TraceError::Missing(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TraceError::Missing(path.to_path_buf()))
+        }
         Err(e) => return Err(io(e)),
     };
     if f.metadata().map_err(io)?.is_dir() {

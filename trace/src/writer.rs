@@ -4,8 +4,8 @@
 use crate::error::TraceError;
 use crate::model::*;
 use crate::schema::{APPLICATION_ID, CREATE, INDEX_AT_END, SCHEMA_VERSION};
-use std::collections::HashMap;
 use rusqlite::{params, Connection};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Rows per transaction. Large enough that commits are rare, small enough
@@ -52,27 +52,38 @@ impl TraceWriter {
             .write(true)
             .create_new(true)
             .open(path)
-            .map_err(|source| TraceError::Unwritable { path: path.to_path_buf(), source })?;
+            .map_err(|source| TraceError::Unwritable {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let sq = |e| TraceError::sqlite(path, e);
         let conn = Connection::open(path).map_err(sq)?;
         // Bigger pages and cache, rarer checkpoints: traces are written
         // append-only at up to millions of rows a second.
         conn.pragma_update(None, "page_size", 16384).map_err(sq)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
-        conn.pragma_update(None, "cache_size", -131072).map_err(sq)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 16384).map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sq)?;
+        conn.pragma_update(None, "cache_size", -131072)
+            .map_err(sq)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)
+            .map_err(sq)?;
         // A trace must survive the recorder dying, not the machine crashing:
         // no fsync at all (the OS has the pages once a transaction commits).
         conn.pragma_update(None, "synchronous", "OFF").map_err(sq)?;
-        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(sq)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sq)?;
         conn.execute_batch(CREATE).map_err(sq)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sq)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sq)?;
         conn.execute(
             "INSERT INTO meta(key, value) VALUES ('complete', '0'), ('schema_version', ?1)",
             params![SCHEMA_VERSION.to_string()],
         )
         .map_err(sq)?;
-        Ok(TraceWriter { conn, path: path.to_path_buf(), in_tx: 0,
+        Ok(TraceWriter {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: 0,
             names: HashMap::new(),
             stacks: HashMap::new(),
             pending_sync: Vec::with_capacity(SYNC_ROWS_PER_INSERT),
@@ -122,7 +133,10 @@ impl TraceWriter {
     pub fn finish(mut self) -> Result<(), TraceError> {
         self.flush()?;
         self.conn.execute_batch(INDEX_AT_END).map_err(self.sq())?;
-        self.write(&Record::Meta { key: "complete".into(), value: "1".into() })?;
+        self.write(&Record::Meta {
+            key: "complete".into(),
+            value: "1".into(),
+        })?;
         self.flush()?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -139,7 +153,9 @@ impl TraceWriter {
             return Ok(c);
         }
         let code = self.names.len() as i64 + 1;
-        self.conn.prepare_cached("INSERT INTO sync_names(code, name) VALUES (?1, ?2)")?.execute(params![code, name])?;
+        self.conn
+            .prepare_cached("INSERT INTO sync_names(code, name) VALUES (?1, ?2)")?
+            .execute(params![code, name])?;
         self.names.insert(name.to_string(), code);
         Ok(code)
     }
@@ -154,14 +170,20 @@ impl TraceWriter {
         for a in frames {
             blob.extend_from_slice(&a.to_le_bytes());
         }
-        self.conn.prepare_cached("INSERT INTO stacks(id, frames) VALUES (?1, ?2)")?.execute(params![id, blob])?;
+        self.conn
+            .prepare_cached("INSERT INTO stacks(id, frames) VALUES (?1, ?2)")?
+            .execute(params![id, blob])?;
         self.stacks.insert(frames.to_vec(), id);
         Ok(id)
     }
 
     fn insert(&mut self, rec: &Record) -> Result<(), rusqlite::Error> {
         if let Record::Sync(o) = rec {
-            let (op, phase, mech) = (self.name_code(&o.op)?, self.name_code(&o.phase)?, self.name_code(&o.mechanism)?);
+            let (op, phase, mech) = (
+                self.name_code(&o.op)?,
+                self.name_code(&o.phase)?,
+                self.name_code(&o.mechanism)?,
+            );
             let stack = self.stack_id(&o.stack)?;
             self.pending_sync.push([
                 o.at.seq.0 as i64,
@@ -195,12 +217,18 @@ impl TraceWriter {
         if rows.len() == SYNC_ROWS_PER_INSERT {
             let sql = self.multi_insert_sql.get_or_insert_with(|| {
                 let one = format!("({})", vec!["?"; SYNC_COLUMNS].join(","));
-                format!("INSERT INTO sync_rows({COLS}) VALUES {}", vec![one; SYNC_ROWS_PER_INSERT].join(","))
+                format!(
+                    "INSERT INTO sync_rows({COLS}) VALUES {}",
+                    vec![one; SYNC_ROWS_PER_INSERT].join(",")
+                )
             });
             let mut st = self.conn.prepare_cached(sql)?;
             st.execute(rusqlite::params_from_iter(rows.iter().flatten()))?;
         } else {
-            let one = format!("INSERT INTO sync_rows({COLS}) VALUES ({})", vec!["?"; SYNC_COLUMNS].join(","));
+            let one = format!(
+                "INSERT INTO sync_rows({COLS}) VALUES ({})",
+                vec!["?"; SYNC_COLUMNS].join(",")
+            );
             let mut st = self.conn.prepare_cached(&one)?;
             for r in &rows {
                 st.execute(rusqlite::params_from_iter(r.iter()))?;
@@ -235,7 +263,10 @@ impl TraceWriter {
             Record::Exit(e) => {
                 let (how, code, signal, core) = match e.status {
                     ExitStatus::Exited { code } => ("exited", Some(code), None, None),
-                    ExitStatus::Killed { signal, core_dumped } => ("killed", None, Some(signal), Some(core_dumped)),
+                    ExitStatus::Killed {
+                        signal,
+                        core_dumped,
+                    } => ("killed", None, Some(signal), Some(core_dumped)),
                     ExitStatus::Execed => ("execed", None, None, None),
                     ExitStatus::Unknown => ("unknown", None, None, None),
                 };
@@ -261,7 +292,15 @@ impl TraceWriter {
                     "INSERT INTO exec_rows(seq, ts_ns, pid, former_tid, exe, path, argv)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![x.at.seq.0 as i64, x.at.ts_ns as i64, x.pid.0, x.former_tid.0, x.exe, x.path, argv])?;
+                .execute(params![
+                    x.at.seq.0 as i64,
+                    x.at.ts_ns as i64,
+                    x.pid.0,
+                    x.former_tid.0,
+                    x.exe,
+                    x.path,
+                    argv
+                ])?;
             }
             Record::Signal(s) => {
                 c.prepare_cached(

@@ -5,12 +5,18 @@ use lockstep_trace::*;
 use serde_json::json;
 
 fn stamp(seq: u64) -> Stamp {
-    Stamp { seq: Seq(seq), ts_ns: 1000 * seq }
+    Stamp {
+        seq: Seq(seq),
+        ts_ns: 1000 * seq,
+    }
 }
 
 fn sample() -> Vec<Record> {
     vec![
-        Record::Meta { key: "command".into(), value: r#"["sh","-c","true"]"#.into() },
+        Record::Meta {
+            key: "command".into(),
+            value: r#"["sh","-c","true"]"#.into(),
+        },
         Record::Spawn(Spawn {
             at: stamp(1),
             kind: SpawnKind::Root,
@@ -62,7 +68,13 @@ fn sample() -> Vec<Record> {
             sender_pid: Some(Pid(11)),
             fault_addr: None,
         }),
-        Record::Exit(Exit { at: stamp(7), tid: Tid(11), pid: Pid(11), status: ExitStatus::Exited { code: 0 }, process_exit: true }),
+        Record::Exit(Exit {
+            at: stamp(7),
+            tid: Tid(11),
+            pid: Pid(11),
+            status: ExitStatus::Exited { code: 0 },
+            process_exit: true,
+        }),
         Record::Syscall(Box::new(Syscall {
             pid: Pid(10),
             tid: Tid(10),
@@ -83,7 +95,10 @@ fn sample() -> Vec<Record> {
             at: stamp(10),
             tid: Tid(10),
             pid: Pid(10),
-            status: ExitStatus::Killed { signal: 9, core_dumped: false },
+            status: ExitStatus::Killed {
+                signal: 9,
+                core_dumped: false,
+            },
             process_exit: true,
         }),
     ]
@@ -106,23 +121,57 @@ fn records_come_back_as_written() {
     assert_eq!(t.command().unwrap(), vec!["sh", "-c", "true"]);
     assert_eq!(t.meta("complete").unwrap().as_deref(), Some("1"));
     let recs = sample();
-    let spawns: Vec<Spawn> = recs.iter().filter_map(|r| if let Record::Spawn(s) = r { Some(s.clone()) } else { None }).collect();
+    let spawns: Vec<Spawn> = recs
+        .iter()
+        .filter_map(|r| {
+            if let Record::Spawn(s) = r {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(t.spawns().unwrap(), spawns);
-    let sys: Vec<Syscall> =
-        recs.iter().filter_map(|r| if let Record::Syscall(s) = r { Some((**s).clone()) } else { None }).collect();
+    let sys: Vec<Syscall> = recs
+        .iter()
+        .filter_map(|r| {
+            if let Record::Syscall(s) = r {
+                Some((**s).clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(t.syscalls(&SyscallFilter::default()).unwrap(), sys);
     assert_eq!(t.execs().unwrap().len(), 1);
     assert_eq!(t.signals().unwrap()[0].sender_pid, Some(Pid(11)));
-    assert_eq!(t.exits().unwrap()[1].status, ExitStatus::Killed { signal: 9, core_dumped: false });
+    assert_eq!(
+        t.exits().unwrap()[1].status,
+        ExitStatus::Killed {
+            signal: 9,
+            core_dumped: false
+        }
+    );
 
     let procs = t.processes().unwrap();
     assert_eq!(procs.len(), 2);
     assert_eq!(procs[1].exe.as_deref(), Some("/usr/bin/true"));
     assert_eq!(procs[1].argv, Some(vec!["true".to_string()]));
     assert_eq!(procs[1].status, Some(ExitStatus::Exited { code: 0 }));
-    assert_eq!(procs[0].status, Some(ExitStatus::Killed { signal: 9, core_dumped: false }));
+    assert_eq!(
+        procs[0].status,
+        Some(ExitStatus::Killed {
+            signal: 9,
+            core_dumped: false
+        })
+    );
 
-    let only = t.syscalls(&SyscallFilter { names: vec!["pipe".into()], ..Default::default() }).unwrap();
+    let only = t
+        .syscalls(&SyscallFilter {
+            names: vec!["pipe".into()],
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].args[5], u64::MAX, "raw registers keep all 64 bits");
     let stats = t.syscall_stats().unwrap();
@@ -134,22 +183,41 @@ fn an_existing_trace_is_not_overwritten_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     write(&path);
-    assert!(matches!(TraceWriter::create(&path, false), Err(TraceError::Exists(_))));
+    assert!(matches!(
+        TraceWriter::create(&path, false),
+        Err(TraceError::Exists(_))
+    ));
     TraceWriter::create(&path, true).unwrap().finish().unwrap();
-    assert!(TraceReader::open(&path).unwrap().spawns().unwrap().is_empty());
+    assert!(TraceReader::open(&path)
+        .unwrap()
+        .spawns()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn what_is_not_a_trace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.db");
-    assert!(matches!(TraceReader::open(&missing), Err(TraceError::Missing(_))));
+    assert!(matches!(
+        TraceReader::open(&missing),
+        Err(TraceError::Missing(_))
+    ));
     let text = dir.path().join("text.db");
     std::fs::write(&text, "not sqlite").unwrap();
-    assert!(matches!(TraceReader::open(&text), Err(TraceError::NotATrace(_))));
-    assert!(matches!(TraceReader::open(dir.path()), Err(TraceError::NotATrace(_))));
+    assert!(matches!(
+        TraceReader::open(&text),
+        Err(TraceError::NotATrace(_))
+    ));
+    assert!(matches!(
+        TraceReader::open(dir.path()),
+        Err(TraceError::NotATrace(_))
+    ));
     let unwritable = dir.path().join("no/such/dir/t.db");
-    assert!(matches!(TraceWriter::create(&unwritable, false), Err(TraceError::Unwritable { .. })));
+    assert!(matches!(
+        TraceWriter::create(&unwritable, false),
+        Err(TraceError::Unwritable { .. })
+    ));
 }
 
 #[test]

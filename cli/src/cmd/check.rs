@@ -15,7 +15,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     report_file: Option<PathBuf>,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
     command: Vec<String>,
 }
 
@@ -31,7 +36,10 @@ pub fn run(a: Args) -> Result<u8> {
     let rec = record_with(&a.rec, &a.command)?;
     let code = report(&rec.trace, &a.rep, a.report_file.as_deref())?;
     if a.rep.format == "text" {
-        eprintln!("lockstep: trace kept in {} (lockstep replay / events / report take it)", rec.trace.display());
+        eprintln!(
+            "lockstep: trace kept in {} (lockstep replay / events / report take it)",
+            rec.trace.display()
+        );
     }
     Ok(code)
 }

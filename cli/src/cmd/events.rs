@@ -44,14 +44,30 @@ fn lifecycle(t: &TraceReader) -> Result<Vec<Lifecycle>> {
             Some(c) => format!("+++ started ({} by {c}) +++", s.kind.as_str()),
             None => "+++ started +++".to_string(),
         };
-        v.push(Lifecycle { seq: s.at.seq, pid: s.pid, tid: s.tid, text, json: json!({"kind": "spawn", "event": s}) });
+        v.push(Lifecycle {
+            seq: s.at.seq,
+            pid: s.pid,
+            tid: s.tid,
+            text,
+            json: json!({"kind": "spawn", "event": s}),
+        });
     }
     for x in t.execs()? {
         let text = format!("+++ exec {} {} +++", x.exe, serde_json::to_string(&x.argv)?);
-        v.push(Lifecycle { seq: x.at.seq, pid: x.pid, tid: Tid(x.pid.0), text, json: json!({"kind": "exec", "event": x}) });
+        v.push(Lifecycle {
+            seq: x.at.seq,
+            pid: x.pid,
+            tid: Tid(x.pid.0),
+            text,
+            json: json!({"kind": "exec", "event": x}),
+        });
     }
     for s in t.signals()? {
-        let mut text = format!("--- {} {{si_code={}", signal_name(s.signo), lockstep_recorder::decode::names::si_code(s.signo, s.code));
+        let mut text = format!(
+            "--- {} {{si_code={}",
+            signal_name(s.signo),
+            lockstep_recorder::decode::names::si_code(s.signo, s.code)
+        );
         if let Some(p) = s.sender_pid {
             text.push_str(&format!(", si_pid={p}"));
         }
@@ -59,26 +75,65 @@ fn lifecycle(t: &TraceReader) -> Result<Vec<Lifecycle>> {
             text.push_str(&format!(", si_addr={a:#x}"));
         }
         text.push_str("} ---");
-        v.push(Lifecycle { seq: s.at.seq, pid: s.pid, tid: s.tid, text, json: json!({"kind": "signal", "event": s}) });
+        v.push(Lifecycle {
+            seq: s.at.seq,
+            pid: s.pid,
+            tid: s.tid,
+            text,
+            json: json!({"kind": "signal", "event": s}),
+        });
     }
     for e in t.exits()? {
-        let text = format!("+++ {}{} +++", exit_status(&e.status), if e.process_exit { "" } else { " (thread)" });
-        v.push(Lifecycle { seq: e.at.seq, pid: e.pid, tid: e.tid, text, json: json!({"kind": "exit", "event": e}) });
+        let text = format!(
+            "+++ {}{} +++",
+            exit_status(&e.status),
+            if e.process_exit { "" } else { " (thread)" }
+        );
+        v.push(Lifecycle {
+            seq: e.at.seq,
+            pid: e.pid,
+            tid: e.tid,
+            text,
+            json: json!({"kind": "exit", "event": e}),
+        });
     }
     let mut loc = crate::locate::TraceLocator::new(t);
     t.each_sync_op(None, |op| {
         use lockstep_analysis::finding::Locator;
         let ra = op.stack.first().copied().unwrap_or(0);
-        let pos = if ra != 0 { loc.locate(op.pid.0, op.at.seq.0, ra) } else { Default::default() };
+        let pos = if ra != 0 {
+            loc.locate(op.pid.0, op.at.seq.0, ra)
+        } else {
+            Default::default()
+        };
         let site = match (&pos.file, pos.line) {
-            (Some(f), Some(l)) => format!("{}:{l}", std::path::Path::new(f).file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+            (Some(f), Some(l)) => format!(
+                "{}:{l}",
+                std::path::Path::new(f)
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ),
             _ => pos.render(ra),
         };
-        let arg = if op.arg != 0 { format!(", {:#x}", op.arg) } else { String::new() };
-        let text = format!("{}({:#x}{arg}) {} = {}  <{site}>", op.op, op.obj, op.phase, op.ret);
+        let arg = if op.arg != 0 {
+            format!(", {:#x}", op.arg)
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "{}({:#x}{arg}) {} = {}  <{site}>",
+            op.op, op.obj, op.phase, op.ret
+        );
         let json = json!({"kind": "sync", "event": op,
             "site": {"function": pos.function, "file": pos.file, "line": pos.line}});
-        v.push(Lifecycle { seq: op.at.seq, pid: op.pid, tid: op.tid, text, json });
+        v.push(Lifecycle {
+            seq: op.at.seq,
+            pid: op.pid,
+            tid: op.tid,
+            text,
+            json,
+        });
         Ok(())
     })?;
     v.sort_by_key(|l| l.seq);
@@ -90,7 +145,9 @@ pub fn syscall_line(s: &Syscall) -> String {
     let ret = match (s.outcome, s.ret) {
         (_, Some(r)) => match &s.error {
             Some(e) => format!("-1 {e}"),
-            None if matches!(s.name.as_str(), "mmap" | "brk" | "mremap" | "shmat") => format!("{r:#x}"),
+            None if matches!(s.name.as_str(), "mmap" | "brk" | "mremap" | "shmat") => {
+                format!("{r:#x}")
+            }
             None => r.to_string(),
         },
         (SyscallOutcome::ThreadExited, None) => "? <thread exited>".into(),
@@ -101,11 +158,22 @@ pub fn syscall_line(s: &Syscall) -> String {
 
 pub fn run(a: Args) -> Result<u8> {
     let t = super::open_trace(a.trace)?;
-    let keep = |pid: Pid, tid: Tid| a.pid.is_none_or(|p| p == pid.0) && a.tid.is_none_or(|x| x == tid.0);
-    let mut life: Vec<Lifecycle> =
-        if a.syscalls.is_empty() { lifecycle(&t)?.into_iter().filter(|l| keep(l.pid, l.tid)).collect() } else { Vec::new() };
+    let keep =
+        |pid: Pid, tid: Tid| a.pid.is_none_or(|p| p == pid.0) && a.tid.is_none_or(|x| x == tid.0);
+    let mut life: Vec<Lifecycle> = if a.syscalls.is_empty() {
+        lifecycle(&t)?
+            .into_iter()
+            .filter(|l| keep(l.pid, l.tid))
+            .collect()
+    } else {
+        Vec::new()
+    };
     life.reverse();
-    let filter = SyscallFilter { pid: a.pid.map(Pid), tid: a.tid.map(Tid), names: a.syscalls.clone() };
+    let filter = SyscallFilter {
+        pid: a.pid.map(Pid),
+        tid: a.tid.map(Tid),
+        names: a.syscalls.clone(),
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let emit_life = |l: Lifecycle, out: &mut dyn Write| -> std::io::Result<()> {
         if a.json {
@@ -119,7 +187,10 @@ pub fn run(a: Args) -> Result<u8> {
         }
     };
     t.each_syscall(&filter, |s| {
-        let io = |e: std::io::Error| lockstep_trace::TraceError::Io { path: "stdout".into(), source: e };
+        let io = |e: std::io::Error| lockstep_trace::TraceError::Io {
+            path: "stdout".into(),
+            source: e,
+        };
         while life.last().is_some_and(|l| l.seq < s.entry.seq) {
             emit_life(life.pop().expect("non-empty"), &mut out).map_err(io)?;
         }
@@ -129,7 +200,15 @@ pub fn run(a: Args) -> Result<u8> {
             j["seq"] = json!(s.entry.seq.0);
             writeln!(out, "{j}").map_err(io)?;
         } else if a.seq {
-            writeln!(out, "{:>8} [{}/{}] {}", s.entry.seq.0, s.pid, s.tid, syscall_line(&s)).map_err(io)?;
+            writeln!(
+                out,
+                "{:>8} [{}/{}] {}",
+                s.entry.seq.0,
+                s.pid,
+                s.tid,
+                syscall_line(&s)
+            )
+            .map_err(io)?;
         } else {
             writeln!(out, "[{}/{}] {}", s.pid, s.tid, syscall_line(&s)).map_err(io)?;
         }
@@ -137,7 +216,11 @@ pub fn run(a: Args) -> Result<u8> {
     })
     .or_else(|e| match e {
         // A closed pipe (`| head`) is not an error.
-        lockstep_trace::TraceError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        lockstep_trace::TraceError::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
         e => Err(e),
     })?;
     while let Some(l) = life.pop() {

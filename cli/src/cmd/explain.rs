@@ -96,16 +96,24 @@ pub fn run(a: Args) -> Result<u8> {
         None => {
             println!("finding kinds (lockstep explain KIND):");
             for e in ENTRIES {
-                println!("  {:<24} {}", e.kind, e.what.split(". ").next().unwrap_or(e.what));
+                println!(
+                    "  {:<24} {}",
+                    e.kind,
+                    e.what.split(". ").next().unwrap_or(e.what)
+                );
             }
             Ok(0)
         }
-        Some(k) => match ENTRIES.iter().find(|e| e.kind == k) {
-            Some(e) => {
-                println!("{}\n\nWhat: {}\n\nWhy it matters: {}\n\nHow to fix it: {}\n\nExample:\n  {}", e.kind, e.what, e.why, e.fix, e.example);
-                Ok(0)
+        Some(k) => {
+            match ENTRIES.iter().find(|e| e.kind == k) {
+                Some(e) => {
+                    println!("{}\n\nWhat: {}\n\nWhy it matters: {}\n\nHow to fix it: {}\n\nExample:\n  {}", e.kind, e.what, e.why, e.fix, e.example);
+                    Ok(0)
+                }
+                None => anyhow::bail!(
+                    "unknown finding kind {k:?} (run `lockstep explain` for the list)"
+                ),
             }
-            None => anyhow::bail!("unknown finding kind {k:?} (run `lockstep explain` for the list)"),
-        },
+        }
     }
 }

@@ -41,14 +41,19 @@ impl Clock {
 
 pub fn run(a: Args) -> Result<u8> {
     // Fail on an unwritable output before reading anything.
-    let mut out = std::fs::File::create(&a.output).with_context(|| format!("{}: cannot write", a.output.display()))?;
+    let mut out = std::fs::File::create(&a.output)
+        .with_context(|| format!("{}: cannot write", a.output.display()))?;
     let t = super::open_trace(a.trace)?;
     let events = build(&t)?;
     let doc = json!({"traceEvents": events, "displayTimeUnit": "ms",
         "otherData": {"generator": "lockstep", "command": t.command()?}});
     serde_json::to_writer(&mut out, &doc)?;
     writeln!(out)?;
-    eprintln!("lockstep: wrote {} trace events to {} (open it in ui.perfetto.dev or chrome://tracing)", doc["traceEvents"].as_array().map(|v| v.len()).unwrap_or(0), a.output.display());
+    eprintln!(
+        "lockstep: wrote {} trace events to {} (open it in ui.perfetto.dev or chrome://tracing)",
+        doc["traceEvents"].as_array().map(|v| v.len()).unwrap_or(0),
+        a.output.display()
+    );
     Ok(0)
 }
 
@@ -60,7 +65,12 @@ fn build(t: &TraceReader) -> Result<Vec<Value>> {
     // Process and thread names.
     let procs = t.processes()?;
     for p in &procs {
-        let name = p.argv.as_ref().map(|a| a.join(" ")).or_else(|| p.exe.clone()).unwrap_or_else(|| format!("pid {}", p.pid));
+        let name = p
+            .argv
+            .as_ref()
+            .map(|a| a.join(" "))
+            .or_else(|| p.exe.clone())
+            .unwrap_or_else(|| format!("pid {}", p.pid));
         ev.push(json!({"ph": "M", "name": "process_name", "pid": p.pid.0, "tid": p.pid.0, "args": {"name": name}}));
     }
     for s in &spawns {
@@ -68,19 +78,28 @@ fn build(t: &TraceReader) -> Result<Vec<Value>> {
             "args": {"name": format!("{} {}", if s.tid.0 == s.pid.0 { "main" } else { "thread" }, s.tid.0)}}));
     }
     for x in t.execs()? {
-        ev.push(json!({"ph": "i", "s": "t", "name": format!("exec {}", x.exe), "cat": "process",
-            "pid": x.pid.0, "tid": x.pid.0, "ts": clock.us(x.at.ts_ns), "args": {"argv": x.argv}}));
+        ev.push(
+            json!({"ph": "i", "s": "t", "name": format!("exec {}", x.exe), "cat": "process",
+            "pid": x.pid.0, "tid": x.pid.0, "ts": clock.us(x.at.ts_ns), "args": {"argv": x.argv}}),
+        );
     }
     for e in t.exits()? {
-        ev.push(json!({"ph": "i", "s": "t", "name": format!("exit {:?}", e.status), "cat": "process",
-            "pid": e.pid.0, "tid": e.tid.0, "ts": clock.us(e.at.ts_ns)}));
+        ev.push(
+            json!({"ph": "i", "s": "t", "name": format!("exit {:?}", e.status), "cat": "process",
+            "pid": e.pid.0, "tid": e.tid.0, "ts": clock.us(e.at.ts_ns)}),
+        );
     }
     for s in t.signals()? {
         ev.push(json!({"ph": "i", "s": "t", "name": format!("signal {}", crate::render::signal_name(s.signo)), "cat": "signal",
             "pid": s.pid.0, "tid": s.tid.0, "ts": clock.us(s.at.ts_ns)}));
     }
     syscall_slices(t, &clock, &mut ev)?;
-    let end_ns = t.exits()?.iter().map(|e| e.at.ts_ns).max().unwrap_or(origin);
+    let end_ns = t
+        .exits()?
+        .iter()
+        .map(|e| e.at.ts_ns)
+        .max()
+        .unwrap_or(origin);
     sync_spans(t, &clock, end_ns, &mut ev)?;
     finding_instants(t, &clock, end_ns, &mut ev)?;
     Ok(ev)
@@ -146,9 +165,14 @@ fn sync_spans(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) 
         let (pid, tid) = (op.pid.0, op.tid.0);
         let name = names
             .entry((pid, op.obj))
-            .or_insert_with(|| loc.object_name(pid, op.obj).unwrap_or_else(|| format!("{:#x}", op.obj)))
+            .or_insert_with(|| {
+                loc.object_name(pid, op.obj)
+                    .unwrap_or_else(|| format!("{:#x}", op.obj))
+            })
             .clone();
-        let lockish = op.op.contains("mutex_") && !op.op.contains("attr") || op.op.contains("rwlock_") || op.op.contains("spin_");
+        let lockish = op.op.contains("mutex_") && !op.op.contains("attr")
+            || op.op.contains("rwlock_")
+            || op.op.contains("spin_");
         ev.push(json!({"ph": "i", "s": "t", "name": format!("{} {}", op.op, op.phase), "cat": "sync",
             "pid": pid, "tid": tid, "ts": ts, "args": {"object": name, "ret": op.ret, "seq": op.at.seq.0}}));
         match op.phase.as_str() {
@@ -157,8 +181,10 @@ fn sync_spans(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) 
             }
             "acquired" | "failed" => {
                 if let Some((_, start)) = blocked.remove(&(tid, op.obj)) {
-                    ev.push(json!({"ph": "X", "name": format!("blocked on {name}"), "cat": "blocked",
-                        "pid": pid, "tid": tid, "ts": start, "dur": (ts - start).max(0.001)}));
+                    ev.push(
+                        json!({"ph": "X", "name": format!("blocked on {name}"), "cat": "blocked",
+                        "pid": pid, "tid": tid, "ts": start, "dur": (ts - start).max(0.001)}),
+                    );
                 }
                 if op.phase == "acquired" && lockish {
                     held.entry((tid, op.obj)).or_insert((pid, ts));
@@ -171,8 +197,10 @@ fn sync_spans(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) 
             }
             "released" if lockish => {
                 if let Some((_, start)) = held.remove(&(tid, op.obj)) {
-                    ev.push(json!({"ph": "X", "name": format!("holds {name}"), "cat": "lock",
-                        "pid": pid, "tid": tid, "ts": start, "dur": (ts - start).max(0.001)}));
+                    ev.push(
+                        json!({"ph": "X", "name": format!("holds {name}"), "cat": "lock",
+                        "pid": pid, "tid": tid, "ts": start, "dur": (ts - start).max(0.001)}),
+                    );
                 }
                 flow_id += 1;
                 ev.push(json!({"ph": "s", "id": flow_id, "name": "hand-off", "cat": "lock", "pid": pid, "tid": tid, "ts": ts}));
@@ -185,7 +213,10 @@ fn sync_spans(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) 
     let end = clock.us(end_ns);
     for (what, open) in [("holds", held), ("blocked on", blocked)] {
         for ((tid, obj), (pid, start)) in open {
-            let name = names.get(&(pid, obj)).cloned().unwrap_or_else(|| format!("{obj:#x}"));
+            let name = names
+                .get(&(pid, obj))
+                .cloned()
+                .unwrap_or_else(|| format!("{obj:#x}"));
             ev.push(json!({"ph": "X", "name": format!("{what} {name} (until the end)"), "cat": if what == "holds" { "lock" } else { "blocked" },
                 "pid": pid, "tid": tid, "ts": start, "dur": (end - start).max(0.001)}));
         }
@@ -195,7 +226,12 @@ fn sync_spans(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) 
 
 /// The findings of every analysis as instants on the first thread they
 /// name, at the end of the recording (when they are known to be true).
-fn finding_instants(t: &TraceReader, clock: &Clock, end_ns: u64, ev: &mut Vec<Value>) -> Result<()> {
+fn finding_instants(
+    t: &TraceReader,
+    clock: &Clock,
+    end_ns: u64,
+    ev: &mut Vec<Value>,
+) -> Result<()> {
     for f in crate::analyze::findings(t)? {
         let pid = f.pids.first().copied().unwrap_or(0);
         let tid = f.tids.first().copied().unwrap_or(pid);

@@ -54,14 +54,34 @@ fn history(m: &FdModel, a: &Args) -> Vec<Change> {
                 FdEventKind::Inherit => ("inherit".to_string(), entry.at.what.clone()),
                 FdEventKind::Dup => ("dup".to_string(), entry.at.what.clone()),
                 FdEventKind::Close(how) => {
-                    let by = entry.closed.as_ref().map_or(String::new(), |c| c.at.what.clone());
-                    let how =
-                        serde_json::to_value(how).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                    (if how == "close" { how } else { format!("close ({how})") }, by)
+                    let by = entry
+                        .closed
+                        .as_ref()
+                        .map_or(String::new(), |c| c.at.what.clone());
+                    let how = serde_json::to_value(how)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    (
+                        if how == "close" {
+                            how
+                        } else {
+                            format!("close ({how})")
+                        },
+                        by,
+                    )
                 }
                 FdEventKind::SetCloexec(on) => (format!("set_cloexec {on}"), String::new()),
             };
-            Change { seq: e.seq, pid: e.pid, tid: e.tid, fd: e.fd, change, by, label: entry.label() }
+            Change {
+                seq: e.seq,
+                pid: e.pid,
+                tid: e.tid,
+                fd: e.fd,
+                change,
+                by,
+                label: entry.label(),
+            }
         })
         .collect()
 }
@@ -164,8 +184,20 @@ fn table(m: &FdModel, loc: &mut TraceLocator<'_>, p: &ProcFds, at: Option<u64>) 
             })
             .collect()
     };
-    let command = m.procs.get(&p.pid).map(|x| x.argv_at(seq).to_vec()).unwrap_or_default();
-    Table { pid: p.pid, parent: p.parent, command, at_seq: seq, state, exit_seq: p.exit, fds }
+    let command = m
+        .procs
+        .get(&p.pid)
+        .map(|x| x.argv_at(seq).to_vec())
+        .unwrap_or_default();
+    Table {
+        pid: p.pid,
+        parent: p.parent,
+        command,
+        at_seq: seq,
+        state,
+        exit_seq: p.exit,
+        fds,
+    }
 }
 
 pub fn run(a: Args) -> Result<u8> {
@@ -180,7 +212,10 @@ pub fn run(a: Args) -> Result<u8> {
             print_json(&h)?;
         }
         for c in h.iter().filter(|_| !a.json) {
-            println!("{:>8} [{}/{}] fd {:<4} {:<16} {:<36} {}", c.seq, c.pid, c.tid, c.fd, c.change, c.label, c.by);
+            println!(
+                "{:>8} [{}/{}] fd {:<4} {:<16} {:<36} {}",
+                c.seq, c.pid, c.tid, c.fd, c.change, c.label, c.by
+            );
         }
         return Ok(0);
     }
@@ -197,9 +232,16 @@ pub fn run(a: Args) -> Result<u8> {
         return Ok(0);
     }
     for t in &tables {
-        let cmd = if t.command.is_empty() { "(no exec)".to_string() } else { t.command.join(" ") };
+        let cmd = if t.command.is_empty() {
+            "(no exec)".to_string()
+        } else {
+            t.command.join(" ")
+        };
         let when = match t.state {
-            "exited" => format!("exited at seq {}, table just before", t.exit_seq.unwrap_or(0)),
+            "exited" => format!(
+                "exited at seq {}, table just before",
+                t.exit_seq.unwrap_or(0)
+            ),
             "not_started" => "not started yet".to_string(),
             _ => "running".to_string(),
         };
@@ -210,9 +252,23 @@ pub fn run(a: Args) -> Result<u8> {
         }
         println!("    {:>4}  {:<36} {:<8} FROM", "FD", "OBJECT", "FLAGS");
         for f in &t.fds {
-            let who = if f.pid == t.pid { String::new() } else { format!(" (pid {})", f.pid) };
-            let site = f.call_site.as_ref().map(|s| format!(" at {s}")).unwrap_or_default();
-            println!("    {:>4}  {:<36} {:<8} {}{who}{site}", f.fd, f.label, if f.cloexec { "cloexec" } else { "" }, f.how);
+            let who = if f.pid == t.pid {
+                String::new()
+            } else {
+                format!(" (pid {})", f.pid)
+            };
+            let site = f
+                .call_site
+                .as_ref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
+            println!(
+                "    {:>4}  {:<36} {:<8} {}{who}{site}",
+                f.fd,
+                f.label,
+                if f.cloexec { "cloexec" } else { "" },
+                f.how
+            );
         }
     }
     Ok(0)

@@ -53,7 +53,11 @@ fn attributes(kind: &str, flags: u32) -> Vec<&'static str> {
         3 => "adaptive",
         _ => "normal",
     }];
-    for (bit, name) in [(0x10, "robust"), (0x20, "prio_inherit"), (0x40, "prio_protect")] {
+    for (bit, name) in [
+        (0x10, "robust"),
+        (0x20, "prio_inherit"),
+        (0x40, "prio_protect"),
+    ] {
         if flags & bit != 0 {
             v.push(name);
         }
@@ -87,7 +91,13 @@ pub fn run(a: Args) -> Result<u8> {
             )
         });
         if op.phase != "request" {
-            *entry.0.ops.entry(op.tid.0).or_default().entry(op.op.clone()).or_default() += 1;
+            *entry
+                .0
+                .ops
+                .entry(op.tid.0)
+                .or_default()
+                .entry(op.op.clone())
+                .or_default() += 1;
         }
         if op.phase == "failed" {
             entry.0.failures += 1;
@@ -99,7 +109,11 @@ pub fn run(a: Args) -> Result<u8> {
         .into_values()
         .map(|(mut o, first)| {
             let ra = first.stack.first().copied().unwrap_or(0);
-            let pos: SourcePos = if ra != 0 { loc.locate(first.pid.0, first.at.seq.0, ra) } else { SourcePos::default() };
+            let pos: SourcePos = if ra != 0 {
+                loc.locate(first.pid.0, first.at.seq.0, ra)
+            } else {
+                SourcePos::default()
+            };
             o.first_used_at = pos.render(ra);
             o.name = loc.object_name(first.pid.0, first.obj);
             o
@@ -111,9 +125,20 @@ pub fn run(a: Args) -> Result<u8> {
         return Ok(0);
     }
     for o in &list {
-        let attrs = if o.attributes.is_empty() { String::new() } else { format!(" ({})", o.attributes.join(", ")) };
-        let name = o.name.as_ref().map(|n| format!("{n} ({})", o.address)).unwrap_or_else(|| o.address.clone());
-        println!("{} {} in pid {}{}: first {} at {}", o.kind, name, o.pid, attrs, o.first_op, o.first_used_at);
+        let attrs = if o.attributes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", o.attributes.join(", "))
+        };
+        let name = o
+            .name
+            .as_ref()
+            .map(|n| format!("{n} ({})", o.address))
+            .unwrap_or_else(|| o.address.clone());
+        println!(
+            "{} {} in pid {}{}: first {} at {}",
+            o.kind, name, o.pid, attrs, o.first_op, o.first_used_at
+        );
         for (tid, ops) in &o.ops {
             let list: Vec<String> = ops.iter().map(|(op, n)| format!("{op} x{n}")).collect();
             println!("    thread {tid}: {}", list.join(", "));

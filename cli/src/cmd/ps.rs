@@ -14,7 +14,10 @@ pub fn run(a: Args) -> Result<u8> {
         print_json(&procs)?;
         return Ok(0);
     }
-    println!("{:>7} {:>7} {:<7} {:>7} {:<28} COMMAND", "PID", "PPID", "SPAWN", "THREADS", "END");
+    println!(
+        "{:>7} {:>7} {:<7} {:>7} {:<28} COMMAND",
+        "PID", "PPID", "SPAWN", "THREADS", "END"
+    );
     let mut children: HashMap<Option<Pid>, Vec<&ProcessInfo>> = HashMap::new();
     let known: std::collections::HashSet<Pid> = procs.iter().map(|p| p.pid).collect();
     for p in &procs {
@@ -22,7 +25,12 @@ pub fn run(a: Args) -> Result<u8> {
         let key = p.ppid.filter(|pp| known.contains(pp));
         children.entry(key).or_default().push(p);
     }
-    fn walk(map: &HashMap<Option<Pid>, Vec<&ProcessInfo>>, key: Option<Pid>, depth: usize, seen: &mut Vec<Pid>) {
+    fn walk(
+        map: &HashMap<Option<Pid>, Vec<&ProcessInfo>>,
+        key: Option<Pid>,
+        depth: usize,
+        seen: &mut Vec<Pid>,
+    ) {
         for p in map.get(&key).into_iter().flatten() {
             if seen.contains(&p.pid) {
                 continue;
@@ -39,7 +47,10 @@ pub fn run(a: Args) -> Result<u8> {
                 p.ppid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
                 p.spawn_kind.as_str(),
                 p.threads,
-                p.status.as_ref().map(exit_status).unwrap_or_else(|| "running at end".into()),
+                p.status
+                    .as_ref()
+                    .map(exit_status)
+                    .unwrap_or_else(|| "running at end".into()),
                 "  ".repeat(depth),
                 cmd
             );

@@ -40,7 +40,12 @@ pub struct Args {
     #[command(flatten)]
     opts: RecordOpts,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
     command: Vec<String>,
 }
 
@@ -53,9 +58,13 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
     // Fail on a missing program before creating anything.
     lockstep_recorder::launch::resolve_program(&program)?;
     if !(o.hang_timeout >= 0.0 && o.hang_timeout.is_finite()) {
-        anyhow::bail!("--hang-timeout: {} is not a number of seconds", o.hang_timeout);
+        anyhow::bail!(
+            "--hang-timeout: {} is not a number of seconds",
+            o.hang_timeout
+        );
     }
-    let hang_timeout = (o.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(o.hang_timeout));
+    let hang_timeout =
+        (o.hang_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(o.hang_timeout));
     let sync = match o.sync.as_str() {
         "off" => SyncMode::Off,
         "ptrace" => SyncMode::Ptrace,
@@ -118,6 +127,9 @@ fn parse_cpu(s: &str) -> Result<CpuBinding, String> {
     match s {
         "auto" => Ok(CpuBinding::Auto),
         "all" => Ok(CpuBinding::Unbound),
-        n => n.parse().map(CpuBinding::Cpu).map_err(|_| format!("{n:?} is not a CPU number, `auto` or `all`")),
+        n => n
+            .parse()
+            .map(CpuBinding::Cpu)
+            .map_err(|_| format!("{n:?} is not a CPU number, `auto` or `all`")),
     }
 }

@@ -35,7 +35,10 @@ pub fn run(a: Args) -> Result<u8> {
 pub fn report(path: &Path, opts: &ReportOpts, out: Option<&Path>) -> Result<u8> {
     // An unwritable output path is an error before any work is done.
     let mut sink: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("{}: cannot write report", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("{}: cannot write report", p.display()))?,
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
     let trace = lockstep_trace::TraceReader::open(path)?;
@@ -64,7 +67,11 @@ fn store(trace: &lockstep_trace::TraceReader, findings: &[Finding]) {
         .iter()
         .map(|f| lockstep_trace::StoredFinding {
             kind: f.kind.clone(),
-            severity: serde_json::to_value(f.severity).unwrap_or_default().as_str().unwrap_or("").to_string(),
+            severity: serde_json::to_value(f.severity)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             summary: f.summary.clone(),
             pids: serde_json::json!(f.pids),
             tids: serde_json::json!(f.tids),
@@ -99,14 +106,22 @@ fn hint(f: &Finding) -> &'static str {
     }
 }
 
-fn write_text(out: &mut dyn Write, path: &Path, command: &[String], findings: &[Finding]) -> Result<()> {
+fn write_text(
+    out: &mut dyn Write,
+    path: &Path,
+    command: &[String],
+    findings: &[Finding],
+) -> Result<()> {
     for f in findings {
         let sev = match f.severity {
             Severity::Error => "ERROR",
             Severity::Warning => "WARNING",
             Severity::Note => "NOTE",
         };
-        writeln!(out, "=================================================================")?;
+        writeln!(
+            out,
+            "================================================================="
+        )?;
         writeln!(out, "lockstep {sev}: {} ({})", f.summary, f.kind)?;
         for l in &f.locations {
             let place = match (&l.file, l.line) {
@@ -116,7 +131,12 @@ fn write_text(out: &mut dyn Write, path: &Path, command: &[String], findings: &[
             writeln!(out, "  {} [pid {} tid {}]", l.role, l.pid, l.tid)?;
             // Findings about syscalls may have no code address at all.
             if l.address != 0 || l.file.is_some() {
-                writeln!(out, "    #0 {} {}", l.function.as_deref().unwrap_or("??"), place)?;
+                writeln!(
+                    out,
+                    "    #0 {} {}",
+                    l.function.as_deref().unwrap_or("??"),
+                    place
+                )?;
             }
             for (i, frame) in l.stack.iter().enumerate() {
                 writeln!(out, "    #{} {frame}", i + 1)?;
@@ -130,11 +150,23 @@ fn write_text(out: &mut dyn Write, path: &Path, command: &[String], findings: &[
             writeln!(out, "  hint: {h}")?;
         }
     }
-    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
-    let warnings = findings.iter().filter(|f| f.severity == Severity::Warning).count();
-    let notes = findings.iter().filter(|f| f.severity == Severity::Note).count();
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    let notes = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Note)
+        .count();
     if !findings.is_empty() {
-        writeln!(out, "=================================================================")?;
+        writeln!(
+            out,
+            "================================================================="
+        )?;
     }
     writeln!(
         out,

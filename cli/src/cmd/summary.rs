@@ -16,14 +16,22 @@ pub fn run(a: Args) -> Result<u8> {
     println!("% time     seconds  usecs/call     calls    errors syscall");
     println!("------ ----------- ----------- --------- --------- ----------------");
     for s in &stats {
-        let pct = if total_ns == 0 { 0.0 } else { 100.0 * s.total_ns as f64 / total_ns as f64 };
+        let pct = if total_ns == 0 {
+            0.0
+        } else {
+            100.0 * s.total_ns as f64 / total_ns as f64
+        };
         println!(
             "{:>6.2} {:>11.6} {:>11} {:>9} {:>9} {}",
             pct,
             s.total_ns as f64 / 1e9,
-            if s.calls == 0 { 0 } else { s.total_ns / 1000 / s.calls },
+            (s.total_ns / 1000).checked_div(s.calls).unwrap_or(0),
             s.calls,
-            if s.errors == 0 { String::new() } else { s.errors.to_string() },
+            if s.errors == 0 {
+                String::new()
+            } else {
+                s.errors.to_string()
+            },
             s.name
         );
     }
@@ -33,9 +41,13 @@ pub fn run(a: Args) -> Result<u8> {
     println!(
         "100.00 {:>11.6} {:>11} {:>9} {:>9} total",
         total_ns as f64 / 1e9,
-        if calls == 0 { 0 } else { total_ns / 1000 / calls },
+        (total_ns / 1000).checked_div(calls).unwrap_or(0),
         calls,
-        if errors == 0 { String::new() } else { errors.to_string() }
+        if errors == 0 {
+            String::new()
+        } else {
+            errors.to_string()
+        }
     );
     Ok(0)
 }

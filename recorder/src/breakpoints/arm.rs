@@ -21,15 +21,30 @@ const PT_INTERP: u32 = 3;
 /// PT_INTERP program header (so no dynamic loader, and no LD_PRELOAD).
 /// Unreadable or non-ELF files count as dynamic (nothing to arm).
 pub fn is_static(path: &str) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
     // 64-bit little-endian ELF only (the recorder is x86-64).
     if bytes.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1]) {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         return false;
     };
     !(0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(PT_INTERP))
@@ -39,21 +54,33 @@ pub fn is_static(path: &str) -> bool {
 pub fn exec_mappings(pid: Pid) -> Vec<Mapping> {
     crate::maps::exec_mappings(pid)
         .into_iter()
-        .map(|m| Mapping { start: m.start, end: m.end, file_offset: m.file_offset, path: m.path })
+        .map(|m| Mapping {
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            path: m.path,
+        })
         .collect()
 }
 
 /// Arms every watched function defined by a mapped object of `t`'s
 /// process not armed yet (`p.armed` lists the paths done). Functions whose
 /// first word cannot be read are skipped. Returns how many were armed.
-pub fn arm_new_objects(t: &Stopped, p: &mut Proc, sym: &mut Symbolizer, maps: &[Mapping]) -> Result<usize, TraceeError> {
+pub fn arm_new_objects(
+    t: &Stopped,
+    p: &mut Proc,
+    sym: &mut Symbolizer,
+    maps: &[Mapping],
+) -> Result<usize, TraceeError> {
     let mut armed = 0;
     for m in maps {
         if p.armed.contains(&m.path) || m.path.contains("liblockstep_agent") {
             continue;
         }
         p.armed.push(m.path.clone());
-        let Some(bias) = sym.load_bias(m) else { continue };
+        let Some(bias) = sym.load_bias(m) else {
+            continue;
+        };
         for (index, spec) in SPECS.iter().enumerate() {
             for (vaddr, _size) in sym.function_vaddrs(&m.path, spec.name) {
                 let addr = vaddr.wrapping_add(bias);
@@ -94,7 +121,14 @@ fn arm_one(t: &Stopped, p: &mut Proc, spec: usize, addr: u64) -> Result<bool, Tr
             return Ok(false);
         }
     }
-    p.entries.insert(addr, Entry { spec, orig: word as u8, insn });
+    p.entries.insert(
+        addr,
+        Entry {
+            spec,
+            orig: word as u8,
+            insn,
+        },
+    );
     Ok(true)
 }
 

@@ -16,9 +16,22 @@ use libc::user_regs_struct as Regs;
 pub enum Insn {
     Endbr,
     Push(u8),
-    MovImm { reg: u8, imm: u64, wide: bool },
-    Load { dst: u8, base: u8, disp: i64, wide: bool },
-    MovReg { dst: u8, src: u8, wide: bool },
+    MovImm {
+        reg: u8,
+        imm: u64,
+        wide: bool,
+    },
+    Load {
+        dst: u8,
+        base: u8,
+        disp: i64,
+        wide: bool,
+    },
+    MovReg {
+        dst: u8,
+        src: u8,
+        wide: bool,
+    },
     SubRsp(u64),
     XorSelf(u8),
 }
@@ -35,17 +48,37 @@ pub fn decode(code: &[u8]) -> Option<(Insn, usize)> {
     };
     let (w, r, b) = (rex & 8 != 0, (rex >> 2) & 1, rex & 1);
     let op = *code.get(i)?;
-    let imm32 = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(code.get(at..at + 4)?.try_into().ok()?)) };
+    let imm32 = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(code.get(at..at + 4)?.try_into().ok()?))
+    };
     match op {
         0x50..=0x57 => Some((Insn::Push((op - 0x50) | b << 3), i + 1)),
         0xb8..=0xbf if w => {
             let imm = u64::from_le_bytes(code.get(i + 1..i + 9)?.try_into().ok()?);
-            Some((Insn::MovImm { reg: (op - 0xb8) | b << 3, imm, wide: true }, i + 9))
+            Some((
+                Insn::MovImm {
+                    reg: (op - 0xb8) | b << 3,
+                    imm,
+                    wide: true,
+                },
+                i + 9,
+            ))
         }
-        0xb8..=0xbf => Some((Insn::MovImm { reg: (op - 0xb8) | b << 3, imm: imm32(i + 1)? as u64, wide: false }, i + 5)),
+        0xb8..=0xbf => Some((
+            Insn::MovImm {
+                reg: (op - 0xb8) | b << 3,
+                imm: imm32(i + 1)? as u64,
+                wide: false,
+            },
+            i + 5,
+        )),
         0x8b | 0x89 | 0x31 | 0x83 | 0x81 => {
             let modrm = *code.get(i + 1)?;
-            let (md, rg, rm) = (modrm >> 6, ((modrm >> 3) & 7) | r << 3, (modrm & 7) | b << 3);
+            let (md, rg, rm) = (
+                modrm >> 6,
+                ((modrm >> 3) & 7) | r << 3,
+                (modrm & 7) | b << 3,
+            );
             match (op, md) {
                 (0x8b, 0..=2) if modrm & 7 != 4 && !(md == 0 && modrm & 7 == 5) => {
                     let (disp, len) = match md {
@@ -53,12 +86,31 @@ pub fn decode(code: &[u8]) -> Option<(Insn, usize)> {
                         1 => (*code.get(i + 2)? as i8 as i64, 1),
                         _ => (imm32(i + 2)? as i32 as i64, 4),
                     };
-                    Some((Insn::Load { dst: rg, base: rm, disp, wide: w }, i + 2 + len))
+                    Some((
+                        Insn::Load {
+                            dst: rg,
+                            base: rm,
+                            disp,
+                            wide: w,
+                        },
+                        i + 2 + len,
+                    ))
                 }
-                (0x89, 3) => Some((Insn::MovReg { dst: rm, src: rg, wide: w }, i + 2)),
+                (0x89, 3) => Some((
+                    Insn::MovReg {
+                        dst: rm,
+                        src: rg,
+                        wide: w,
+                    },
+                    i + 2,
+                )),
                 (0x31, 3) if rg == rm => Some((Insn::XorSelf(rm), i + 2)),
-                (0x83, 3) if w && rm == 4 && rg == 5 => Some((Insn::SubRsp(*code.get(i + 2)? as i8 as i64 as u64), i + 3)),
-                (0x81, 3) if w && rm == 4 && rg == 5 => Some((Insn::SubRsp(imm32(i + 2)? as i32 as i64 as u64), i + 6)),
+                (0x83, 3) if w && rm == 4 && rg == 5 => {
+                    Some((Insn::SubRsp(*code.get(i + 2)? as i8 as i64 as u64), i + 3))
+                }
+                (0x81, 3) if w && rm == 4 && rg == 5 => {
+                    Some((Insn::SubRsp(imm32(i + 2)? as i32 as i64 as u64), i + 6))
+                }
                 _ => None,
             }
         }
@@ -113,7 +165,12 @@ pub fn apply(insn: Insn, len: usize, regs: &mut Regs, mem: &dyn Access) -> Optio
             regs.rsp = sp;
         }
         Insn::MovImm { reg: n, imm, .. } => *reg(regs, n) = imm,
-        Insn::Load { dst, base, disp, wide } => {
+        Insn::Load {
+            dst,
+            base,
+            disp,
+            wide,
+        } => {
             let addr = reg(regs, base).wrapping_add(disp as u64);
             let v = mem.read_u64(addr)?;
             *reg(regs, dst) = if wide { v } else { v & 0xffff_ffff };
@@ -151,14 +208,69 @@ mod tests {
 
     #[test]
     fn decodes_glibc_prologues() {
-        assert_eq!(decode(&[0x8b, 0x47, 0x10]), Some((Insn::Load { dst: 0, base: 7, disp: 16, wide: false }, 3)));
-        assert_eq!(decode(&[0xbe, 1, 0, 0, 0]), Some((Insn::MovImm { reg: 6, imm: 1, wide: false }, 5)));
+        assert_eq!(
+            decode(&[0x8b, 0x47, 0x10]),
+            Some((
+                Insn::Load {
+                    dst: 0,
+                    base: 7,
+                    disp: 16,
+                    wide: false
+                },
+                3
+            ))
+        );
+        assert_eq!(
+            decode(&[0xbe, 1, 0, 0, 0]),
+            Some((
+                Insn::MovImm {
+                    reg: 6,
+                    imm: 1,
+                    wide: false
+                },
+                5
+            ))
+        );
         assert_eq!(decode(&[0x41, 0x57]), Some((Insn::Push(15), 2)));
         assert_eq!(decode(&[0x55]), Some((Insn::Push(5), 1)));
-        assert_eq!(decode(&[0x41, 0xb8, 1, 0, 0, 0]), Some((Insn::MovImm { reg: 8, imm: 1, wide: false }, 6)));
-        assert_eq!(decode(&[0x48, 0x83, 0xec, 0x08]), Some((Insn::SubRsp(8), 4)));
-        assert_eq!(decode(&[0x48, 0x8b, 0x07]), Some((Insn::Load { dst: 0, base: 7, disp: 0, wide: true }, 3)));
-        assert_eq!(decode(&[0x48, 0x89, 0xf2]), Some((Insn::MovReg { dst: 2, src: 6, wide: true }, 3)));
+        assert_eq!(
+            decode(&[0x41, 0xb8, 1, 0, 0, 0]),
+            Some((
+                Insn::MovImm {
+                    reg: 8,
+                    imm: 1,
+                    wide: false
+                },
+                6
+            ))
+        );
+        assert_eq!(
+            decode(&[0x48, 0x83, 0xec, 0x08]),
+            Some((Insn::SubRsp(8), 4))
+        );
+        assert_eq!(
+            decode(&[0x48, 0x8b, 0x07]),
+            Some((
+                Insn::Load {
+                    dst: 0,
+                    base: 7,
+                    disp: 0,
+                    wide: true
+                },
+                3
+            ))
+        );
+        assert_eq!(
+            decode(&[0x48, 0x89, 0xf2]),
+            Some((
+                Insn::MovReg {
+                    dst: 2,
+                    src: 6,
+                    wide: true
+                },
+                3
+            ))
+        );
         assert_eq!(decode(&[0x31, 0xc0]), Some((Insn::XorSelf(0), 2)));
         assert_eq!(decode(&[0xf3, 0x0f, 0x1e, 0xfa]), Some((Insn::Endbr, 4)));
         // lock decl (%rdi), test, rip-relative loads: not emulated.
@@ -187,11 +299,25 @@ mod tests {
         r.r15 = 42;
         r.rip = 0x400000;
         apply(Insn::Push(15), 2, &mut r, &mem).unwrap();
-        assert_eq!((r.rsp, mem.read_u64(0xff8), r.rip), (0xff8, Some(42), 0x400002));
+        assert_eq!(
+            (r.rsp, mem.read_u64(0xff8), r.rip),
+            (0xff8, Some(42), 0x400002)
+        );
         mem.write_u64(0x2010, 0xdead_beef_0000_0001).unwrap();
         r.rdi = 0x2000;
         r.rax = u64::MAX;
-        apply(Insn::Load { dst: 0, base: 7, disp: 16, wide: false }, 3, &mut r, &mem).unwrap();
+        apply(
+            Insn::Load {
+                dst: 0,
+                base: 7,
+                disp: 16,
+                wide: false,
+            },
+            3,
+            &mut r,
+            &mem,
+        )
+        .unwrap();
         assert_eq!(r.rax, 1);
         apply(Insn::SubRsp(8), 4, &mut r, &mem).unwrap();
         assert_eq!(r.rsp, 0xff0);

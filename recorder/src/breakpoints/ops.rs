@@ -179,7 +179,9 @@ mod tests {
     #[test]
     fn names_match_the_agent_ops() {
         for s in SPECS {
-            let known = (1..=83u16).filter_map(lockstep_agent_abi::Op::from_code).any(|o| o.name() == s.name);
+            let known = (1..=83u16)
+                .filter_map(lockstep_agent_abi::Op::from_code)
+                .any(|o| o.name() == s.name);
             assert!(known, "{} is not an agent op", s.name);
         }
     }

@@ -6,7 +6,7 @@
 //! construction of the events.
 
 use super::ops::{Detail, Shape, SPECS};
-use super::{arm, emulate, Breakpoints, Call, Trap, TraceeMem};
+use super::{arm, emulate, Breakpoints, Call, TraceeMem, Trap};
 use crate::clock::SeqClock;
 use crate::error::TraceeError;
 use crate::mem::{Memory, ProcMem};
@@ -53,18 +53,34 @@ pub fn event(
 
 /// The event of `c` with `phase` and `ret`.
 pub fn call_event(c: &Call, at: Stamp, tid: Tid, phase: &str, ret: i32) -> SyncOp {
-    event(at, c.pid, tid, SPECS[c.spec].name, phase, c.obj, c.arg, c.arg2, c.flags, ret, &c.stack)
+    event(
+        at,
+        c.pid,
+        tid,
+        SPECS[c.spec].name,
+        phase,
+        c.obj,
+        c.arg,
+        c.arg2,
+        c.flags,
+        ret,
+        &c.stack,
+    )
 }
 
 /// The return address and the callers: `[rsp]` at entry, then the frame
 /// pointer chain from the caller's rbp (still in rbp at function entry).
 fn stack_at_entry(mem: &ProcMem, rsp: u64, mut rbp: u64) -> Vec<u64> {
     let mut stack = Vec::with_capacity(STACK_DEPTH);
-    let Some(ret) = mem.read_u64(rsp) else { return stack };
+    let Some(ret) = mem.read_u64(rsp) else {
+        return stack;
+    };
     stack.push(ret);
     let mut floor = rsp;
     while stack.len() < STACK_DEPTH && rbp > floor && rbp.is_multiple_of(8) {
-        let (Some(next), Some(ra)) = (mem.read_u64(rbp), mem.read_u64(rbp + 8)) else { break };
+        let (Some(next), Some(ra)) = (mem.read_u64(rbp), mem.read_u64(rbp + 8)) else {
+            break;
+        };
         if ra == 0 {
             break;
         }
@@ -91,22 +107,36 @@ fn mutex_kind(mem: &ProcMem, m: u64) -> (u32, u64) {
         return (0, 0);
     }
     let kind = read_u32(mem, m + 16);
-    let ceiling = if kind & 64 != 0 { ((read_u32(mem, m) & 0xfff8_0000) >> 19) as u64 } else { 0 };
+    let ceiling = if kind & 64 != 0 {
+        ((read_u32(mem, m) & 0xfff8_0000) >> 19) as u64
+    } else {
+        0
+    };
     ((kind & 3) | (kind & 0x70), ceiling)
 }
 
 impl Breakpoints {
     /// A SIGTRAP signal-delivery stop of `t` (in `pid`): handles it if it is
     /// one of our breakpoints.
-    pub fn on_trap(&mut self, t: Stopped, pid: Pid, clock: &mut SeqClock) -> Result<Trap, TraceeError> {
-        let Some(p) = self.procs.get(&pid) else { return Ok(Trap::NotOurs(t)) };
+    pub fn on_trap(
+        &mut self,
+        t: Stopped,
+        pid: Pid,
+        clock: &mut SeqClock,
+    ) -> Result<Trap, TraceeError> {
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(Trap::NotOurs(t));
+        };
         if t.siginfo()?.si_code != SI_KERNEL {
             return Ok(Trap::NotOurs(t));
         }
         let regs = t.regs()?;
         let addr = regs.rip.wrapping_sub(1);
         self.stats.traps += 1;
-        let returning = self.calls.get(&t.tid()).is_some_and(|c| c.entry == addr && regs.rsp == c.entry_rsp + 8);
+        let returning = self
+            .calls
+            .get(&t.tid())
+            .is_some_and(|c| c.entry == addr && regs.rsp == c.entry_rsp + 8);
         if returning {
             self.on_return(t, regs, clock)
         } else if p.entries.contains_key(&addr) {
@@ -170,18 +200,27 @@ impl Breakpoints {
                 Detail::SemOpen => {
                     c.obj = 0;
                     c.flags = 1;
-                    c.arg = if args[1] & O_CREAT != 0 { args[3] as u32 as u64 } else { 0 };
+                    c.arg = if args[1] & O_CREAT != 0 {
+                        args[3] as u32 as u64
+                    } else {
+                        0
+                    };
                     c.arg2 = args[1] as u32 as u64;
                 }
                 Detail::ObjRoutine => c.arg2 = args[1],
                 Detail::Create => (c.obj, c.arg2) = (0, args[2]),
                 Detail::ExitValue => (c.obj, c.arg) = (0, args[0]),
-                Detail::SchedParam => (c.arg, c.arg2) = (read_u32(&mem, args[2]) as u64, args[1] as u32 as u64),
+                Detail::SchedParam => {
+                    (c.arg, c.arg2) = (read_u32(&mem, args[2]) as u64, args[1] as u32 as u64)
+                }
                 Detail::AttrSchedParam => c.arg = read_u32(&mem, args[1]) as u64,
                 Detail::Obj => {}
             }
             match spec.shape {
-                Shape::Blocking | Shape::Waited => self.out.push(call_event(&c, clock.stamp(), tid, "request", 0)),
+                Shape::Blocking | Shape::Waited => {
+                    self.out
+                        .push(call_event(&c, clock.stamp(), tid, "request", 0))
+                }
                 Shape::Release | Shape::Create => c.stamp = Some(clock.stamp()),
                 Shape::Exit => {
                     self.started.remove(&tid);
@@ -201,11 +240,20 @@ impl Breakpoints {
 
     /// Executes the entry's first instruction (emulated, or restored and
     /// single-stepped) and resumes the thread.
-    fn step_over_entry(&mut self, t: Stopped, pid: Pid, mut regs: libc::user_regs_struct, addr: u64) -> Result<Trap, TraceeError> {
+    fn step_over_entry(
+        &mut self,
+        t: Stopped,
+        pid: Pid,
+        mut regs: libc::user_regs_struct,
+        addr: u64,
+    ) -> Result<Trap, TraceeError> {
         let entry = self.procs[&pid].entries[&addr].clone();
         regs.rip = addr;
         if let Some((insn, len)) = entry.insn {
-            let mem = TraceeMem { t: &t, mem: ProcMem { pid } };
+            let mem = TraceeMem {
+                t: &t,
+                mem: ProcMem { pid },
+            };
             let mut r = regs;
             if emulate::apply(insn, len, &mut r, &mem).is_some() {
                 t.set_regs(r)?;
@@ -218,7 +266,14 @@ impl Breakpoints {
 
     /// Runs the original instruction at `addr` (byte `orig` put back for
     /// one single-step) and, with `reinsert`, writes the int3 again.
-    fn step_original(&mut self, t: Stopped, regs: libc::user_regs_struct, addr: u64, orig: u8, reinsert: bool) -> Result<Trap, TraceeError> {
+    fn step_original(
+        &mut self,
+        t: Stopped,
+        regs: libc::user_regs_struct,
+        addr: u64,
+        orig: u8,
+        reinsert: bool,
+    ) -> Result<Trap, TraceeError> {
         t.set_regs(regs)?;
         arm::write_byte(&t, addr, orig)?;
         self.stats.steps += 1;
@@ -244,7 +299,12 @@ impl Breakpoints {
     /// The return of `t`'s open call, trapped at the entry int3 its
     /// rewritten return address pointed to: the outcome, then on to the
     /// real return address.
-    fn on_return(&mut self, t: Stopped, mut regs: libc::user_regs_struct, clock: &mut SeqClock) -> Result<Trap, TraceeError> {
+    fn on_return(
+        &mut self,
+        t: Stopped,
+        mut regs: libc::user_regs_struct,
+        clock: &mut SeqClock,
+    ) -> Result<Trap, TraceeError> {
         let tid = t.tid();
         let c = self.calls.remove(&tid).expect("checked by on_trap");
         regs.rip = c.ret_addr;
@@ -273,7 +333,15 @@ impl Breakpoints {
             Detail::SemOpen if rax != 0 => c.obj = rax,
             _ => {}
         }
-        let ret = if spec.detail == Detail::SemOpen { if rax == 0 { c.last_err } else { 0 } } else { ret };
+        let ret = if spec.detail == Detail::SemOpen {
+            if rax == 0 {
+                c.last_err
+            } else {
+                0
+            }
+        } else {
+            ret
+        };
         let phase = match (spec.shape, ok) {
             (Shape::Done | Shape::Waited | Shape::Create | Shape::Exit, _) => "done",
             (Shape::Release, true) => "released",
@@ -282,7 +350,8 @@ impl Breakpoints {
         };
         if spec.shape == Shape::TryFirst && !ok && !c.blocked {
             // The agent's failed try, then the failing blocking call.
-            self.out.push(call_event(&c, clock.stamp(), tid, "request", 0));
+            self.out
+                .push(call_event(&c, clock.stamp(), tid, "request", 0));
         }
         let at = c.stamp.take().unwrap_or_else(|| clock.stamp());
         self.out.push(call_event(&c, at, tid, phase, ret));

@@ -18,7 +18,11 @@ const BUF_SHOWN: usize = 32;
 enum Piece {
     Text(String),
     /// An output argument, rendered at exit from what the kernel wrote.
-    Out { key: &'static str, arg: Arg, raw: u64 },
+    Out {
+        key: &'static str,
+        arg: Arg,
+        raw: u64,
+    },
 }
 
 /// What the entry stop produced; completed by [`EntryDecode::finish`] at exit.
@@ -36,9 +40,16 @@ pub struct Decoded {
 
 /// Decodes the arguments of `name` at its entry stop.
 pub fn decode_entry(name: &str, args: &[u64; 6], mem: &dyn Memory) -> EntryDecode {
-    let mut d = EntryDecode { pieces: Vec::new(), json: Map::new() };
+    let mut d = EntryDecode {
+        pieces: Vec::new(),
+        json: Map::new(),
+    };
     let Some(sig) = signature(name) else {
-        let text = args.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(", ");
+        let text = args
+            .iter()
+            .map(|a| format!("{a:#x}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         d.pieces.push(Piece::Text(text));
         return d;
     };
@@ -58,7 +69,8 @@ pub fn decode_entry(name: &str, args: &[u64; 6], mem: &dyn Memory) -> EntryDecod
         }
     }
     if name == "futex" {
-        d.json.insert("cmd".into(), json!(flags::futex_cmd(args[1])));
+        d.json
+            .insert("cmd".into(), json!(flags::futex_cmd(args[1])));
         d.json.insert("private".into(), json!(args[1] & 128 != 0));
     }
     d
@@ -73,7 +85,9 @@ fn quote(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -143,12 +157,22 @@ fn entry_arg(
             None => Some((ptr(raw), Value::Null)),
         },
         Arg::OpenFlags => s(flags::open_flags(raw)),
-        Arg::Mode => Some((if raw as u32 == 0 { "0".into() } else { format!("0{:o}", raw as u32) }, json!(raw as u32))),
+        Arg::Mode => Some((
+            if raw as u32 == 0 {
+                "0".into()
+            } else {
+                format!("0{:o}", raw as u32)
+            },
+            json!(raw as u32),
+        )),
         Arg::AtFlags => s(flags::at_flags(raw)),
         Arg::AccessMode => s(flags::access_mode(raw)),
         Arg::Argv => match mem.read_str_array(raw, 4096) {
             Some(v) => {
-                let text = format!("[{}]", v.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", "));
+                let text = format!(
+                    "[{}]",
+                    v.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", ")
+                );
                 Some((text, json!(v)))
             }
             None => Some((ptr(raw), Value::Null)),
@@ -240,18 +264,31 @@ impl EntryDecode {
                 Piece::Text(t) => texts.push(t),
                 Piece::Out { key, arg, raw } => {
                     let rendered = match (ok, mem) {
-                        (true, Some(mem)) => exit_arg(arg, raw, ret.unwrap_or(0), mem, key, &mut result),
+                        (true, Some(mem)) => {
+                            exit_arg(arg, raw, ret.unwrap_or(0), mem, key, &mut result)
+                        }
                         _ => None,
                     };
                     texts.push(rendered.unwrap_or_else(|| ptr(raw)));
                 }
             }
         }
-        Decoded { args: Value::Object(self.json), text: texts.join(", "), result: Value::Object(result) }
+        Decoded {
+            args: Value::Object(self.json),
+            text: texts.join(", "),
+            result: Value::Object(result),
+        }
     }
 }
 
-fn exit_arg(arg: Arg, raw: u64, ret: i64, mem: &dyn Memory, key: &str, result: &mut Map<String, Value>) -> Option<String> {
+fn exit_arg(
+    arg: Arg,
+    raw: u64,
+    ret: i64,
+    mem: &dyn Memory,
+    key: &str,
+    result: &mut Map<String, Value>,
+) -> Option<String> {
     match arg {
         Arg::OutBuf => Some(buffer(mem, raw, ret.max(0) as u64)),
         Arg::OutFdPair => {
@@ -276,14 +313,22 @@ fn exit_arg(arg: Arg, raw: u64, ret: i64, mem: &dyn Memory, key: &str, result: &
             if raw == 0 {
                 return None;
             }
-            let (signo, code, pid, status) =
-                (mem.read_i32(raw)?, mem.read_i32(raw + 8)?, mem.read_i32(raw + 16)?, mem.read_i32(raw + 24)?);
+            let (signo, code, pid, status) = (
+                mem.read_i32(raw)?,
+                mem.read_i32(raw + 8)?,
+                mem.read_i32(raw + 16)?,
+                mem.read_i32(raw + 24)?,
+            );
             result.insert("si_pid".into(), json!(pid));
             result.insert("si_code".into(), json!(code));
             result.insert("si_status".into(), json!(status));
             Some(format!(
                 "{{si_signo={}, si_code={}, si_pid={pid}, si_status={status}}}",
-                if signo == 0 { "0".into() } else { names::signal_name(signo) },
+                if signo == 0 {
+                    "0".into()
+                } else {
+                    names::signal_name(signo)
+                },
                 names::si_code(signo, code)
             ))
         }
@@ -294,7 +339,11 @@ fn exit_arg(arg: Arg, raw: u64, ret: i64, mem: &dyn Memory, key: &str, result: &
 /// The error name of a failed syscall's return value, if it failed.
 pub fn error_name(ret: i64) -> Option<String> {
     if (-4095..0).contains(&ret) {
-        Some(names::errno_name(-ret).map(str::to_string).unwrap_or_else(|| format!("E{}", -ret)))
+        Some(
+            names::errno_name(-ret)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("E{}", -ret)),
+        )
     } else {
         None
     }
@@ -308,7 +357,12 @@ mod tests {
     #[test]
     fn openat_decodes_path_and_flags() {
         let mem = BufMem::new().map(0x1000, b"/etc/passwd\0".to_vec());
-        let d = decode_entry("openat", &[(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0], &mem).finish(Some(3), Some(&mem));
+        let d = decode_entry(
+            "openat",
+            &[(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0],
+            &mem,
+        )
+        .finish(Some(3), Some(&mem));
         assert_eq!(d.text, "AT_FDCWD, \"/etc/passwd\", O_RDONLY|O_CLOEXEC, 0");
         assert_eq!(d.args["path"], "/etc/passwd");
         assert_eq!(d.args["dirfd"], -100);
@@ -328,7 +382,8 @@ mod tests {
 
     #[test]
     fn failed_calls_leave_outputs_raw() {
-        let d = decode_entry("pipe", &[0x2000, 0, 0, 0, 0, 0], &BufMem::new()).finish(Some(-24), Some(&BufMem::new()));
+        let d = decode_entry("pipe", &[0x2000, 0, 0, 0, 0, 0], &BufMem::new())
+            .finish(Some(-24), Some(&BufMem::new()));
         assert_eq!(d.text, "0x2000");
         assert_eq!(error_name(-24).as_deref(), Some("EMFILE"));
         assert_eq!(error_name(3), None);
@@ -339,8 +394,12 @@ mod tests {
         let mut ts = 1u64.to_le_bytes().to_vec();
         ts.extend_from_slice(&500u64.to_le_bytes());
         let mem = BufMem::new().map(0x3000, ts);
-        let d = decode_entry("futex", &[0x7f00, 128, 2, 0x3000, 0, 0], &mem).finish(Some(0), Some(&mem));
-        assert_eq!(d.text, "0x7f00, FUTEX_WAIT_PRIVATE, 2, {tv_sec=1, tv_nsec=500}, 0x0, 0");
+        let d = decode_entry("futex", &[0x7f00, 128, 2, 0x3000, 0, 0], &mem)
+            .finish(Some(0), Some(&mem));
+        assert_eq!(
+            d.text,
+            "0x7f00, FUTEX_WAIT_PRIVATE, 2, {tv_sec=1, tv_nsec=500}, 0x0, 0"
+        );
         assert_eq!(d.args["cmd"], 0);
         assert_eq!(d.args["timeout"]["nsec"], 500);
     }
@@ -352,7 +411,10 @@ mod tests {
         assert_eq!(d.text, "1, \"foo\\n\", 4");
         let mut argv = 0x2000u64.to_le_bytes().to_vec();
         argv.extend_from_slice(&0u64.to_le_bytes());
-        let mem = BufMem::new().map(0x1000, argv).map(0x2000, b"wc\0".to_vec()).map(0x3000, b"/usr/bin/wc\0".to_vec());
+        let mem = BufMem::new()
+            .map(0x1000, argv)
+            .map(0x2000, b"wc\0".to_vec())
+            .map(0x3000, b"/usr/bin/wc\0".to_vec());
         let d = decode_entry("execve", &[0x3000, 0x1000, 0, 0, 0, 0], &mem).finish(Some(0), None);
         assert_eq!(d.args["argv"], json!(["wc"]));
         assert!(d.text.starts_with("\"/usr/bin/wc\", [\"wc\"], NULL"));
