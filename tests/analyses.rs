@@ -7,38 +7,12 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
 
 /// Runs `lockstep check --format json` on a fixture; returns the findings.
 fn check(fixture: &str, hangs: bool) -> Vec<Value> {
     let dir = scratch(&format!("analyses-{fixture}"));
     let bin = fixture_bin(fixture);
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "--format",
-                "json",
-                "--report-file",
-                "r.json",
-                "-o",
-                "t.db",
-                "--",
-                bin.to_str().unwrap(),
-            ],
-        ),
-        Duration::from_secs(60),
-    );
-    // The program's own output goes to stdout; the report to its file.
-    let text = std::fs::read_to_string(dir.join("r.json"))
-        .unwrap_or_else(|e| panic!("{fixture}: no report ({e}): {run:?}"));
-    let doc: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{fixture}: bad JSON ({e}): {text}"));
-    let findings = doc["findings"].as_array().unwrap().clone();
+    let (run, findings) = check_json(&dir, &[bin.to_str().unwrap()]);
     assert_eq!(
         run.code,
         Some(if findings.is_empty() { 0 } else { 1 }),

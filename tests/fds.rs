@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 
 const FD_KINDS: [&str; 4] = ["fd_leak", "bad_fd", "fd_misuse", "deadlock"];
 
@@ -87,26 +86,7 @@ impl Checked {
 /// `lockstep check --hang-timeout 1 --format json` on a program.
 fn check(name: &str, argv: &[&str], hangs: bool) -> Checked {
     let dir = scratch(&format!("fds-{name}"));
-    let mut a = vec![
-        "check",
-        "-q",
-        "--hang-timeout",
-        "1",
-        "--format",
-        "json",
-        "--report-file",
-        "r.json",
-        "-o",
-        "t.db",
-        "--",
-    ];
-    a.extend_from_slice(argv);
-    let run = finish(spawn(&dir, &a), Duration::from_secs(60));
-    let text = std::fs::read_to_string(dir.join("r.json"))
-        .unwrap_or_else(|e| panic!("{name}: no report ({e}): {run:?}"));
-    let doc: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: bad JSON ({e}): {text}"));
-    let findings = doc["findings"].as_array().unwrap().clone();
+    let (run, findings) = check_json(&dir, argv);
     assert_eq!(
         run.code,
         Some(if findings.is_empty() { 0 } else { 1 }),

@@ -9,7 +9,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// Compiles fixtures/<name>.c with `-g -O0 -pthread -static` into `dir`.
 fn static_build(name: &str, dir: &Path) -> PathBuf {
@@ -299,30 +298,7 @@ fn check_finds_the_deadlock_of_a_static_binary() {
     let fx = "abba_deadlock";
     let dir = scratch("ptrace-static-abba");
     let bin = static_build(fx, &dir);
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "--format",
-                "json",
-                "--report-file",
-                "r.json",
-                "-o",
-                "t.db",
-                "--",
-                bin.to_str().unwrap(),
-            ],
-        ),
-        Duration::from_secs(60),
-    );
-    let text = std::fs::read_to_string(dir.join("r.json"))
-        .unwrap_or_else(|e| panic!("no report ({e}): {run:?}"));
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    let findings = doc["findings"].as_array().unwrap();
+    let (_run, findings) = check_json(&dir, &[bin.to_str().unwrap()]);
     let file = format!("/fixtures/{fx}.c");
     let lines: Vec<u64> = ["LOCK-A-T1", "LOCK-B-T1", "LOCK-B-T2", "LOCK-A-T2"]
         .iter()
@@ -340,7 +316,7 @@ fn check_finds_the_deadlock_of_a_static_binary() {
     assert!(
         found,
         "no deadlock at lines {lines:?}: {}",
-        serde_json::to_string_pretty(findings).unwrap()
+        serde_json::to_string_pretty(&findings).unwrap()
     );
     let ps = json(&dir, &["ps", "t.db"]);
     assert_eq!(ps[0]["sync_mechanism"], "ptrace", "{ps}");

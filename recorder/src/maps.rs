@@ -5,26 +5,14 @@ use lockstep_trace::{Mapping, Pid};
 
 /// Parses the file-backed, executable lines of a /proc/PID/maps text.
 pub fn parse_exec_mappings(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let range = f.next()?;
-            let perms = f.next()?;
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let _inode = f.next()?;
-            let path = f.collect::<Vec<_>>().join(" ");
-            if !perms.contains('x') || !path.starts_with('/') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: offset,
-                perms: perms.to_string(),
-                path,
-            })
+    lockstep_symbols::parse_proc_maps_with_perms(text)
+        .filter(|(_, perms)| perms.contains('x'))
+        .map(|(m, perms)| Mapping {
+            start: m.start,
+            end: m.end,
+            file_offset: m.file_offset,
+            perms: perms.to_string(),
+            path: m.path,
         })
         .collect()
 }

@@ -55,7 +55,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use data::DataSymbol;
-pub use maps::parse_proc_maps;
+pub use maps::{parse_proc_maps, parse_proc_maps_with_perms};
 pub use symbolizer::{build_id, Symbolizer};
 
 /// One mapping of a file into a process, as `/proc/PID/maps` shows it.

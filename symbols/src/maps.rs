@@ -12,13 +12,19 @@ use crate::Mapping;
 /// Parses the text of `/proc/PID/maps` into [`Mapping`]s (file-backed ones only,
 /// in the order of the text).
 pub fn parse_proc_maps(text: &str) -> Vec<Mapping> {
-    text.lines().filter_map(parse_line).collect()
+    parse_proc_maps_with_perms(text).map(|(m, _)| m).collect()
+}
+
+/// The file-backed mappings of a /proc/PID/maps text with their
+/// permissions (`r-xp`...), for callers that keep only some of them.
+pub fn parse_proc_maps_with_perms(text: &str) -> impl Iterator<Item = (Mapping, &str)> {
+    text.lines().filter_map(parse_line)
 }
 
 /// One line, or `None` when it is not a well-formed file-backed mapping.
-fn parse_line(line: &str) -> Option<Mapping> {
+fn parse_line(line: &str) -> Option<(Mapping, &str)> {
     let (range, rest) = next_field(line)?;
-    let (_perms, rest) = next_field(rest)?;
+    let (perms, rest) = next_field(rest)?;
     let (offset, rest) = next_field(rest)?;
     let (_dev, rest) = next_field(rest)?;
     let (_inode, rest) = next_field(rest)?;
@@ -32,12 +38,13 @@ fn parse_line(line: &str) -> Option<Mapping> {
     if end <= start {
         return None;
     }
-    Some(Mapping {
+    let m = Mapping {
         start,
         end,
         file_offset: u64::from_str_radix(offset, 16).ok()?,
         path: path.to_owned(),
-    })
+    };
+    Some((m, perms))
 }
 
 /// Splits the first whitespace-separated field off `s`.

@@ -216,3 +216,30 @@ pub fn marker_line(fixture: &str, marker: &str) -> u64 {
     );
     hits[0] as u64
 }
+
+/// Runs `lockstep check --hang-timeout 1 --format json --report-file r.json
+/// -o t.db -- ARGV` in `dir` (the program's own output goes to stdout, the
+/// report to its file) and returns the run and the report's findings.
+pub fn check_json(dir: &Path, argv: &[&str]) -> (Run, Vec<serde_json::Value>) {
+    let mut a = vec![
+        "check",
+        "-q",
+        "--hang-timeout",
+        "1",
+        "--format",
+        "json",
+        "--report-file",
+        "r.json",
+        "-o",
+        "t.db",
+        "--",
+    ];
+    a.extend_from_slice(argv);
+    let run = finish(spawn(dir, &a), Duration::from_secs(60));
+    let text = std::fs::read_to_string(dir.join("r.json"))
+        .unwrap_or_else(|e| panic!("{argv:?}: no report ({e}): {run:?}"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{argv:?}: bad JSON ({e}): {text}"));
+    let findings = doc["findings"].as_array().expect("findings array").clone();
+    (run, findings)
+}
