@@ -407,31 +407,5 @@ fn thread_cycles(edges: &BTreeMap<i32, Vec<(i32, Why)>>) -> Vec<Vec<i32>> {
         .iter()
         .map(|(&t, v)| (t, v.iter().map(|(n, _)| *n).collect()))
         .collect();
-    let mut out = Vec::new();
-    for &start in succ.keys() {
-        let mut path = vec![start];
-        walk(start, start, &succ, &mut path, &mut out);
-    }
-    out
-}
-
-fn walk(
-    start: i32,
-    at: i32,
-    succ: &BTreeMap<i32, Vec<i32>>,
-    path: &mut Vec<i32>,
-    out: &mut Vec<Vec<i32>>,
-) {
-    let mut next: Vec<i32> = succ.get(&at).cloned().unwrap_or_default();
-    next.sort();
-    next.dedup();
-    for n in next {
-        if n == start {
-            out.push(path.clone());
-        } else if n > start && !path.contains(&n) && path.len() < 16 {
-            path.push(n);
-            walk(start, n, succ, path, out);
-            path.pop();
-        }
-    }
+    crate::cycles::elementary_cycles(&succ, 16)
 }

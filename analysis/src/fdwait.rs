@@ -413,28 +413,11 @@ fn reader_leak(
 
 /// Elementary cycles (each once, from its smallest pid) through a pipe edge.
 fn cycles(edges: &BTreeMap<i32, Vec<(i32, Why, usize)>>) -> Vec<Vec<i32>> {
-    fn walk(
-        start: i32,
-        at: i32,
-        edges: &BTreeMap<i32, Vec<(i32, Why, usize)>>,
-        path: &mut Vec<i32>,
-        out: &mut Vec<Vec<i32>>,
-    ) {
-        let succ: BTreeSet<i32> = edges.get(&at).into_iter().flatten().map(|e| e.0).collect();
-        for n in succ {
-            if n == start {
-                out.push(path.clone());
-            } else if n > start && !path.contains(&n) && path.len() < 8 {
-                path.push(n);
-                walk(start, n, edges, path, out);
-                path.pop();
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for &s in edges.keys() {
-        walk(s, s, edges, &mut vec![s], &mut out);
-    }
+    let succ: BTreeMap<i32, Vec<i32>> = edges
+        .iter()
+        .map(|(&p, v)| (p, v.iter().map(|e| e.0).collect()))
+        .collect();
+    let mut out = crate::cycles::elementary_cycles(&succ, 8);
     out.retain(|c| {
         (0..c.len()).any(|i| {
             edges[&c[i]]

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod cycles;
 pub mod deadlock;
 pub mod fdbuild;
 pub mod fdbuilder;

@@ -100,30 +100,7 @@ impl LockGraph {
                 succ.entry(a).or_default().push(b);
             }
         }
-        let mut out = Vec::new();
-        for &start in succ.keys() {
-            let mut path = vec![start];
-            dfs(start, start, &succ, &mut path, &mut out);
-        }
-        out
-    }
-}
-
-fn dfs(
-    start: LockId,
-    at: LockId,
-    succ: &BTreeMap<LockId, Vec<LockId>>,
-    path: &mut Vec<LockId>,
-    out: &mut Vec<Vec<LockId>>,
-) {
-    for &n in succ.get(&at).into_iter().flatten() {
-        if n == start {
-            out.push(path.clone());
-        } else if n > start && !path.contains(&n) && path.len() < MAX_CYCLE {
-            path.push(n);
-            dfs(start, n, succ, path, out);
-            path.pop();
-        }
+        crate::cycles::elementary_cycles(&succ, MAX_CYCLE)
     }
 }
 
