@@ -198,6 +198,19 @@ ops! {
     MutexattrSetProtocol = 81, "pthread_mutexattr_setprotocol";
     MutexattrSetPrioceiling = 82, "pthread_mutexattr_setprioceiling";
     MutexattrSetRobust = 83, "pthread_mutexattr_setrobust";
+    // Heap blocks (recorded while memory accesses are captured): `obj` the
+    // block, `arg` its size, `arg2` the old block for realloc.
+    Malloc = 90, "malloc";
+    Calloc = 91, "calloc";
+    Realloc = 92, "realloc";
+    Free = 93, "free";
+    PosixMemalign = 94, "posix_memalign";
+    AlignedAlloc = 95, "aligned_alloc";
+    // A lock-prefixed or xchg instruction of the program on `obj` (`arg`
+    // bytes, `arg2` the instruction's address): `Released` is drawn before
+    // it executes, `Acquired` after, so that happens-before through atomics
+    // is never missed.
+    Atomic = 96, "atomic";
 }
 
 impl Phase {
@@ -236,3 +249,61 @@ const _: () = assert!(core::mem::size_of::<Header>() <= RINGS_OFFSET);
 const _: () = assert!(core::mem::size_of::<RingHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<Event>() == 128);
 const _: () = assert!(RING_EVENTS.is_power_of_two());
+
+// ---------------------------------------------------------------------------
+// Memory accesses.
+//
+// Each thread whose accesses are captured appends segments to a file of its
+// own, `<LOCKSTEP_SHM>.mem.<tid>`, that it maps and grows itself (a few
+// syscalls per megabytes, no ptrace stop per segment). The recorder imports
+// the file when the thread exits, or at the end of the recording, and
+// deletes it. Layout: a [`MemFileHeader`], then records, each a
+// [`MemRecord`] followed by `count` [`MemEntry`]s. `committed` in the header
+// is the byte length of the complete records (release-stored after each).
+
+/// Environment variable choosing what the agent instruments: `off`, `exe`
+/// (the main executable, the default when set by the recorder), or
+/// `exe,NAME,...` (also the shared objects whose file name contains NAME).
+pub const ENV_MEM: &str = "LOCKSTEP_MEM";
+/// `MemFileHeader::magic`: "LKSTMEM1".
+pub const MEM_MAGIC: u64 = u64::from_le_bytes(*b"LKSTMEM1");
+
+#[repr(C)]
+pub struct MemFileHeader {
+    pub magic: u64,
+    pub pid: i32,
+    pub tid: i32,
+    /// Bytes of complete records after the header.
+    pub committed: AtomicU64,
+    pub _reserved: [u64; 5],
+}
+
+/// One segment: the accesses since the thread's previous segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemRecord {
+    /// From [`Header::seq`], drawn when the segment was closed.
+    pub seq: u64,
+    pub ts_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+/// One access, as `lockstep_trace::MemAccess` packs it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemEntry {
+    pub addr: u64,
+    /// The original instruction's address (or a libc call's return address).
+    pub ip: u64,
+    pub size: u32,
+    /// READ 1, WRITE 2, ATOMIC 4.
+    pub flags: u8,
+    /// 0 instruction, else the libc function (codes of `lockstep_trace::Via`).
+    pub via: u8,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<MemFileHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<MemRecord>() == 24);
+const _: () = assert!(core::mem::size_of::<MemEntry>() == 24);

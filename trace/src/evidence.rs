@@ -4,6 +4,7 @@
 
 use crate::error::TraceError;
 use crate::ids::{Pid, Seq, Tid};
+use crate::memory::MemSegment;
 use crate::model::*;
 use crate::reader::{stamp, TraceReader};
 use rusqlite::Row;
@@ -232,5 +233,47 @@ impl TraceReader {
             })
             .map_err(self.sq())?;
         rows.collect::<Result<_, _>>().map_err(self.sq())
+    }
+}
+
+impl TraceReader {
+    /// Whether the trace has memory-access segments (version 2 and a
+    /// recording that captured them).
+    pub fn has_mem(&self) -> Result<bool, TraceError> {
+        if self.version < 2 {
+            return Ok(false);
+        }
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM mem_rows)", [], |r| r.get(0))
+            .map_err(self.sq())
+    }
+
+    /// Calls `f` for every memory segment in sequence order. A version 1
+    /// trace has none.
+    pub fn each_mem_segment(
+        &self,
+        mut f: impl FnMut(MemSegment) -> Result<(), TraceError>,
+    ) -> Result<(), TraceError> {
+        if self.version < 2 {
+            return Ok(());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, ts_ns, pid, tid, mechanism, accesses FROM mem_rows ORDER BY seq")
+            .map_err(self.sq())?;
+        let mut rows = st.query([]).map_err(self.sq())?;
+        while let Some(r) = rows.next().map_err(self.sq())? {
+            let read = |r: &Row<'_>| -> Result<MemSegment, rusqlite::Error> {
+                Ok(MemSegment {
+                    at: stamp(r, 0, 1)?,
+                    pid: Pid(r.get(2)?),
+                    tid: Tid(r.get(3)?),
+                    mechanism: r.get(4)?,
+                    accesses: crate::memory::unpack_accesses(r.get_ref(5)?.as_blob()?),
+                })
+            };
+            f(read(r).map_err(self.sq())?)?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod evidence;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod reader;
 pub mod schema;
@@ -17,6 +18,7 @@ pub mod writer;
 pub use error::TraceError;
 pub use evidence::StoredFinding;
 pub use ids::{Addr, Pid, Seq, Tid};
+pub use memory::{access, MemAccess, MemSegment, Via};
 pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
 pub use writer::TraceWriter;

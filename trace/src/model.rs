@@ -276,6 +276,8 @@ pub enum Record {
     Syscall(Box<Syscall>),
     Sync(Box<SyncOp>),
     Hang(Hang),
+    /// The memory accesses of one thread between two of its sync operations.
+    Mem(Box<crate::memory::MemSegment>),
     /// The executable mappings of `pid` as of `at` (a complete snapshot,
     /// taken after exec and after each mmap of executable code).
     Mappings {

@@ -4,7 +4,7 @@
 use crate::error::TraceError;
 use crate::ids::{Pid, Seq, Tid};
 use crate::model::*;
-use crate::schema::{APPLICATION_ID, SCHEMA_VERSION};
+use crate::schema::{APPLICATION_ID, MIN_READABLE_VERSION, SCHEMA_VERSION};
 use rusqlite::{Connection, OpenFlags, Row};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,8 @@ pub struct ProcessInfo {
 pub struct TraceReader {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// The trace's `PRAGMA user_version`.
+    pub(crate) version: i64,
 }
 
 impl TraceReader {
@@ -67,7 +69,7 @@ impl TraceReader {
                 supported: SCHEMA_VERSION,
             });
         }
-        if version < 1 {
+        if version < MIN_READABLE_VERSION {
             return Err(TraceError::NotATrace(path.to_path_buf()));
         }
         // Touch every table once so that a damaged file fails here, with one
@@ -85,7 +87,11 @@ impl TraceReader {
             "mapping_rows",
             "hang_rows",
             "finding_rows",
+            "mem_rows",
         ] {
+            if table == "mem_rows" && version < 2 {
+                continue;
+            }
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
                 r.get::<_, i64>(0)
             })
@@ -94,6 +100,7 @@ impl TraceReader {
         Ok(TraceReader {
             conn,
             path: path.to_path_buf(),
+            version,
         })
     }
 

@@ -6,7 +6,13 @@
 
 /// `PRAGMA user_version` of traces this build writes. Readers accept this
 /// version and older ones they know how to read.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// What each version added (readers accept every version listed):
+/// 1: processes, syscalls, sync ops, mappings, hangs, findings;
+/// 2: `mem_rows` / `mem_segments` (memory accesses), heap and atomic sync
+///    ops (`object_kind` `heap` and `atomic` in `sync_ops`).
+pub const MIN_READABLE_VERSION: i64 = 1;
 
 /// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
 /// from any other SQLite file.
@@ -126,6 +132,18 @@ CREATE TABLE sync_rows (
     mechanism INTEGER NOT NULL
 );
 
+-- Memory accesses, one row per segment (a thread's accesses between two of
+-- its sync ops); `accesses` packs 24-byte entries (see docs/SCHEMA.md).
+CREATE TABLE mem_rows (
+    seq       INTEGER PRIMARY KEY,
+    ts_ns     INTEGER NOT NULL,
+    pid       INTEGER NOT NULL,
+    tid       INTEGER NOT NULL,
+    mechanism TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    accesses  BLOB NOT NULL
+);
+
 CREATE TABLE mapping_rows (
     seq         INTEGER NOT NULL,
     pid         INTEGER NOT NULL,
@@ -178,6 +196,8 @@ SELECT s.seq AS seq, s.ts_ns AS ts_ns, s.pid AS pid, s.tid AS tid, n.name AS op,
          WHEN n.name LIKE 'pthread_barrier%' THEN 'barrier'
          WHEN n.name LIKE 'pthread_attr%' THEN 'thread_attr'
          WHEN n.name = 'pthread_once' THEN 'once'
+         WHEN n.name IN ('malloc', 'calloc', 'realloc', 'free', 'posix_memalign', 'aligned_alloc') THEN 'heap'
+         WHEN n.name = 'atomic' THEN 'atomic'
          ELSE 'thread'
        END AS object_kind,
        p.name AS phase, s.obj AS object, s.arg AS arg, s.arg2 AS arg2, s.flags AS flags, s.ret AS ret,
@@ -187,6 +207,9 @@ JOIN stacks k ON k.id = s.stack
 JOIN sync_names n ON n.code = s.op
 JOIN sync_names p ON p.code = s.phase
 JOIN sync_names m ON m.code = s.mechanism;
+
+CREATE VIEW mem_segments AS
+SELECT seq, ts_ns, pid, tid, mechanism, count, accesses FROM mem_rows;
 
 CREATE VIEW mappings AS
 SELECT seq, pid, start, end, file_offset, perms, path FROM mapping_rows;

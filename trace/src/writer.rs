@@ -319,6 +319,21 @@ impl TraceWriter {
                 ])?;
             }
             Record::Sync(_) => unreachable!("sync ops are inserted by `insert`"),
+            Record::Mem(m) => {
+                c.prepare_cached(
+                    "INSERT INTO mem_rows(seq, ts_ns, pid, tid, mechanism, count, accesses)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    m.at.seq.0 as i64,
+                    m.at.ts_ns as i64,
+                    m.pid.0,
+                    m.tid.0,
+                    m.mechanism,
+                    m.accesses.len() as i64,
+                    crate::memory::pack_accesses(&m.accesses)
+                ])?;
+            }
             Record::Hang(h) => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan, stack)

@@ -236,3 +236,50 @@ fn an_unfinished_recording_still_opens() {
     assert_eq!(t.meta("complete").unwrap().as_deref(), Some("0"));
     assert_eq!(t.spawns().unwrap().len(), 2);
 }
+
+#[test]
+fn memory_segments_come_back_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let seg = |seq: u64, tid: i32, addr: u64| MemSegment {
+        at: stamp(seq),
+        pid: Pid(10),
+        tid: Tid(tid),
+        mechanism: "agent".into(),
+        accesses: vec![
+            MemAccess {
+                addr,
+                size: 4,
+                ip: 0x401136,
+                flags: access::READ | access::WRITE,
+                via: Via::Instruction,
+            },
+            MemAccess {
+                addr: addr + 64,
+                size: 100,
+                ip: 0x401200,
+                flags: access::WRITE,
+                via: Via::Memset,
+            },
+        ],
+    };
+    let mut w = TraceWriter::create(&path, false).unwrap();
+    w.write(&Record::Mem(Box::new(seg(9, 11, 0x4040)))).unwrap();
+    w.write(&Record::Mem(Box::new(seg(3, 12, 0x5050)))).unwrap();
+    w.finish().unwrap();
+    let t = TraceReader::open(&path).unwrap();
+    assert!(t.has_mem().unwrap());
+    let mut got = Vec::new();
+    t.each_mem_segment(|s| {
+        got.push(s);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, vec![seg(3, 12, 0x5050), seg(9, 11, 0x4040)]);
+    let blob_len: i64 = t
+        .query_rows("SELECT length(accesses) FROM mem_segments WHERE seq = 3")
+        .unwrap()[0][0]
+        .as_i64()
+        .unwrap();
+    assert_eq!(blob_len, 48, "two 24-byte entries");
+}
