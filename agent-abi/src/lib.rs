@@ -189,9 +189,9 @@ ops! {
     ThreadDetach = 63, "pthread_detach";
     ThreadExit = 64, "pthread_exit";
     Once = 65, "pthread_once";
-    /// The calling thread's stack: `obj` its lowest address, `arg` one past
-    /// its highest (recorded at thread start while memory accesses are
-    /// captured, and for the main thread when the agent starts).
+    // The calling thread's stack: `obj` its lowest address, `arg` one past
+    // its highest (recorded at thread start while memory accesses are
+    // captured, and for the main thread when the agent starts).
     ThreadStack = 66, "thread_stack";
     SetSchedParam = 70, "pthread_setschedparam";
     SetSchedPrio = 71, "pthread_setschedprio";
