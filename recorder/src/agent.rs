@@ -201,13 +201,15 @@ fn to_sync_op(ev: &abi::Event) -> SyncOp {
 }
 
 /// The environment of the traced program: the recorder's own, with the
-/// agent first in LD_PRELOAD and the area's path in LOCKSTEP_SHM.
+/// agent first in LD_PRELOAD, the area's path in LOCKSTEP_SHM and what the
+/// agent does about memory accesses in LOCKSTEP_MEM.
 pub fn program_env(
     agent: &Path,
     area: &SharedArea,
+    mem: crate::MemMode,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env: Vec<_> = std::env::vars_os()
-        .filter(|(k, _)| k != "LD_PRELOAD" && k != abi::ENV_SHM)
+        .filter(|(k, _)| k != "LD_PRELOAD" && k != abi::ENV_SHM && k != abi::ENV_MEM)
         .collect();
     let mut preload = agent.as_os_str().to_owned();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -216,5 +218,6 @@ pub fn program_env(
     }
     env.push(("LD_PRELOAD".into(), preload));
     env.push((abi::ENV_SHM.into(), area.path().as_os_str().to_owned()));
+    env.push((abi::ENV_MEM.into(), mem.agent_env().into()));
     env
 }

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod machine;
 pub mod maps;
 pub mod mem;
+pub mod memlog;
 pub mod signals;
 pub mod sink;
 pub mod tracee;
@@ -48,6 +49,43 @@ pub struct RecordConfig {
     /// End the program when it makes no progress for this long with every
     /// thread blocked (`None`: never).
     pub hang_timeout: Option<std::time::Duration>,
+    /// How memory accesses are recorded.
+    pub mem: MemMode,
+}
+
+/// How memory accesses (for the race detector) are recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemMode {
+    /// Not at all (`LOCKSTEP_MEM=off` for the agent).
+    Off,
+    /// By the agent, instrumenting the main executable (`LOCKSTEP_MEM=exe`);
+    /// needs the agent (`SyncMode::Agent`).
+    Agent,
+    /// By single-stepping the main executable's code under ptrace (the
+    /// reference mechanism, ~76 µs per instruction); the agent, if loaded,
+    /// still records heap ops and libc memory-function ranges
+    /// (`LOCKSTEP_MEM=step`).
+    Step,
+}
+
+impl MemMode {
+    /// The name in the trace's meta (`mem`) and in `LOCKSTEP_MEM`'s terms.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemMode::Off => "off",
+            MemMode::Agent => "agent",
+            MemMode::Step => "step",
+        }
+    }
+
+    /// The value of `LOCKSTEP_MEM` for the agent.
+    pub fn agent_env(self) -> &'static str {
+        match self {
+            MemMode::Off => "off",
+            MemMode::Agent => "exe",
+            MemMode::Step => "step",
+        }
+    }
 }
 
 /// How synchronization operations (pthread calls) are recorded.
@@ -107,6 +145,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
         SyncMode::Ptrace => "ptrace".to_string(),
     };
     writer.write(&meta("sync_mode", mode))?;
+    writer.write(&meta("mem", cfg.mem.name().into()))?;
     writer.flush()?;
 
     signals::install();
@@ -134,7 +173,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
         SyncMode::Ptrace => Some(breakpoints::Policy::All),
     };
     let env: Vec<_> = match (&cfg.sync, &area) {
-        (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a),
+        (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a, cfg.mem),
         _ => std::env::vars_os().collect(),
     };
     let root = launch::launch(&exe, &argv, &env)?;

@@ -65,6 +65,9 @@ pub struct Counts {
     pub signals: u64,
     pub stops: u64,
     pub sync_ops: u64,
+    /// Memory-access segments and accesses written.
+    pub mem_segments: u64,
+    pub mem_accesses: u64,
 }
 
 pub struct Recorder {
@@ -92,6 +95,8 @@ pub struct Recorder {
     hung: bool,
     /// The breakpoint path of sync recording (static binaries, `--sync=ptrace`).
     bp: Option<Breakpoints>,
+    /// The agent's memory files (with the agent area).
+    memlog: Option<crate::memlog::MemLog>,
     pub counts: Counts,
 }
 
@@ -105,6 +110,7 @@ impl Recorder {
         area: Option<Rc<SharedArea>>,
         bp: Option<Policy>,
     ) -> Result<Recorder, RecordError> {
+        let memlog = area.as_ref().map(|a| crate::memlog::MemLog::new(a.path()));
         let mut r = Recorder {
             clock: area.clone().map(SeqClock::shared).unwrap_or_default(),
             sink,
@@ -121,6 +127,7 @@ impl Recorder {
             last_progress_ns: crate::clock::monotonic_ns(),
             hung: false,
             bp: bp.map(Breakpoints::new),
+            memlog,
             counts: Counts::default(),
         };
         let at = r.clock.stamp();
@@ -777,6 +784,9 @@ impl Recorder {
         if let Some(bp) = &mut self.bp {
             bp.on_death(tid, pid, process_exit);
         }
+        if let Some(m) = &mut self.memlog {
+            m.import_thread(tid, &mut self.sink)?;
+        }
         if process_exit && pid == self.root {
             self.root_status = Some(status);
         }
@@ -801,6 +811,10 @@ impl Recorder {
             }
         }
         self.drain_agent()?;
+        if let Some(m) = &mut self.memlog {
+            m.import_all(&mut self.sink)?;
+            (self.counts.mem_segments, self.counts.mem_accesses) = (m.segments, m.accesses);
+        }
         if let Some(area) = &self.area {
             let dropped = area.dropped();
             self.emit(Record::Meta {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use lockstep_recorder::affinity::CpuBinding;
-use lockstep_recorder::{record, RecordConfig, Recording, SyncMode};
+use lockstep_recorder::{record, MemMode, RecordConfig, Recording, SyncMode};
 use std::path::PathBuf;
 
 /// The options of a recording, shared by `record` and `check`.
@@ -25,6 +25,14 @@ pub struct RecordOpts {
     /// (syscalls only).
     #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "ptrace", "off"])]
     pub sync: String,
+    /// How to record memory accesses (for data races): `auto` (the agent
+    /// instruments the main executable, the default; nothing where the
+    /// agent does not load), `agent` (the same, an error without the
+    /// agent), `step` (single-step the executable's code under ptrace: exact
+    /// on any binary but ~76 µs per instruction; the reference the agent is
+    /// tested against), or `off`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "step", "off"])]
+    pub mem: String,
     /// End the program when no thread makes progress for this many seconds
     /// and every thread is blocked; the trace gets a snapshot of the hang
     /// and `record` exits with status 124. 0 disables.
@@ -75,6 +83,13 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
             None => anyhow::bail!("--sync=agent: this lockstep was built without its agent"),
         },
     };
+    let mem = match (o.mem.as_str(), &sync) {
+        ("off", _) => MemMode::Off,
+        ("step", _) => MemMode::Step,
+        (_, SyncMode::Agent(_)) => MemMode::Agent,
+        ("auto", _) => MemMode::Off,
+        _ => anyhow::bail!("--mem=agent needs the agent (--sync=auto or agent)"),
+    };
     let (output, default) = match &o.output {
         Some(p) => (p.clone(), false),
         None => (crate::paths::new_trace_path(&program)?, true),
@@ -87,6 +102,7 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         cpu: o.cpu,
         sync,
         hang_timeout,
+        mem,
     };
     let rec = record(&cfg)?;
     if default {
@@ -94,11 +110,12 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
     }
     if !o.quiet {
         eprintln!(
-            "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} signals, {} stops in {:.2}s: {}",
+            "lockstep: recorded {} processes, {} threads, {} syscalls, {} sync ops, {} memory accesses, {} signals, {} stops in {:.2}s: {}",
             rec.counts.processes,
             rec.counts.threads,
             rec.counts.syscalls,
             rec.counts.sync_ops,
+            rec.counts.mem_accesses,
             rec.counts.signals,
             rec.counts.stops,
             rec.wall_ns as f64 / 1e9,
