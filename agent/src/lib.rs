@@ -31,6 +31,7 @@ pub mod stack;
 
 pub mod cond;
 pub mod local;
+pub mod mem;
 pub mod mutex;
 pub mod real;
 pub mod record;
@@ -47,8 +48,18 @@ pub mod thread;
 extern "C" fn constructor() {
     if shm::get().is_some() {
         local::prepare_current_thread();
+        mem::init();
     }
 }
+
+/// Runs at exit: the main thread's last memory segment.
+extern "C" fn destructor() {
+    mem::thread_finish();
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;
 
 #[used]
 #[link_section = ".init_array"]

@@ -217,6 +217,7 @@ extern "C" fn after_fork_in_parent() {
 /// child handler already did).
 extern "C" fn after_fork_in_child() {
     LOCAL.with(Local::notice_fork);
+    crate::mem::after_fork_in_child();
     FORKING.store(false, Ordering::Relaxed);
 }
 

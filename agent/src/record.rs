@@ -183,6 +183,9 @@ impl Rec {
             ..Event::default()
         };
         stack::walk(f, local.bounds(), &mut ev.stack);
+        // The thread's accesses so far form a segment ordered before this
+        // event (whatever phase draws its sequence number).
+        crate::mem::before_sync(local, shm);
         Some(Rec {
             shm,
             local,

@@ -158,6 +158,7 @@ mod sites {
 #[inline(always)]
 pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
     walk_fp(f, bounds, out);
+    crate::mem::sites::translate_stack(out);
     let site = out[0];
     if site == 0 {
         return;
@@ -176,6 +177,13 @@ pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
             }
         }
     }
+}
+
+/// The frame-pointer walk alone, from frame `f` (the memory capture uses
+/// it from frames that are not the agent's own).
+#[inline(always)]
+pub fn walk_frames(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) -> usize {
+    walk_fp(f, bounds, out)
 }
 
 #[inline(always)]

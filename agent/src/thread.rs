@@ -152,6 +152,7 @@ unsafe extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
         ..Detail::default()
     });
     record::finish(rec, Shape::Done, Conv::Code, 0);
+    crate::mem::announce_stack();
     // SAFETY: `routine` is the user's non-null start routine.
     let routine: Routine = unsafe { core::mem::transmute(routine) };
     // SAFETY: calls the user's routine with the user's argument, as glibc
@@ -174,6 +175,7 @@ fn thread_end(f: Frame, value: *mut c_void, flags: u8) {
     if let Some(rec) = rec {
         let (shm, ring) = (rec.shm(), rec.ring());
         rec.complete(Phase::Done, 0);
+        crate::mem::thread_finish();
         shm.retire(ring);
     }
 }
