@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod causality;
 pub mod cycles;
 pub mod deadlock;
 pub mod fdbuild;
@@ -21,6 +22,13 @@ pub mod finding;
 pub mod hb;
 pub mod lockorder;
 pub mod locks;
+pub mod lockset;
 pub mod ops;
+pub mod race;
+pub mod racereport;
+pub mod regions;
+pub mod shadow;
+pub mod sysaccess;
+pub mod vclock;
 
 pub use finding::{Finding, Location, Locator, Severity};
