@@ -9,7 +9,7 @@ use common::*;
 use rusqlite::Connection;
 use std::path::Path;
 
-/// One access of a `mem_segments` row (the 24-byte entry of docs/SCHEMA.md).
+/// One access of a memory segment (the 24-byte entry of docs/SCHEMA.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Access {
     tid: i64,
@@ -20,41 +20,28 @@ struct Access {
     via: u8,
 }
 
-/// Every access in the trace, with its segment's mechanism.
+/// Every access in the trace, with its segment's mechanism, in sequence
+/// order (read through the trace crate, which unpacks the batches).
 fn accesses(trace: &Path) -> Vec<(String, Access)> {
-    let db = Connection::open(trace).unwrap();
-    let mut st = db
-        .prepare("SELECT tid, mechanism, count, accesses FROM mem_segments ORDER BY seq")
-        .unwrap();
-    let rows = st
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })
-        .unwrap();
+    let t = lockstep_trace::TraceReader::open(trace).unwrap();
     let mut out = Vec::new();
-    for row in rows {
-        let (tid, mech, count, blob) = row.unwrap();
-        assert_eq!(blob.len(), count as usize * 24, "blob of {count} entries");
-        for e in blob.chunks_exact(24) {
-            let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap());
+    t.each_mem_segment(|seg| {
+        for a in &seg.accesses {
             out.push((
-                mech.clone(),
+                seg.mechanism.clone(),
                 Access {
-                    tid,
-                    addr: u64_at(0),
-                    ip: u64_at(8),
-                    size: u32::from_le_bytes(e[16..20].try_into().unwrap()),
-                    flags: e[20],
-                    via: e[21],
+                    tid: seg.tid.0 as i64,
+                    addr: a.addr,
+                    ip: a.ip,
+                    size: a.size,
+                    flags: a.flags,
+                    via: a.via as u8,
                 },
             ));
         }
-    }
+        Ok(())
+    })
+    .unwrap();
     out
 }
 
@@ -153,4 +140,215 @@ fn mem_option_is_in_the_meta() {
     );
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("--mem=agent"), "{run:?}");
+}
+
+// --- `--mem=step`: the reference mechanism -------------------------------
+
+/// What a stepped recording says about one fixture: its accesses made by
+/// instructions (with the fixture's source line), its sync ops, and the
+/// run-time address of a global.
+struct Stepped {
+    trace: std::path::PathBuf,
+    /// (access, line in the fixture or 0)
+    accesses: Vec<(Access, u64)>,
+    sync: Vec<lockstep_trace::SyncOp>,
+    main_tid: i64,
+    maps: Vec<lockstep_symbols::Mapping>,
+    sym: lockstep_symbols::Symbolizer,
+    bin: std::path::PathBuf,
+}
+
+impl Stepped {
+    /// Records `fixture args` with `--mem=step --sync=agent`.
+    fn record(name: &str, args: &[&str]) -> Stepped {
+        let dir = scratch(&format!("memstep_{name}"));
+        let bin = fixture(name);
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let started = std::time::Instant::now();
+        let (trace, run) = rec(&dir, "t", &["--mem", "step", "--sync", "agent"], &argv);
+        assert_eq!(run.code, Some(0), "{run:?}");
+        eprintln!("{name}: recorded in {:?}", started.elapsed());
+        assert_eq!(meta(&trace, "mem").as_deref(), Some("step"));
+        let t = lockstep_trace::TraceReader::open(&trace).unwrap();
+        let sync = t.sync_ops().unwrap();
+        let main_tid = sync
+            .iter()
+            .find(|o| o.op == "pthread_create")
+            .unwrap()
+            .tid
+            .0 as i64;
+        let exe = std::fs::canonicalize(&bin).unwrap();
+        let (_, snap) = t
+            .mappings(lockstep_trace::Pid(main_tid as i32))
+            .unwrap()
+            .remove(0);
+        let maps: Vec<lockstep_symbols::Mapping> = snap
+            .into_iter()
+            .filter(|m| Path::new(&m.path) == exe)
+            .map(|m| lockstep_symbols::Mapping {
+                start: m.start,
+                end: m.end,
+                file_offset: m.file_offset,
+                path: m.path,
+            })
+            .collect();
+        assert!(!maps.is_empty(), "no mapping of {}", exe.display());
+        let mut s = Stepped {
+            trace,
+            accesses: Vec::new(),
+            sync,
+            main_tid,
+            maps,
+            sym: lockstep_symbols::Symbolizer::new(),
+            bin: exe,
+        };
+        let src = format!("/fixtures/{name}.c");
+        for (mech, a) in accesses(&s.trace) {
+            if mech != "step" {
+                continue;
+            }
+            assert_eq!(a.via, 0, "step accesses are instructions: {a:?}");
+            let frames = s.sym.symbolize(&s.maps, a.ip);
+            let line = frames
+                .iter()
+                .find(|f| f.file.as_deref().is_some_and(|p| p.ends_with(&src)))
+                .and_then(|f| f.line)
+                .unwrap_or_else(|| panic!("{a:x?} not in {src}: {frames:?}"));
+            s.accesses.push((a, line as u64));
+        }
+        s
+    }
+
+    /// The run-time address of the global `name` (symbol table + load bias).
+    fn global(&mut self, name: &str) -> u64 {
+        let out = std::process::Command::new("nm")
+            .arg(&self.bin)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let vaddr = text
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3 && f[2] == name).then(|| u64::from_str_radix(f[0], 16).unwrap())
+            })
+            .unwrap_or_else(|| panic!("nm: no {name}"));
+        vaddr + self.sym.load_bias(&self.maps[0]).unwrap()
+    }
+
+    /// The (tid, flags, size) of the accesses to `addr` at `line`.
+    fn at(&self, line: u64, addr: u64) -> Vec<(i64, u8, u32)> {
+        let mut v: Vec<_> = self
+            .accesses
+            .iter()
+            .filter(|(a, l)| *l == line && a.addr == addr)
+            .map(|(a, _)| (a.tid, a.flags, a.size))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[test]
+fn step_records_the_counter_race() {
+    let mut s = Stepped::record("counter_race", &["200"]);
+    let counter = s.global("counter");
+    let line = marker_line("counter_race", "COUNTER-INC");
+    let got = s.at(line, counter);
+    let workers: Vec<i64> = s
+        .sync
+        .iter()
+        .filter(|o| o.op == "thread_start")
+        .map(|o| o.tid.0 as i64)
+        .collect();
+    assert_eq!(workers.len(), 2);
+    // `counter++` at -O0: a 4-byte load, then a 4-byte store, in each worker.
+    let mut want: Vec<(i64, u8, u32)> = workers
+        .iter()
+        .flat_map(|&t| [(t, 1, 4), (t, 2, 4)])
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "accesses to counter at line {line}");
+    // main reads counter for its printf after the joins.
+    assert!(s
+        .accesses
+        .iter()
+        .any(|(a, _)| a.tid == s.main_tid && a.addr == counter && a.flags == 1));
+    assert!(s.sync.iter().all(|o| o.op != "atomic"));
+    // Stepping starts at main and runs libraries freely: a few thousand steps.
+    let steps: u64 = meta(&s.trace, "mem_step_steps").unwrap().parse().unwrap();
+    assert!((1_000..20_000).contains(&steps), "{steps} steps");
+}
+
+#[test]
+fn step_brackets_atomics_with_sync_ops() {
+    let n = 20;
+    let mut s = Stepped::record("atomic_counter", &[&n.to_string()]);
+    let hits = s.global("hits");
+    let flag = s.global("flag");
+    let inc = marker_line("atomic_counter", "ATOMIC-INC");
+    let xchg = marker_line("atomic_counter", "ATOMIC-XCHG");
+    let workers: Vec<lockstep_trace::Tid> = s
+        .sync
+        .iter()
+        .filter(|o| o.op == "thread_start")
+        .map(|o| o.tid)
+        .collect();
+    for (addr, size, line, per_thread) in [(hits, 8, inc, n), (flag, 4, xchg, 1)] {
+        // lock xadd / xchg: read + write + atomic.
+        let got = s.at(line, addr);
+        let want: Vec<_> = workers.iter().map(|t| (t.0 as i64, 7u8, size)).collect();
+        assert_eq!(got, want, "accesses at line {line}");
+        for &t in &workers {
+            let ops: Vec<&str> = s
+                .sync
+                .iter()
+                .filter(|o| o.op == "atomic" && o.tid == t && o.obj == addr)
+                .map(|o| {
+                    assert_eq!((o.arg, o.mechanism.as_str()), (size as u64, "ptrace"));
+                    let frames = s.sym.symbolize(&s.maps, o.arg2);
+                    assert_eq!(frames.first().and_then(|f| f.line), Some(line as u32));
+                    o.phase.as_str()
+                })
+                .collect();
+            let pair = ["released", "acquired"];
+            assert_eq!(
+                ops,
+                pair.repeat(per_thread),
+                "atomic ops of {t:?} on line {line}"
+            );
+        }
+    }
+    // main's read after the joins is a plain read.
+    let fin = marker_line("atomic_counter", "FINAL-READ");
+    assert_eq!(s.at(fin, hits), vec![(s.main_tid, 1, 8)]);
+}
+
+#[test]
+fn step_records_the_matrix_stack_race() {
+    let s = Stepped::record("matrix_race", &[]);
+    let m_write = marker_line("matrix_race", "M-WRITE");
+    let m_read = marker_line("matrix_race", "M-READ-SZ");
+    // main writes the loop-local struct `m` on its stack; every worker reads
+    // `m->sz` through the pointer it was given: the same address.
+    let written: Vec<u64> = s
+        .accesses
+        .iter()
+        .filter(|(a, l)| *l == m_write && a.tid == s.main_tid && a.flags == 2)
+        .map(|(a, _)| a.addr)
+        .collect();
+    let read_by: std::collections::BTreeSet<i64> = s
+        .accesses
+        .iter()
+        .filter(|(a, l)| *l == m_read && a.flags == 1 && a.size == 8 && written.contains(&a.addr))
+        .map(|(a, _)| a.tid)
+        .collect();
+    assert_eq!(
+        read_by.len(),
+        4,
+        "readers of m->sz: {read_by:?}, written {written:x?}"
+    );
+    assert!(!read_by.contains(&s.main_tid));
 }

@@ -248,32 +248,78 @@ impl TraceReader {
             .map_err(self.sq())
     }
 
-    /// Calls `f` for every memory segment in sequence order. A version 1
-    /// trace has none.
+    /// Calls `f` for every memory segment in sequence order (batches of
+    /// different threads overlap in sequence; they are merged). A version
+    /// 1 trace has none.
     pub fn each_mem_segment(
         &self,
         mut f: impl FnMut(MemSegment) -> Result<(), TraceError>,
     ) -> Result<(), TraceError> {
+        use std::cmp::Reverse;
+        use std::collections::{BinaryHeap, VecDeque};
         if self.version < 2 {
             return Ok(());
         }
         let mut st = self
             .conn
-            .prepare("SELECT seq, ts_ns, pid, tid, mechanism, accesses FROM mem_rows ORDER BY seq")
+            .prepare("SELECT seq, pid, tid, mechanism, segments FROM mem_rows ORDER BY seq")
             .map_err(self.sq())?;
         let mut rows = st.query([]).map_err(self.sq())?;
+        // Decoded batches still being merged, and the heap of their next
+        // segment's seq.
+        let mut open: Vec<VecDeque<MemSegment>> = Vec::new();
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+        let mut emit_before = |limit: u64,
+                               open: &mut Vec<VecDeque<MemSegment>>,
+                               heap: &mut BinaryHeap<Reverse<(u64, usize)>>|
+         -> Result<(), TraceError> {
+            while let Some(&Reverse((seq, i))) = heap.peek() {
+                if seq >= limit {
+                    break;
+                }
+                heap.pop();
+                let seg = open[i].pop_front().expect("a queued segment");
+                if let Some(next) = open[i].front() {
+                    heap.push(Reverse((next.at.seq.0, i)));
+                }
+                f(seg)?;
+            }
+            Ok(())
+        };
         while let Some(r) = rows.next().map_err(self.sq())? {
-            let read = |r: &Row<'_>| -> Result<MemSegment, rusqlite::Error> {
-                Ok(MemSegment {
-                    at: stamp(r, 0, 1)?,
-                    pid: Pid(r.get(2)?),
-                    tid: Tid(r.get(3)?),
-                    mechanism: r.get(4)?,
-                    accesses: crate::memory::unpack_accesses(r.get_ref(5)?.as_blob()?),
-                })
+            let first = r.get::<_, i64>(0).map_err(self.sq())? as u64;
+            emit_before(first, &mut open, &mut heap)?;
+            let read = |r: &Row<'_>| -> Result<VecDeque<MemSegment>, rusqlite::Error> {
+                let mech: String = r.get(3)?;
+                Ok(crate::memory::unpack_segments(
+                    r.get_ref(4)?.as_blob()?,
+                    Pid(r.get(1)?),
+                    Tid(r.get(2)?),
+                    &mech,
+                )
+                .into())
             };
-            f(read(r).map_err(self.sq())?)?;
+            let batch = read(r).map_err(self.sq())?;
+            if let Some(first_seq) = batch.front().map(front_seq) {
+                // Reuse an exhausted slot to keep `open` small.
+                let slot = match open.iter().position(|q| q.is_empty()) {
+                    Some(i) => {
+                        open[i] = batch;
+                        i
+                    }
+                    None => {
+                        open.push(batch);
+                        open.len() - 1
+                    }
+                };
+                heap.push(Reverse((first_seq, slot)));
+            }
         }
+        emit_before(u64::MAX, &mut open, &mut heap)?;
         Ok(())
     }
+}
+
+fn front_seq(s: &MemSegment) -> u64 {
+    s.at.seq.0
 }

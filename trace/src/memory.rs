@@ -151,20 +151,68 @@ impl MemAccess {
     }
 }
 
-/// Packs accesses into the blob stored in `mem_rows.accesses`.
-pub fn pack_accesses(accesses: &[MemAccess]) -> Vec<u8> {
-    let mut blob = Vec::with_capacity(accesses.len() * ACCESS_BYTES);
-    for a in accesses {
-        blob.extend_from_slice(&a.to_bytes());
+/// `count` of a segment header whose accesses are the previous segment's
+/// of the batch (a thread that locks in a loop makes the same segment
+/// every iteration).
+pub const SAME_AS_PREVIOUS: u32 = u32::MAX;
+
+/// Appends one segment to a `mem_rows.segments` blob: `seq u64, ts_ns
+/// u64, count u32, 0u32`, then the packed accesses; `previous` is the
+/// batch's previous segment, whose accesses are not repeated.
+pub fn pack_segment(blob: &mut Vec<u8>, seg: &MemSegment, previous: Option<&[MemAccess]>) {
+    let same = !seg.accesses.is_empty() && previous == Some(&seg.accesses[..]);
+    let count = if same {
+        SAME_AS_PREVIOUS
+    } else {
+        seg.accesses.len() as u32
+    };
+    blob.extend_from_slice(&seg.at.seq.0.to_le_bytes());
+    blob.extend_from_slice(&seg.at.ts_ns.to_le_bytes());
+    blob.extend_from_slice(&count.to_le_bytes());
+    blob.extend_from_slice(&0u32.to_le_bytes());
+    if !same {
+        for a in &seg.accesses {
+            blob.extend_from_slice(&a.to_bytes());
+        }
     }
-    blob
 }
 
-/// Unpacks a `mem_rows.accesses` blob (entries with unknown codes are skipped).
-pub fn unpack_accesses(blob: &[u8]) -> Vec<MemAccess> {
-    blob.chunks_exact(ACCESS_BYTES)
-        .filter_map(MemAccess::from_bytes)
-        .collect()
+/// Unpacks a `mem_rows.segments` blob into the segments of thread `tid`
+/// of `pid`, in order (a truncated tail and entries with unknown codes
+/// are skipped).
+pub fn unpack_segments(blob: &[u8], pid: Pid, tid: Tid, mechanism: &str) -> Vec<MemSegment> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + ACCESS_BYTES <= blob.len() {
+        let u64_at = |i: usize| u64::from_le_bytes(blob[i..i + 8].try_into().expect("8 bytes"));
+        let (seq, ts_ns) = (u64_at(at), u64_at(at + 8));
+        let count = u32::from_le_bytes(blob[at + 16..at + 20].try_into().expect("4 bytes"));
+        at += ACCESS_BYTES;
+        let accesses = if count == SAME_AS_PREVIOUS {
+            out.last()
+                .map(|p: &MemSegment| p.accesses.clone())
+                .unwrap_or_default()
+        } else {
+            let end = (at + count as usize * ACCESS_BYTES).min(blob.len());
+            let v = blob[at..end]
+                .chunks_exact(ACCESS_BYTES)
+                .filter_map(MemAccess::from_bytes)
+                .collect();
+            at = end;
+            v
+        };
+        out.push(MemSegment {
+            at: Stamp {
+                seq: crate::ids::Seq(seq),
+                ts_ns,
+            },
+            pid,
+            tid,
+            mechanism: mechanism.to_string(),
+            accesses,
+        });
+    }
+    out
 }
 
 /// The accesses one thread made between two of its sync operations.
@@ -194,7 +242,30 @@ mod tests {
             via: Via::Memcpy,
         };
         assert_eq!(MemAccess::from_bytes(&a.to_bytes()), Some(a));
-        assert_eq!(unpack_accesses(&pack_accesses(&[a, a])), vec![a, a]);
+        let seg = |seq: u64, n: usize| MemSegment {
+            at: Stamp {
+                seq: crate::ids::Seq(seq),
+                ts_ns: seq * 10,
+            },
+            pid: Pid(1),
+            tid: Tid(2),
+            mechanism: "agent".into(),
+            accesses: vec![a; n],
+        };
+        let mut blob = Vec::new();
+        pack_segment(&mut blob, &seg(5, 2), None);
+        pack_segment(&mut blob, &seg(9, 0), Some(&seg(5, 2).accesses));
+        pack_segment(&mut blob, &seg(12, 1), Some(&[]));
+        pack_segment(&mut blob, &seg(13, 1), Some(&seg(12, 1).accesses));
+        assert_eq!(
+            blob.len(),
+            4 * 24 + 3 * 24,
+            "the repeated segment is a header only"
+        );
+        assert_eq!(
+            unpack_segments(&blob, Pid(1), Tid(2), "agent"),
+            vec![seg(5, 2), seg(9, 0), seg(12, 1), seg(13, 1)]
+        );
         for v in Via::ALL {
             assert_eq!(Via::from_code(v as u8), Some(v));
         }

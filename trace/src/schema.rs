@@ -10,7 +10,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// What each version added (readers accept every version listed):
 /// 1: processes, syscalls, sync ops, mappings, hangs, findings;
-/// 2: `mem_rows` / `mem_segments` (memory accesses), heap and atomic sync
+/// 2: `mem_rows` / `mem_batches` (memory accesses), heap and atomic sync
 ///    ops (`object_kind` `heap` and `atomic` in `sync_ops`).
 pub const MIN_READABLE_VERSION: i64 = 1;
 
@@ -132,16 +132,22 @@ CREATE TABLE sync_rows (
     mechanism INTEGER NOT NULL
 );
 
--- Memory accesses, one row per segment (a thread's accesses between two of
--- its sync ops); `accesses` packs 24-byte entries (see docs/SCHEMA.md).
+-- Memory accesses. A segment is a thread's accesses between two of its
+-- sync ops; one row holds a batch of consecutive segments of one thread
+-- (`seq`/`last_seq` the first and last segment's), packed in `segments`:
+-- per segment a 24-byte header (seq, ts_ns, count) then `count` 24-byte
+-- entries (see docs/SCHEMA.md). Batching keeps sync-heavy programs from
+-- paying one row per sync op.
 CREATE TABLE mem_rows (
     seq       INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL,
     ts_ns     INTEGER NOT NULL,
     pid       INTEGER NOT NULL,
     tid       INTEGER NOT NULL,
     mechanism TEXT NOT NULL,
+    nsegments INTEGER NOT NULL,
     count     INTEGER NOT NULL,
-    accesses  BLOB NOT NULL
+    segments  BLOB NOT NULL
 );
 
 CREATE TABLE mapping_rows (
@@ -208,8 +214,8 @@ JOIN sync_names n ON n.code = s.op
 JOIN sync_names p ON p.code = s.phase
 JOIN sync_names m ON m.code = s.mechanism;
 
-CREATE VIEW mem_segments AS
-SELECT seq, ts_ns, pid, tid, mechanism, count, accesses FROM mem_rows;
+CREATE VIEW mem_batches AS
+SELECT seq, last_seq, ts_ns, pid, tid, mechanism, nsegments, count, segments FROM mem_rows;
 
 CREATE VIEW mappings AS
 SELECT seq, pid, start, end, file_offset, perms, path FROM mapping_rows;

@@ -26,7 +26,23 @@ pub struct TraceWriter {
     /// Sync rows waiting for a multi-row insert.
     pending_sync: Vec<[i64; SYNC_COLUMNS]>,
     multi_insert_sql: Option<String>,
+    /// Memory segments waiting to be written, a batch per thread.
+    pending_mem: HashMap<(i32, i32, String), MemBatch>,
 }
+
+/// Consecutive memory segments of one thread, packed for one row.
+struct MemBatch {
+    first: Stamp,
+    last_seq: u64,
+    segments: i64,
+    accesses: i64,
+    blob: Vec<u8>,
+    /// The accesses of the batch's last segment.
+    previous: Vec<crate::memory::MemAccess>,
+}
+
+/// A batch is written once its blob reaches this size.
+const MEM_BATCH_BYTES: usize = 256 * 1024;
 
 const SYNC_COLUMNS: usize = 14;
 /// Rows per multi-row INSERT (14 × 64 parameters, well under SQLite's limit).
@@ -88,6 +104,7 @@ impl TraceWriter {
             stacks: HashMap::new(),
             pending_sync: Vec::with_capacity(SYNC_ROWS_PER_INSERT),
             multi_insert_sql: None,
+            pending_mem: HashMap::new(),
         })
     }
 
@@ -114,6 +131,16 @@ impl TraceWriter {
 
     /// Commits what has been written so far.
     pub fn flush(&mut self) -> Result<(), TraceError> {
+        if !self.pending_mem.is_empty() {
+            if self.in_tx == 0 {
+                self.conn.execute_batch("BEGIN").map_err(self.sq())?;
+                self.in_tx = 1;
+            }
+            let keys: Vec<_> = self.pending_mem.keys().cloned().collect();
+            for k in keys {
+                self.insert_mem_batch(&k).map_err(self.sq())?;
+            }
+        }
         if !self.pending_sync.is_empty() {
             if self.in_tx == 0 {
                 self.conn.execute_batch("BEGIN").map_err(self.sq())?;
@@ -206,7 +233,55 @@ impl TraceWriter {
             }
             return Ok(());
         }
+        if let Record::Mem(m) = rec {
+            let key = (m.pid.0, m.tid.0, m.mechanism.clone());
+            let batch = self
+                .pending_mem
+                .entry(key.clone())
+                .or_insert_with(|| MemBatch {
+                    first: m.at,
+                    last_seq: m.at.seq.0,
+                    segments: 0,
+                    accesses: 0,
+                    blob: Vec::new(),
+                    previous: Vec::new(),
+                });
+            let previous = (batch.segments > 0).then_some(&batch.previous[..]);
+            crate::memory::pack_segment(&mut batch.blob, m, previous);
+            batch.previous.clone_from(&m.accesses);
+            batch.last_seq = m.at.seq.0;
+            batch.segments += 1;
+            batch.accesses += m.accesses.len() as i64;
+            if batch.blob.len() >= MEM_BATCH_BYTES {
+                self.insert_mem_batch(&key)?;
+            }
+            return Ok(());
+        }
         self.insert_other(rec)
+    }
+
+    /// Writes the pending batch of `key` as one row.
+    fn insert_mem_batch(&mut self, key: &(i32, i32, String)) -> Result<(), rusqlite::Error> {
+        let Some(b) = self.pending_mem.remove(key) else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO mem_rows(seq, last_seq, ts_ns, pid, tid, mechanism, nsegments, count, segments)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                b.first.seq.0 as i64,
+                b.last_seq as i64,
+                b.first.ts_ns as i64,
+                key.0,
+                key.1,
+                key.2,
+                b.segments,
+                b.accesses,
+                b.blob
+            ])?;
+        Ok(())
     }
 
     /// Inserts the buffered sync rows: full groups with one multi-row
@@ -319,21 +394,7 @@ impl TraceWriter {
                 ])?;
             }
             Record::Sync(_) => unreachable!("sync ops are inserted by `insert`"),
-            Record::Mem(m) => {
-                c.prepare_cached(
-                    "INSERT INTO mem_rows(seq, ts_ns, pid, tid, mechanism, count, accesses)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    m.at.seq.0 as i64,
-                    m.at.ts_ns as i64,
-                    m.pid.0,
-                    m.tid.0,
-                    m.mechanism,
-                    m.accesses.len() as i64,
-                    crate::memory::pack_accesses(&m.accesses)
-                ])?;
-            }
+            Record::Mem(_) => unreachable!("memory segments are batched by `insert`"),
             Record::Hang(h) => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan, stack)

@@ -264,8 +264,11 @@ fn memory_segments_come_back_in_sequence_order() {
         ],
     };
     let mut w = TraceWriter::create(&path, false).unwrap();
-    w.write(&Record::Mem(Box::new(seg(9, 11, 0x4040)))).unwrap();
-    w.write(&Record::Mem(Box::new(seg(3, 12, 0x5050)))).unwrap();
+    // Two threads' batches overlap in sequence: the reader merges them.
+    for (seq, tid) in [(3, 12), (5, 11), (9, 11), (14, 12)] {
+        w.write(&Record::Mem(Box::new(seg(seq, tid, 0x4040))))
+            .unwrap();
+    }
     w.finish().unwrap();
     let t = TraceReader::open(&path).unwrap();
     assert!(t.has_mem().unwrap());
@@ -275,11 +278,19 @@ fn memory_segments_come_back_in_sequence_order() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(got, vec![seg(3, 12, 0x5050), seg(9, 11, 0x4040)]);
+    let want: Vec<_> = [(3, 12), (5, 11), (9, 11), (14, 12)]
+        .into_iter()
+        .map(|(seq, tid)| seg(seq, tid, 0x4040))
+        .collect();
+    assert_eq!(got, want);
     let blob_len: i64 = t
-        .query_rows("SELECT length(accesses) FROM mem_segments WHERE seq = 3")
+        .query_rows("SELECT length(segments) FROM mem_batches WHERE seq = 3 AND nsegments = 2")
         .unwrap()[0][0]
         .as_i64()
         .unwrap();
-    assert_eq!(blob_len, 48, "two 24-byte entries");
+    assert_eq!(
+        blob_len,
+        72 + 24,
+        "thread 12's two segments in one batch: a header and two entries, then a header saying `same accesses`"
+    );
 }
