@@ -151,20 +151,32 @@ impl MemAccess {
     }
 }
 
-/// `count` of a segment header whose accesses are the previous segment's
-/// of the batch (a thread that locks in a loop makes the same segment
-/// every iteration).
-pub const SAME_AS_PREVIOUS: u32 = u32::MAX;
+/// `count` of a segment header whose accesses are those of the k-th
+/// previous segment of the batch is `SAME_AS_EARLIER | k` (1 <= k <=
+/// [`REPEAT_WINDOW`]): a thread that locks in a loop makes the same few
+/// segments over and over.
+pub const SAME_AS_EARLIER: u32 = 0xFFFF_FF00;
+/// How many earlier segments a repeat may refer to.
+pub const REPEAT_WINDOW: usize = 8;
 
 /// Appends one segment to a `mem_rows.segments` blob: `seq u64, ts_ns
-/// u64, count u32, 0u32`, then the packed accesses; `previous` is the
-/// batch's previous segment, whose accesses are not repeated.
-pub fn pack_segment(blob: &mut Vec<u8>, seg: &MemSegment, previous: Option<&[MemAccess]>) {
-    let same = !seg.accesses.is_empty() && previous == Some(&seg.accesses[..]);
-    let count = if same {
-        SAME_AS_PREVIOUS
-    } else {
-        seg.accesses.len() as u32
+/// u64, count u32, 0u32`, then the packed accesses, unless they equal
+/// those of one of `earlier` (the batch's last segments, most recent
+/// last), which is then referred to instead.
+pub fn pack_segment(blob: &mut Vec<u8>, seg: &MemSegment, earlier: &[Vec<MemAccess>]) {
+    let back = (!seg.accesses.is_empty())
+        .then(|| {
+            earlier
+                .iter()
+                .rev()
+                .take(REPEAT_WINDOW)
+                .position(|e| *e == seg.accesses)
+        })
+        .flatten();
+    let same = back.is_some();
+    let count = match back {
+        Some(i) => SAME_AS_EARLIER | (i as u32 + 1),
+        None => seg.accesses.len() as u32,
     };
     blob.extend_from_slice(&seg.at.seq.0.to_le_bytes());
     blob.extend_from_slice(&seg.at.ts_ns.to_le_bytes());
@@ -181,16 +193,18 @@ pub fn pack_segment(blob: &mut Vec<u8>, seg: &MemSegment, previous: Option<&[Mem
 /// of `pid`, in order (a truncated tail and entries with unknown codes
 /// are skipped).
 pub fn unpack_segments(blob: &[u8], pid: Pid, tid: Tid, mechanism: &str) -> Vec<MemSegment> {
-    let mut out = Vec::new();
+    let mut out: Vec<MemSegment> = Vec::new();
     let mut at = 0;
     while at + ACCESS_BYTES <= blob.len() {
         let u64_at = |i: usize| u64::from_le_bytes(blob[i..i + 8].try_into().expect("8 bytes"));
         let (seq, ts_ns) = (u64_at(at), u64_at(at + 8));
         let count = u32::from_le_bytes(blob[at + 16..at + 20].try_into().expect("4 bytes"));
         at += ACCESS_BYTES;
-        let accesses = if count == SAME_AS_PREVIOUS {
-            out.last()
-                .map(|p: &MemSegment| p.accesses.clone())
+        let accesses = if count & SAME_AS_EARLIER == SAME_AS_EARLIER {
+            let k = (count & 0xff) as usize;
+            out.len()
+                .checked_sub(k)
+                .map(|i| out[i].accesses.clone())
                 .unwrap_or_default()
         } else {
             let end = (at + count as usize * ACCESS_BYTES).min(blob.len());
@@ -253,21 +267,20 @@ mod tests {
             accesses: vec![a; n],
         };
         let mut blob = Vec::new();
-        pack_segment(&mut blob, &seg(5, 2), None);
-        pack_segment(&mut blob, &seg(9, 0), Some(&seg(5, 2).accesses));
-        pack_segment(&mut blob, &seg(12, 1), Some(&[]));
-        pack_segment(&mut blob, &seg(13, 1), Some(&seg(12, 1).accesses));
+        let segs = [seg(5, 2), seg(9, 0), seg(12, 1), seg(13, 2), seg(14, 1)];
+        let mut earlier: Vec<Vec<MemAccess>> = Vec::new();
+        for s in &segs {
+            pack_segment(&mut blob, s, &earlier);
+            earlier.push(s.accesses.clone());
+        }
         assert_eq!(
             blob.len(),
-            4 * 24 + 3 * 24,
-            "the repeated segment is a header only"
+            5 * 24 + 3 * 24,
+            "repeated segments are a header only"
         );
         assert_eq!(
             unpack_segments(&blob, Pid(1), Tid(2), "agent"),
-            vec![seg(5, 2), seg(9, 0), seg(12, 1), seg(13, 1)]
+            segs.to_vec()
         );
-        for v in Via::ALL {
-            assert_eq!(Via::from_code(v as u8), Some(v));
-        }
     }
 }

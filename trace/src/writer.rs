@@ -37,8 +37,8 @@ struct MemBatch {
     segments: i64,
     accesses: i64,
     blob: Vec<u8>,
-    /// The accesses of the batch's last segment.
-    previous: Vec<crate::memory::MemAccess>,
+    /// The accesses of the batch's last segments (at most REPEAT_WINDOW).
+    earlier: std::collections::VecDeque<Vec<crate::memory::MemAccess>>,
 }
 
 /// A batch is written once its blob reaches this size.
@@ -244,11 +244,13 @@ impl TraceWriter {
                     segments: 0,
                     accesses: 0,
                     blob: Vec::new(),
-                    previous: Vec::new(),
+                    earlier: Default::default(),
                 });
-            let previous = (batch.segments > 0).then_some(&batch.previous[..]);
-            crate::memory::pack_segment(&mut batch.blob, m, previous);
-            batch.previous.clone_from(&m.accesses);
+            crate::memory::pack_segment(&mut batch.blob, m, batch.earlier.make_contiguous());
+            if batch.earlier.len() == crate::memory::REPEAT_WINDOW {
+                batch.earlier.pop_front();
+            }
+            batch.earlier.push_back(m.accesses.clone());
             batch.last_seq = m.at.seq.0;
             batch.segments += 1;
             batch.accesses += m.accesses.len() as i64;
