@@ -698,6 +698,7 @@ fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
 fn explain_covers_every_finding_kind() {
     let dir = scratch("explain");
     for kind in [
+        "data_race",
         "deadlock",
         "lock_order_inversion",
         "hang",

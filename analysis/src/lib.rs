@@ -26,6 +26,7 @@ pub mod lockset;
 pub mod ops;
 pub mod race;
 pub mod racereport;
+pub mod racerun;
 pub mod regions;
 pub mod shadow;
 pub mod sysaccess;

@@ -130,6 +130,27 @@ impl Locksets {
         i
     }
 
+    /// `h` plus the spinlock at `addr` of `pid`: a critical section of a
+    /// lock the program built itself on atomic instructions (see
+    /// [`crate::race`]). Told apart from a pthread lock at that address.
+    pub fn with_spin(&mut self, h: Holding, pid: i32, addr: u64) -> Holding {
+        let id = LockId {
+            pid,
+            obj: addr,
+            generation: u32::MAX,
+        };
+        let l = self.lock(id, LockKind::Spin);
+        let mut add = |s: SetId| {
+            let mut v = self.sets[s as usize].clone();
+            v.push(l);
+            self.intern(v)
+        };
+        Holding {
+            write: add(h.write),
+            read: add(h.read),
+        }
+    }
+
     /// The intersection of two sets.
     pub fn meet(&mut self, a: SetId, b: SetId) -> SetId {
         if a == b || b == EMPTY {

@@ -2,7 +2,7 @@
 //! happens-before, over the memory segments of a trace.
 //!
 //! Segments, sync ops and spawns are fed in sequence order (see
-//! [`RaceRun`], which merges them): a sync op updates the thread's
+//! [`crate::racerun::RaceRun`], which merges them): a sync op updates the thread's
 //! lockset ([`crate::lockset`]) and vector clock ([`crate::causality`]),
 //! heap ops and thread stacks update [`crate::regions`], and every access
 //! of a segment runs the state machine of its bytes ([`crate::shadow`]) with
@@ -17,13 +17,20 @@
 //!   block virgin again (a new location);
 //! - a process whose accesses were not captured (no segment but syscall
 //!   ones) is not analysed: syscall buffers alone would only give noise;
+//! - a spinlock the program built on atomics (`while (xchg(&l, 1)) ;`
+//!   ... `l = 0;`) releases with a plain store, which orders nothing in a
+//!   trace of segments. A segment that follows the thread's `atomic` op on
+//!   `l` (no other sync op between) and writes `l` with a plain store is a
+//!   critical section: its accesses hold the pseudo-lock "spinlock l" for
+//!   the lockset. A hand-made lock without atomics (the broken
+//!   test-and-set) gets nothing;
 //! - conflicts are gathered per pair of code sites (instruction address and
 //!   how: instruction, memcpy, free...), not per address, with the racing
 //!   bytes merged into ranges; [`crate::racereport`] turns them into findings.
 
 use crate::causality::Causality;
 use crate::finding::{Finding, Locator};
-use crate::lockset::Locksets;
+use crate::lockset::{Holding, Locksets};
 use crate::regions::{Block, Place, Regions};
 use crate::shadow::{Acc, Access, Conflict, Shadow, State};
 use crate::vclock::{IntMap, ThreadIx};
@@ -80,6 +87,9 @@ pub struct RaceDetector {
     pub(crate) contexts: Vec<Context>,
     context_ix: HashMap<Context, u32>,
     thread_ctx: IntMap<ThreadIx, u32>,
+    /// The address of each thread's latest sync op when it was an `atomic`
+    /// acquire (a spinlock it may have just taken).
+    atomic_last: IntMap<ThreadIx, u64>,
     pub(crate) races: HashMap<(u32, u32), Race>,
     captured: HashSet<i32>,
     accesses: u64,
@@ -143,6 +153,11 @@ impl RaceDetector {
         self.hb.apply(op);
         let t = self.hb.ix(op.tid.0);
         let pid = op.pid.0;
+        if (op.op.as_str(), op.phase.as_str()) == ("atomic", "acquired") {
+            self.atomic_last.insert(t, op.obj);
+        } else {
+            self.atomic_last.remove(&t);
+        }
         if !op.stack.is_empty() {
             let c = self.context(Context {
                 op: op.op.clone(),
@@ -203,21 +218,41 @@ impl RaceDetector {
             flags: lockstep_trace::access::WRITE,
             via: Via::Free,
         };
-        self.access(op.pid.0, op.tid.0, op.at.seq.0, &a, None);
+        let hold = self.sets.holding(op.tid.0);
+        self.access(op.pid.0, op.tid.0, op.at.seq.0, &a, None, hold);
     }
 
     /// One memory segment, in sequence order.
     pub fn segment(&mut self, seg: &MemSegment) {
         let label = seg.mechanism.strip_prefix("syscall ");
+        let (pid, tid) = (seg.pid.0, seg.tid.0);
         if label.is_none() {
-            self.captured.insert(seg.pid.0);
+            self.captured.insert(pid);
+        }
+        let mut hold = self.sets.holding(tid);
+        let t = self.hb.ix(tid);
+        let releases = |l: u64| {
+            seg.accesses.iter().any(|a| {
+                !a.is_atomic() && a.is_write() && a.addr <= l && l < a.addr + a.size as u64
+            })
+        };
+        if let Some(&l) = self.atomic_last.get(&t).filter(|&&l| releases(l)) {
+            hold = self.sets.with_spin(hold, pid, l);
         }
         for a in &seg.accesses {
-            self.access(seg.pid.0, seg.tid.0, seg.at.seq.0, a, label);
+            self.access(pid, tid, seg.at.seq.0, a, label, hold);
         }
     }
 
-    fn access(&mut self, pid: i32, tid: i32, seq: u64, a: &MemAccess, label: Option<&str>) {
+    fn access(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        seq: u64,
+        a: &MemAccess,
+        label: Option<&str>,
+        hold: Holding,
+    ) {
         self.accesses += 1;
         if a.is_atomic() {
             self.regions.atomic(pid, a.addr, a.size as u64);
@@ -226,7 +261,7 @@ impl RaceDetector {
         let write = a.is_write();
         let t = self.hb.ix(tid);
         let site = self.site(pid, a, write, label);
-        let locks = self.sets.holding(tid).for_access(write);
+        let locks = hold.for_access(write);
         let ctx = self.thread_ctx.get(&t).copied().unwrap_or(0);
         let Self {
             hb,
@@ -316,98 +351,6 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
         }
     }
     out
-}
-
-/// Feeds a [`RaceDetector`] in sequence order: the sync ops, spawns and
-/// extra segments (syscall buffers) held in memory are merged with the
-/// memory segments streamed from the trace.
-pub struct RaceRun<'a> {
-    det: RaceDetector,
-    ops: &'a [SyncOp],
-    spawns: Vec<&'a Spawn>,
-    extra: Vec<MemSegment>,
-    next: (usize, usize, usize),
-}
-
-impl<'a> RaceRun<'a> {
-    /// `ops` in sequence order (as the trace gives them); `extra` in any order.
-    pub fn new(ops: &'a [SyncOp], spawns: &'a [Spawn], mut extra: Vec<MemSegment>) -> Self {
-        let mut spawns: Vec<&Spawn> = spawns.iter().collect();
-        spawns.sort_by_key(|s| s.at.seq);
-        extra.sort_by_key(|s| s.at.seq);
-        RaceRun {
-            det: RaceDetector::new(),
-            ops,
-            spawns,
-            extra,
-            next: (0, 0, 0),
-        }
-    }
-
-    /// Feeds everything held in memory that comes before `seq`.
-    fn until(&mut self, seq: u64) {
-        loop {
-            let (o, s, e) = self.next;
-            let op = self.ops.get(o).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
-            let sp = self.spawns.get(s).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
-            let ex = self.extra.get(e).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
-            let min = op.min(sp).min(ex);
-            if min >= seq || min == u64::MAX {
-                return;
-            }
-            if sp == min {
-                self.det.spawn(self.spawns[s]);
-                self.next.1 += 1;
-            } else if op == min {
-                self.det.sync(&self.ops[o]);
-                self.next.0 += 1;
-            } else {
-                let accesses = std::mem::take(&mut self.extra[e].accesses);
-                let x = &self.extra[e];
-                let seg = MemSegment {
-                    at: x.at,
-                    pid: x.pid,
-                    tid: x.tid,
-                    mechanism: x.mechanism.clone(),
-                    accesses,
-                };
-                self.det.segment(&seg);
-                self.next.2 += 1;
-            }
-        }
-    }
-
-    /// One segment from the trace (segments in sequence order).
-    pub fn segment(&mut self, seg: &MemSegment) {
-        self.until(seg.at.seq.0);
-        self.det.segment(seg);
-    }
-
-    /// Accesses processed so far.
-    pub fn accesses(&self) -> u64 {
-        self.det.accesses()
-    }
-
-    pub fn finish(mut self, loc: &mut dyn Locator) -> Vec<Finding> {
-        self.until(u64::MAX);
-        self.det.finish(loc)
-    }
-}
-
-/// Runs the detector over segments held in memory (tests, small traces).
-pub fn findings(
-    ops: &[SyncOp],
-    spawns: &[Spawn],
-    segments: &[MemSegment],
-    loc: &mut dyn Locator,
-) -> Vec<Finding> {
-    let mut run = RaceRun::new(ops, spawns, Vec::new());
-    let mut segs: Vec<&MemSegment> = segments.iter().collect();
-    segs.sort_by_key(|s| s.at.seq);
-    for s in segs {
-        run.segment(s);
-    }
-    run.finish(loc)
 }
 
 impl State {

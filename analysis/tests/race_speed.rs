@@ -8,7 +8,7 @@
 
 use lockstep_analysis::builder::{mem, OpsBuilder};
 use lockstep_analysis::finding::NoLocator;
-use lockstep_analysis::race;
+use lockstep_analysis::racerun;
 use lockstep_trace::{access, Via};
 use std::time::Instant;
 
@@ -80,7 +80,7 @@ fn ten_million_accesses() {
     let segments = b.segments();
     let n: usize = segments.iter().map(|s| s.accesses.len()).sum();
     let start = Instant::now();
-    let f = race::findings(&ops, &spawns, &segments, &mut NoLocator);
+    let f = racerun::findings(&ops, &spawns, &segments, &mut NoLocator);
     let secs = start.elapsed().as_secs_f64();
     println!(
         "race detector: {n} accesses, {} sync ops in {secs:.2} s = {:.1} M accesses/s; {} findings",

@@ -3,7 +3,7 @@
 
 use lockstep_analysis::builder::{mem, OpsBuilder};
 use lockstep_analysis::finding::{Locator, NoLocator, SourcePos};
-use lockstep_analysis::race;
+use lockstep_analysis::racerun;
 use lockstep_analysis::sysaccess::syscall_segment;
 use lockstep_analysis::{Finding, Severity};
 use lockstep_trace::{access, Via};
@@ -59,7 +59,7 @@ impl Locator for Names {
 
 fn run_with(b: &OpsBuilder, loc: &mut dyn Locator) -> Vec<Finding> {
     let (ops, spawns) = b.build();
-    race::findings(&ops, &spawns, &b.segments(), loc)
+    racerun::findings(&ops, &spawns, &b.segments(), loc)
 }
 
 fn run(b: &OpsBuilder) -> Vec<Finding> {
@@ -464,7 +464,7 @@ fn syscall_buffers_count_as_accesses_where_memory_was_captured() {
     b.read(3, buf + 4, 4, ip(60));
     let seg = syscall_segment(&b.syscall(2, "read", buf, 64, 16)).unwrap();
     let (ops, spawns) = b.build();
-    let mut run = race::RaceRun::new(&ops, &spawns, vec![seg.clone()]);
+    let mut run = racerun::RaceRun::new(&ops, &spawns, vec![seg.clone()]);
     for s in b.segments() {
         run.segment(&s);
     }
@@ -472,7 +472,49 @@ fn syscall_buffers_count_as_accesses_where_memory_was_captured() {
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].details["accesses"][1]["via"], "read(2)");
     // No capture in the process: nothing at all.
-    let mut run = race::RaceRun::new(&ops, &spawns, vec![seg]);
+    let mut run = racerun::RaceRun::new(&ops, &spawns, vec![seg]);
     run.segment(&syscall_segment(&b.syscall(3, "write", buf, 64, 64)).unwrap());
     assert!(run.finish(&mut Names).is_empty());
+}
+
+/// `while (xchg(&lock, 1)) ;` then `counter++; lock = 0;` (a plain store).
+fn spin_section(b: &mut OpsBuilder, tid: i32, lock: u64, atomic: bool) {
+    if atomic {
+        b.atomic(tid, lock, 4, ip(70));
+    } else {
+        b.read(tid, lock, 4, ip(70)).write(tid, lock, 4, ip(71));
+    }
+    b.segment(
+        tid,
+        &[
+            mem(X, 4, ip(72), access::READ, Via::Instruction),
+            mem(X, 4, ip(72) + 6, access::WRITE, Via::Instruction),
+            mem(lock, 4, ip(73), access::WRITE, Via::Instruction),
+        ],
+    );
+}
+
+#[test]
+fn a_spinlock_built_on_atomics_protects_its_critical_sections() {
+    let lock = 0x60_2200;
+    let mut b = two_threads();
+    for _ in 0..3 {
+        spin_section(&mut b, 2, lock, true);
+        spin_section(&mut b, 3, lock, true);
+    }
+    none(&b);
+}
+
+#[test]
+fn a_test_and_set_without_atomics_races() {
+    let lock = 0x60_2200;
+    let mut b = two_threads();
+    for _ in 0..3 {
+        spin_section(&mut b, 2, lock, false);
+        spin_section(&mut b, 3, lock, false);
+    }
+    let f = run(&b);
+    let lines: Vec<&str> = f.iter().map(|f| f.summary.as_str()).collect();
+    assert!(lines.iter().any(|s| s.contains("race.c:72")), "{lines:#?}");
+    assert!(lines.iter().any(|s| s.contains("race.c:71")), "{lines:#?}");
 }

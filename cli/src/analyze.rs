@@ -5,8 +5,10 @@ use crate::locate::TraceLocator;
 use anyhow::Result;
 use lockstep_analysis::fdbuild::FdModelBuilder;
 use lockstep_analysis::fds::FdModel;
+use lockstep_analysis::racerun::RaceRun;
+use lockstep_analysis::sysaccess::syscall_segment;
 use lockstep_analysis::{deadlock, fdleak, fdwait, lockorder, Finding};
-use lockstep_trace::{SyscallFilter, TraceReader};
+use lockstep_trace::{SyncOp, SyscallFilter, TraceReader};
 
 /// All findings of `trace`.
 pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
@@ -27,8 +29,38 @@ pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
     out.extend(lockorder::findings(&ops, &spawns, &mut loc));
     out.extend(deadlock::lock_misuse(&ops, &mut loc));
     out.extend(fds);
+    if trace.has_mem()? {
+        out.extend(races(trace, &ops, &spawns, &mut loc)?);
+    }
     out.sort_by_key(|f| f.severity);
     Ok(out)
+}
+
+/// Data races: the memory segments streamed from the trace, merged by seq
+/// with the sync ops, spawns and the buffers of read/write-like syscalls.
+fn races(
+    trace: &TraceReader,
+    ops: &[SyncOp],
+    spawns: &[lockstep_trace::Spawn],
+    loc: &mut TraceLocator<'_>,
+) -> Result<Vec<Finding>> {
+    let filter = SyscallFilter {
+        names: ["read", "pread64", "recvfrom", "write", "pwrite64", "sendto"]
+            .map(String::from)
+            .to_vec(),
+        ..SyscallFilter::default()
+    };
+    let mut buffers = Vec::new();
+    trace.each_syscall(&filter, |s| {
+        buffers.extend(syscall_segment(&s));
+        Ok(())
+    })?;
+    let mut run = RaceRun::new(ops, spawns, buffers);
+    trace.each_mem_segment(|seg| {
+        run.segment(&seg);
+        Ok(())
+    })?;
+    Ok(run.finish(loc))
 }
 
 /// The fd tables of every process, in one pass over the syscalls.

@@ -20,6 +20,13 @@ struct Entry {
 
 const ENTRIES: &[Entry] = &[
     Entry {
+        kind: "data_race",
+        what: "Two threads accessed the same memory, at least one of them writing, with no lock held in common and nothing ordering the two accesses (create/join, condvar, semaphore, barrier, once, atomics).",
+        why: "The result depends on timing: increments get lost, a reader sees half-written data, a freed block is used. It may show up once in a thousand runs, or only on another machine; lockstep finds it even when this run's schedule happened to be harmless (Eraser's lockset algorithm).",
+        fix: "Protect every access to the variable with the same mutex (reads too), or hand the data over with a synchronization that orders it (join, condvar, semaphore, barrier), or make it an atomic (C11 atomics, __atomic builtins).",
+        example: "T1: counter++;   T2: counter++;   // both read 5, both write 6\n  fix: lock(&m); counter++; unlock(&m);   in both threads",
+    },
+    Entry {
         kind: "deadlock",
         what: "The program hung, and its threads wait for each other in a cycle: each holds a lock (or a pipe end, or is a parent in wait) that the next one needs.",
         why: "None of them can ever go on: all four deadlock conditions hold (mutual exclusion, hold-and-wait, no preemption, circular wait).",
