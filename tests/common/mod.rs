@@ -17,7 +17,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 static COMPILE: Mutex<()> = Mutex::new(());
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("cli/ has a parent")
