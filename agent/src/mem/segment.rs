@@ -24,10 +24,15 @@ use super::sites;
 /// Raw entries per buffer (16 bytes each).
 pub const BUF_ENTRIES: usize = 16384;
 const BUF_BYTES: usize = BUF_ENTRIES * 16;
-/// Deduplication table slots (a power of two, twice the entries).
-const TABLE_SLOTS: usize = 2 * BUF_ENTRIES;
+/// Distinct accesses a segment collects before it is written in parts
+/// (the raw buffer is absorbed into the table each time it fills, so a
+/// loop over a few thousand addresses between two sync ops makes one
+/// segment, not one per buffer).
+const MAX_DISTINCT: usize = 8 * BUF_ENTRIES;
+/// Deduplication table slots (a power of two, twice MAX_DISTINCT).
+const TABLE_SLOTS: usize = 2 * MAX_DISTINCT;
 const TABLE_BYTES: usize = TABLE_SLOTS * core::mem::size_of::<MemEntry>();
-const OUT_BYTES: usize = BUF_ENTRIES * core::mem::size_of::<MemEntry>();
+const OUT_BYTES: usize = MAX_DISTINCT * core::mem::size_of::<MemEntry>();
 /// Marks a raw entry as the first half of a libc range.
 pub const RANGE: u32 = 1 << 31;
 
@@ -38,6 +43,8 @@ pub struct MemThread {
     file: Cell<Option<MemFile>>,
     /// The file could not be created: drop this thread's accesses.
     file_failed: Cell<bool>,
+    /// Distinct accesses of the open segment, in the output area.
+    distinct: Cell<usize>,
     /// An atomic instruction ran and its `Acquired` event is still to be
     /// written (the probe limit is 0 meanwhile, to catch the next access).
     pub pending: Cell<Option<(u64, u32, u64, u64)>>,
@@ -49,6 +56,7 @@ thread_local! {
             area: Cell::new(0),
             file: Cell::new(None),
             file_failed: Cell::new(false),
+            distinct: Cell::new(0),
             pending: Cell::new(None),
         }
     };
@@ -130,7 +138,7 @@ impl MemThread {
     /// segment first if the buffer is full.
     pub fn push_access(&self, pid: i32, tid: i32, addr: u64, site: u32) {
         if self.room() < 1 {
-            self.flush(pid, tid);
+            self.absorb(pid, tid);
         }
         self.push_raw(addr, site, 0);
     }
@@ -147,18 +155,29 @@ impl MemThread {
         ip: u64,
     ) {
         if self.room() < 2 {
-            self.flush(pid, tid);
+            self.absorb(pid, tid);
         }
         self.push_raw(addr, RANGE | (via as u32) << 8 | flags as u32, size);
         self.push_raw(ip, 0, 0);
     }
 
-    /// Closes the current segment: deduplicates the raw entries, stamps the
+    /// Closes the current segment: absorbs the raw entries, stamps the
     /// segment and appends it to the thread's file.
     pub fn flush(&self, pid: i32, tid: i32) {
+        self.absorb(pid, tid);
+        self.write(pid, tid);
+    }
+
+    /// Moves the raw buffer's entries into the open segment's table of
+    /// distinct accesses, writing the segment so far first if the table
+    /// could overflow.
+    fn absorb(&self, pid: i32, tid: i32) {
         let buf = self.area.get();
         if buf == 0 {
             return;
+        }
+        if self.distinct.get() + BUF_ENTRIES > MAX_DISTINCT {
+            self.write(pid, tid);
         }
         let slot = probe::cursor();
         // SAFETY: the thread's own TLS pair.
@@ -169,7 +188,7 @@ impl MemThread {
         let table = (buf + BUF_BYTES) as *mut MemEntry;
         let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
         let map = sites::get();
-        let mut n = 0usize;
+        let mut n = self.distinct.get();
         let mut p = buf;
         while p < end {
             // SAFETY: [buf, end) holds whole raw entries written by this thread.
@@ -210,7 +229,7 @@ impl MemThread {
                 }
             };
             // SAFETY: table and out are this thread's areas; n stays below
-            // BUF_ENTRIES (one output per raw entry at most).
+            // MAX_DISTINCT (checked above: at most BUF_ENTRIES are added).
             unsafe {
                 if insert(table, &e) {
                     core::ptr::write(out.add(n), e);
@@ -220,6 +239,18 @@ impl MemThread {
         }
         // SAFETY: the thread's own TLS pair: the buffer is empty again.
         unsafe { (*slot)[0] = buf };
+        self.distinct.set(n);
+    }
+
+    /// Writes the open segment (its distinct accesses) and empties it.
+    fn write(&self, pid: i32, tid: i32) {
+        let buf = self.area.get();
+        let n = self.distinct.replace(0);
+        if buf == 0 || n == 0 {
+            return;
+        }
+        let table = (buf + BUF_BYTES) as *mut MemEntry;
+        let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
         // Clear the used table slots for the next segment.
         for i in 0..n {
             // SAFETY: entries [0, n) of out were written above.
@@ -227,7 +258,7 @@ impl MemThread {
             // SAFETY: table slots; `remove` finds the one holding e.
             unsafe { clear(table, &e) };
         }
-        if n == 0 || self.file_failed.get() {
+        if self.file_failed.get() {
             return;
         }
         let mut file = match self.file.get() {
@@ -276,6 +307,18 @@ impl MemThread {
         self.file.set(None);
         self.file_failed.set(false);
         self.pending.set(None);
+        // The parent's open segment is the parent's: forget it (the table
+        // slots it used are cleared lazily: clear them now).
+        let n = self.distinct.replace(0);
+        let buf = self.area.get();
+        if buf != 0 {
+            let table = (buf + BUF_BYTES) as *mut MemEntry;
+            let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
+            for i in 0..n {
+                // SAFETY: entries [0, n) of out are the open segment's.
+                unsafe { clear(table, &core::ptr::read(out.add(i))) };
+            }
+        }
         let buf = self.area.get();
         if buf != 0 {
             // SAFETY: the thread's own TLS pair.
