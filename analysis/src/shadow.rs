@@ -24,7 +24,9 @@
 //!
 //! A race is reported in shared-modified with C(v) = ∅, for each recorded
 //! access of another thread that conflicts with this one (one of them a
-//! write) and does not happen before it. A cell records the last write and,
+//! write), does not happen before it, and holds no lock in common with it
+//! (once C(v) is empty, a check under the lock and an update under the
+//! same lock are still no race with each other). A cell records the last write and,
 //! since it, the last read of each thread (a write clears them, as in
 //! FastTrack: earlier reads either raced with it or happen before it).
 
@@ -259,6 +261,11 @@ impl Step<'_, '_> {
                 let lo = bytes.trailing_zeros();
                 let len = 8 - bytes.leading_zeros() - lo;
                 let mut report = |prev: &Acc, prev_write: bool| {
+                    // C(v) = ∅ says the location has no consistent lock; a
+                    // pair that does share one is not itself a race.
+                    if sets.meet(prev.locks, a.acc.locks) != EMPTY {
+                        return;
+                    }
                     out(Conflict {
                         addr: base + lo as u64,
                         len,
