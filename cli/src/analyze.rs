@@ -2,6 +2,7 @@
 //! severity then by sequence of appearance.
 
 use crate::locate::TraceLocator;
+use crate::progress::Progress;
 use anyhow::Result;
 use lockstep_analysis::fdbuild::FdModelBuilder;
 use lockstep_analysis::fds::FdModel;
@@ -10,12 +11,21 @@ use lockstep_trace::{SyscallFilter, TraceReader};
 
 /// All findings of `trace`.
 pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
+    findings_with(trace, &Progress::new("", false))
+}
+
+/// All findings of `trace`, telling `progress` how far the work is.
+pub fn findings_with(trace: &TraceReader, progress: &Progress) -> Result<Vec<Finding>> {
+    progress.phase("reading sync ops", 0);
     let ops = trace.sync_ops()?;
     let spawns = trace.spawns()?;
     let mut loc = TraceLocator::new(trace);
     let mut out = Vec::new();
     let hang = trace.hang()?;
-    let fds = fdleak::fd_findings(&fd_model(trace)?, hang.as_ref(), &mut loc);
+    let model = fd_model_with(trace, progress)?;
+    progress.phase("fd leaks", 0);
+    let fds = fdleak::fd_findings(&model, hang.as_ref(), &mut loc);
+    progress.phase("deadlocks and lock order", 0);
     if let Some(hang) = &hang {
         let mut h = deadlock::hang_findings(&ops, hang, &mut loc);
         // A hang that the pipe analysis explains needs no generic `hang` finding.
@@ -33,10 +43,26 @@ pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
 
 /// The fd tables of every process, in one pass over the syscalls.
 pub fn fd_model(trace: &TraceReader) -> Result<FdModel> {
+    fd_model_with(trace, &Progress::new("", false))
+}
+
+/// [`fd_model`], counting the syscalls read in `progress`.
+fn fd_model_with(trace: &TraceReader, progress: &Progress) -> Result<FdModel> {
     let (spawns, execs, exits) = (trace.spawns()?, trace.execs()?, trace.exits()?);
+    let total = trace
+        .query_rows("SELECT count(*) FROM syscall_rows")
+        .ok()
+        .and_then(|r| r.first()?.first()?.as_u64())
+        .unwrap_or(0);
+    progress.phase("fd tables: syscalls", total);
     let mut b = FdModelBuilder::new(&spawns, &execs, &exits);
+    let mut n = 0u64;
     trace.each_syscall(&SyscallFilter::default(), |s| {
         b.push(&s);
+        n += 1;
+        if n.is_multiple_of(1024) {
+            progress.set(n);
+        }
         Ok(())
     })?;
     Ok(b.finish())
