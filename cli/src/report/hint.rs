@@ -11,7 +11,7 @@ fn s<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
 }
 
 /// The text between `start` and `end` in `text` (or to its end).
-fn between<'t>(text: &'t str, start: &str, end: &str) -> Option<&'t str> {
+pub fn between<'t>(text: &'t str, start: &str, end: &str) -> Option<&'t str> {
     let rest = &text[text.find(start)? + start.len()..];
     Some(rest.find(end).map_or(rest, |i| &rest[..i]))
 }
