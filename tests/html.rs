@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::{finish, fixture, lockstep, scratch, spawn};
-use std::os::unix::process::CommandExt;
+use common::{fixture, lockstep, scratch};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn s(p: &Path) -> &str {
@@ -43,28 +42,25 @@ struct Browser {
 fn run_chromium(bin: &Path, page: &Path, extra: &[&str], profile: &Path) -> Browser {
     let _ = std::fs::remove_dir_all(profile);
     std::fs::create_dir_all(profile).unwrap();
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("start chromium");
+    let mut child = common::spawn_command(
+        Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display())),
+        profile,
+    );
     let pgid = child.id() as i32;
     let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -153,25 +149,11 @@ fn assert_loads_cleanly(chrome: &Path, page: &Path, png: &Path, work: &Path) {
 fn html_report_is_self_contained_and_loads_in_headless_chromium() {
     let dir = scratch("html");
     // A lock deadlock: timeline spans and the A/B cycle.
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "-o",
-                "abba.db",
-                "--format",
-                "html",
-                "--report-file",
-                "abba.html",
-                "--",
-                s(&fixture("abba_deadlock")),
-            ],
-        ),
-        Duration::from_secs(60),
+    let run = common::check(
+        &dir,
+        "abba.db",
+        &["--format", "html", "--report-file", "abba.html"],
+        &[s(&fixture("abba_deadlock"))],
     );
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stdout.is_empty(), "{}", run.stdout);
@@ -196,24 +178,7 @@ fn html_report_is_self_contained_and_loads_in_headless_chromium() {
 
     // A pipeline leak, with `report -o`: the tree shows the pipe, who holds
     // which end, and the blamed fd.
-    let (trace, _) = common::record(&dir, s(&fixture("pipe_leak_hang")), &[]);
-    let _ = trace;
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "-o",
-                "pipe.db",
-                "--",
-                s(&fixture("pipe_leak_hang")),
-            ],
-        ),
-        Duration::from_secs(60),
-    );
+    let run = common::check(&dir, "pipe.db", &[], &[s(&fixture("pipe_leak_hang"))]);
     assert_eq!(run.code, Some(1), "{run:?}");
     let run = lockstep(
         &dir,

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{finish, fixture, lockstep, marker_line, scratch, spawn, LOCKSTEP};
+use common::{finish, fixture, lockstep, marker_line, scratch, LOCKSTEP};
 use serde_json::Value;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn s(p: &Path) -> &str {
@@ -25,22 +24,7 @@ fn repo_root() -> &'static Path {
 fn text_report_has_stacks_source_lines_locks_hint_and_names_the_trace_last() {
     let dir = scratch("report_text");
     let bin = fixture("abba_deadlock");
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "-o",
-                "t.db",
-                "--",
-                s(&bin),
-            ],
-        ),
-        Duration::from_secs(60),
-    );
+    let run = common::check(&dir, "t.db", &[], &[s(&bin)]);
     assert_eq!(run.code, Some(1), "{run:?}");
     let out = &run.stdout;
     assert!(!out.contains('\x1b'), "no colour in a pipe: {out}");
@@ -102,23 +86,21 @@ fn text_report_has_stacks_source_lines_locks_hint_and_names_the_trace_last() {
     assert!(rep.stdout.contains(hint));
 
     // A report file gets the report; stderr still names the trace last.
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "--hang-timeout",
-                "1",
-                "--force",
-                "-o",
-                "t.db",
-                "--report-file",
-                "r.txt",
-                "--",
-                s(&bin),
-            ],
-        ),
-        Duration::from_secs(60),
+    // (Not quiet: -q would leave the trace line out.)
+    let run = lockstep(
+        &dir,
+        &[
+            "check",
+            "--hang-timeout",
+            "1",
+            "--force",
+            "-o",
+            "t.db",
+            "--report-file",
+            "r.txt",
+            "--",
+            s(&bin),
+        ],
     );
     assert_eq!(run.code, Some(1), "{run:?}");
     let text = std::fs::read_to_string(dir.join("r.txt")).unwrap();
@@ -135,22 +117,7 @@ fn text_report_has_stacks_source_lines_locks_hint_and_names_the_trace_last() {
 #[test]
 fn fd_hints_name_the_fd_the_process_and_the_pipe_end() {
     let dir = scratch("report_fd_hints");
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "-o",
-                "t.db",
-                "--",
-                s(&fixture("pipe_leak_hang")),
-            ],
-        ),
-        Duration::from_secs(60),
-    );
+    let run = common::check(&dir, "t.db", &[], &[s(&fixture("pipe_leak_hang"))]);
     assert_eq!(run.code, Some(1), "{run:?}");
     let hints: Vec<&str> = run
         .stdout
@@ -187,16 +154,12 @@ fn check_without_o_records_into_a_temporary_trace_it_names_last() {
     let dir = scratch("check_tmp");
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let child = Command::new(LOCKSTEP)
-        .args(["check", "-q", "--", s(&fixture("pipe_correct"))])
-        .current_dir(&dir)
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let child = common::spawn_command(
+        Command::new(LOCKSTEP)
+            .args(["check", "-q", "--", s(&fixture("pipe_correct"))])
+            .env("TMPDIR", &tmp),
+        &dir,
+    );
     let run = finish(child, Duration::from_secs(60));
     assert_eq!(run.code, Some(0), "{run:?}");
     let last = run.stdout.lines().last().unwrap();
@@ -298,28 +261,11 @@ fn sarif_is_valid_with_rules_levels_locations_and_related_locations() {
 
     // Pipe findings: locations without code (a blocked read) are related
     // locations with a message only; the document stays valid.
-    let (trace, _) = common::record(&dir, s(&fixture("pipe_leak_hang")), &[]);
-    let _ = std::fs::rename(&trace, dir.join("p.db"));
-    let run = finish(
-        spawn(
-            &dir,
-            &[
-                "check",
-                "-q",
-                "--hang-timeout",
-                "1",
-                "--force",
-                "-o",
-                "p.db",
-                "--format",
-                "sarif",
-                "--report-file",
-                "p.sarif",
-                "--",
-                s(&fixture("pipe_leak_hang")),
-            ],
-        ),
-        Duration::from_secs(60),
+    let run = common::check(
+        &dir,
+        "p.db",
+        &["--format", "sarif", "--report-file", "p.sarif"],
+        &[s(&fixture("pipe_leak_hang"))],
     );
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
@@ -352,15 +298,10 @@ fn sarif_is_valid_with_rules_levels_locations_and_related_locations() {
 /// Runs `lockstep ARGS` on a pseudo-terminal (util-linux `script`), so
 /// that stderr is a TTY; returns everything it wrote.
 fn on_a_tty(dir: &Path, args: &str) -> String {
-    let child = Command::new("script")
-        .args(["-qefc", &format!("{LOCKSTEP} {args}"), "/dev/null"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("run script");
+    let child = common::spawn_command(
+        Command::new("script").args(["-qefc", &format!("{LOCKSTEP} {args}"), "/dev/null"]),
+        dir,
+    );
     finish(child, Duration::from_secs(60)).stdout
 }
 

@@ -51,7 +51,8 @@ pub fn run(mut a: Args) -> Result<u8> {
         name_trace: text,
     })?;
     // A report in a file (or not in text) still names the trace, on stderr.
-    if !(text && a.report_file.is_none()) && !a.rec.quiet {
+    let on_stdout = text && a.report_file.is_none();
+    if !on_stdout && !a.rec.quiet {
         if let Some(p) = &a.report_file {
             eprintln!("lockstep: report written to {}", p.display());
         }

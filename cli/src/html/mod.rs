@@ -163,7 +163,7 @@ pub fn page(trace: &TraceReader, rep: &Report<'_>) -> Result<String> {
     h.push_str(&graph::svg(&rep.findings));
     h.push_str("<h2>Processes, pipes and who holds which end</h2>");
     h.push_str(&tree::svg(&model, &rep.findings));
-    let _ = write!(h, "</main><script>{JS}</script></body></html>\n");
+    let _ = writeln!(h, "</main><script>{JS}</script></body></html>");
     Ok(h)
 }
 
