@@ -16,8 +16,15 @@ pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
 
 /// All findings of `trace`, telling `progress` how far the work is.
 pub fn findings_with(trace: &TraceReader, progress: &Progress) -> Result<Vec<Finding>> {
-    progress.phase("reading sync ops", 0);
-    let ops = trace.sync_ops()?;
+    progress.phase("reading sync ops", count(trace, "sync_rows"));
+    let mut ops = Vec::new();
+    trace.each_sync_op(None, |o| {
+        ops.push(o);
+        if ops.len().is_multiple_of(4096) {
+            progress.set(ops.len() as u64);
+        }
+        Ok(())
+    })?;
     let spawns = trace.spawns()?;
     let mut loc = TraceLocator::new(trace);
     let mut out = Vec::new();
@@ -49,12 +56,7 @@ pub fn fd_model(trace: &TraceReader) -> Result<FdModel> {
 /// [`fd_model`], counting the syscalls read in `progress`.
 fn fd_model_with(trace: &TraceReader, progress: &Progress) -> Result<FdModel> {
     let (spawns, execs, exits) = (trace.spawns()?, trace.execs()?, trace.exits()?);
-    let total = trace
-        .query_rows("SELECT count(*) FROM syscall_rows")
-        .ok()
-        .and_then(|r| r.first()?.first()?.as_u64())
-        .unwrap_or(0);
-    progress.phase("fd tables: syscalls", total);
+    progress.phase("fd tables: syscalls", count(trace, "syscall_rows"));
     let mut b = FdModelBuilder::new(&spawns, &execs, &exits);
     let mut n = 0u64;
     trace.each_syscall(&SyscallFilter::default(), |s| {
@@ -66,4 +68,13 @@ fn fd_model_with(trace: &TraceReader, progress: &Progress) -> Result<FdModel> {
         Ok(())
     })?;
     Ok(b.finish())
+}
+
+/// The rows of `table` (0 when unknown): the total of a progress bar.
+fn count(trace: &TraceReader, table: &str) -> u64 {
+    trace
+        .query_rows(&format!("SELECT count(*) FROM {table}"))
+        .ok()
+        .and_then(|r| r.first()?.first()?.as_u64())
+        .unwrap_or(0)
 }
