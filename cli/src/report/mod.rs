@@ -107,3 +107,67 @@ pub fn severity_word(s: Severity) -> &'static str {
         Severity::Note => "note",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_analysis::Location;
+
+    fn finding(kind: &str, severity: Severity, line: u32) -> Finding {
+        Finding {
+            kind: kind.into(),
+            severity,
+            summary: format!("{kind} at {line}"),
+            pids: vec![1],
+            tids: vec![1],
+            locations: vec![Location {
+                role: "here".into(),
+                pid: 1,
+                tid: 1,
+                function: Some("main".into()),
+                file: Some("a.c".into()),
+                line: Some(line),
+                address: 0x10,
+                stack: Vec::new(),
+                seq: None,
+            }],
+            details: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn findings_are_sorted_by_severity_and_deduplicated() {
+        let all = vec![
+            finding("fd_open_at_exit", Severity::Note, 3),
+            finding("lock_order_inversion", Severity::Warning, 2),
+            finding("deadlock", Severity::Error, 1),
+            finding("lock_order_inversion", Severity::Warning, 2),
+            finding("lock_order_inversion", Severity::Warning, 5),
+        ];
+        let cmd = vec!["./prog".to_string()];
+        let r = Report::new(Path::new("t.db"), &cmd, &all);
+        let kinds: Vec<(&str, u32)> = r
+            .findings
+            .iter()
+            .map(|f| (f.kind.as_str(), f.locations[0].line.unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("deadlock", 1),
+                ("lock_order_inversion", 2),
+                ("lock_order_inversion", 5),
+                ("fd_open_at_exit", 3)
+            ]
+        );
+        assert_eq!(r.counts(), "1 error, 2 warnings, 1 note");
+        assert_eq!(
+            r.summary_line(),
+            "lockstep: 4 findings: 1 error, 2 warnings, 1 note in `./prog` (trace t.db)"
+        );
+        assert_eq!(
+            r.kinds(),
+            ["deadlock", "lock_order_inversion", "fd_open_at_exit"]
+        );
+    }
+}
