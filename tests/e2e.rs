@@ -579,11 +579,17 @@ fn check_of_a_clean_program_exits_0_and_keeps_the_trace() {
         &["check", "-o", "t.db", "--", s(&fixture("fork_exec"))],
     );
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("0 findings"), "{}", run.stdout);
     assert!(
-        run.stderr.lines().last().unwrap().contains("t.db"),
+        run.stdout
+            .contains("0 findings: 0 errors, 0 warnings, 0 notes"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout.lines().last().unwrap(),
+        "trace: t.db  (lockstep replay t.db)",
         "the last line names the trace: {}",
-        run.stderr
+        run.stdout
     );
     let run = lockstep(&dir, &["report", "t.db", "--format", "json"]);
     assert_eq!(run.code, Some(0));
@@ -709,6 +715,8 @@ fn explain_covers_every_finding_kind() {
         "bad_fd",
         "fd_misuse",
         "fd_open_at_exit",
+        "data_race",
+        "priority_inversion",
     ] {
         let run = lockstep(&dir, &["explain", kind]);
         assert_eq!(run.code, Some(0), "{kind}: {run:?}");

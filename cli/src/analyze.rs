@@ -2,6 +2,7 @@
 //! severity then by sequence of appearance.
 
 use crate::locate::TraceLocator;
+use crate::progress::Progress;
 use anyhow::Result;
 use lockstep_analysis::fdbuild::FdModelBuilder;
 use lockstep_analysis::fds::FdModel;
@@ -12,12 +13,28 @@ use lockstep_trace::{SyncOp, SyscallFilter, TraceReader};
 
 /// All findings of `trace`.
 pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
-    let ops = trace.sync_ops()?;
+    findings_with(trace, &Progress::new("", false))
+}
+
+/// All findings of `trace`, telling `progress` how far the work is.
+pub fn findings_with(trace: &TraceReader, progress: &Progress) -> Result<Vec<Finding>> {
+    progress.phase("reading sync ops", count(trace, "sync_rows"));
+    let mut ops = Vec::new();
+    trace.each_sync_op(None, |o| {
+        ops.push(o);
+        if ops.len().is_multiple_of(4096) {
+            progress.set(ops.len() as u64);
+        }
+        Ok(())
+    })?;
     let spawns = trace.spawns()?;
     let mut loc = TraceLocator::new(trace);
     let mut out = Vec::new();
     let hang = trace.hang()?;
-    let fds = fdleak::fd_findings(&fd_model(trace)?, hang.as_ref(), &mut loc);
+    let model = fd_model_with(trace, progress)?;
+    progress.phase("fd leaks", 0);
+    let fds = fdleak::fd_findings(&model, hang.as_ref(), &mut loc);
+    progress.phase("deadlocks and lock order", 0);
     if let Some(hang) = &hang {
         let mut h = deadlock::hang_findings(&ops, hang, &mut loc);
         // A hang that the pipe analysis explains needs no generic `hang` finding.
@@ -65,11 +82,31 @@ fn races(
 
 /// The fd tables of every process, in one pass over the syscalls.
 pub fn fd_model(trace: &TraceReader) -> Result<FdModel> {
+    fd_model_with(trace, &Progress::new("", false))
+}
+
+/// [`fd_model`], counting the syscalls read in `progress`.
+fn fd_model_with(trace: &TraceReader, progress: &Progress) -> Result<FdModel> {
     let (spawns, execs, exits) = (trace.spawns()?, trace.execs()?, trace.exits()?);
+    progress.phase("fd tables: syscalls", count(trace, "syscall_rows"));
     let mut b = FdModelBuilder::new(&spawns, &execs, &exits);
+    let mut n = 0u64;
     trace.each_syscall(&SyscallFilter::default(), |s| {
         b.push(&s);
+        n += 1;
+        if n.is_multiple_of(1024) {
+            progress.set(n);
+        }
         Ok(())
     })?;
     Ok(b.finish())
+}
+
+/// The rows of `table` (0 when unknown): the total of a progress bar.
+fn count(trace: &TraceReader, table: &str) -> u64 {
+    trace
+        .query_rows(&format!("SELECT count(*) FROM {table}"))
+        .ok()
+        .and_then(|r| r.first()?.first()?.as_u64())
+        .unwrap_or(0)
 }

@@ -7,9 +7,12 @@
 mod agent_lib;
 mod analyze;
 mod cmd;
+mod html;
 mod locate;
 mod paths;
+mod progress;
 mod render;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,7 +42,7 @@ enum Command {
     Locks(cmd::locks::Args),
     /// Each process's file-descriptor table: fd, object, flags, where it came from.
     Fds(cmd::fds::Args),
-    /// Analyse a trace: deadlocks, lock-order inversions, hangs, lock misuse.
+    /// Analyse a trace: deadlocks, lock-order inversions, hangs, lock misuse, fd leaks (text, JSON, SARIF or HTML).
     Report(cmd::report::Args),
     /// Record a program, then report on it (the main job).
     Check(cmd::check::Args),

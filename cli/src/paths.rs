@@ -13,7 +13,21 @@ pub fn default_trace() -> PathBuf {
 
 /// A fresh default path for a recording of `program`.
 pub fn new_trace_path(program: &str) -> Result<PathBuf> {
-    let dir = Path::new(TRACE_DIR);
+    new_trace_path_in(Path::new(TRACE_DIR), program)
+}
+
+/// Where `check` records when no `-o` is given: a fresh trace in the
+/// user's temporary directory (`$TMPDIR/lockstep-UID/<program>-<N>.db`),
+/// kept so that it can be replayed and inspected.
+pub fn temporary_trace_path(program: &str) -> Result<PathBuf> {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("lockstep-{uid}"));
+    new_trace_path_in(&dir, program)
+}
+
+/// A fresh path `<dir>/<program>-<N>.db`, creating `dir`.
+fn new_trace_path_in(dir: &Path, program: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create trace directory", dir.display()))?;
     let base = Path::new(program)

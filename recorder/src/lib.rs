@@ -118,6 +118,16 @@ pub struct Recording {
 /// Fails before starting the program when it cannot be found or the trace
 /// cannot be created.
 pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
+    record_with_progress(cfg, &mut |_, _| {})
+}
+
+/// [`record`], calling `progress` with the counts so far and the time
+/// since the start (ns) from the recorder's periodic timer path (about ten
+/// times a second; never from the stop path, so it costs nothing per stop).
+pub fn record_with_progress(
+    cfg: &RecordConfig,
+    progress: &mut dyn FnMut(&machine::Counts, u64),
+) -> Result<Recording, RecordError> {
     let exe = launch::resolve_program(&cfg.program)?;
     let mut writer = TraceWriter::create(&cfg.output, cfg.force)?;
     let mut argv = vec![cfg.program.clone()];
@@ -188,6 +198,7 @@ pub fn record(cfg: &RecordConfig) -> Result<Recording, RecordError> {
             machine::Outcome::Continue => {}
             machine::Outcome::Interrupted => {
                 rec.tick()?;
+                progress(&rec.counts, clock::monotonic_ns() - started);
                 if let Some(t) = cfg.hang_timeout {
                     rec.check_hang(t.as_nanos() as u64)?;
                 }

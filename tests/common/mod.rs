@@ -87,15 +87,30 @@ pub fn scratch(test: &str) -> PathBuf {
 /// Starts `lockstep ARGS` in `dir`, in its own process group so that a
 /// timeout can kill everything it started.
 pub fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(LOCKSTEP)
-        .args(args)
-        .current_dir(dir)
+    spawn_command(Command::new(LOCKSTEP).args(args), dir)
+}
+
+/// Starts `cmd` in `dir` with no stdin, piped output, in its own process
+/// group (what [`finish`] expects).
+pub fn spawn_command(cmd: &mut Command, dir: &Path) -> Child {
+    cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .expect("spawn lockstep")
+        .expect("spawn")
+}
+
+/// Runs `lockstep check -q --hang-timeout 1 --force -o TRACE EXTRA... --
+/// ARGV` in `dir` under the default timeout (the report goes to stdout
+/// unless EXTRA names a file).
+pub fn check(dir: &Path, trace: &str, extra: &[&str], argv: &[&str]) -> Run {
+    let mut a = vec!["check", "-q", "--hang-timeout", "1", "--force", "-o", trace];
+    a.extend_from_slice(extra);
+    a.push("--");
+    a.extend_from_slice(argv);
+    lockstep(dir, &a)
 }
 
 /// Waits for `child` at most `timeout`; on timeout kills its process group

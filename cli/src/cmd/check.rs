@@ -1,8 +1,12 @@
 //! `lockstep check`: record the program, then report on it. The main job.
+//! Without `-o` the trace goes to a fresh file in the temporary directory;
+//! either way it is kept, and a text report ends with the line that names
+//! it (`trace: PATH  (lockstep replay PATH)`). Exit status: 0 no findings,
+//! 1 findings, 2 usage or trace error (127/126: no such program).
 
 use super::record::{record_with, RecordOpts};
-use super::report::{report, ReportOpts};
-use anyhow::Result;
+use super::report::{report, Job, ReportOpts};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -24,22 +28,35 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub fn run(a: Args) -> Result<u8> {
+pub fn run(mut a: Args) -> Result<u8> {
     // Check the report file can be written before the program runs.
     if let Some(p) = &a.report_file {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(p)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write report: {e}", p.display()))?;
+            .with_context(|| format!("{}: cannot write report", p.display()))?;
+    }
+    if a.rec.output.is_none() {
+        lockstep_recorder::launch::resolve_program(&a.command[0])?;
+        a.rec.output = Some(crate::paths::temporary_trace_path(&a.command[0])?);
     }
     let rec = record_with(&a.rec, &a.command)?;
-    let code = report(&rec.trace, &a.rep, a.report_file.as_deref())?;
-    if a.rep.format == "text" {
-        eprintln!(
-            "lockstep: trace kept in {} (lockstep replay / events / report take it)",
-            rec.trace.display()
-        );
+    let text = a.rep.format == "text";
+    let code = report(&Job {
+        trace: &rec.trace,
+        opts: &a.rep,
+        out: a.report_file.as_deref(),
+        quiet: a.rec.quiet,
+        name_trace: text,
+    })?;
+    // A report in a file (or not in text) still names the trace, on stderr.
+    let on_stdout = text && a.report_file.is_none();
+    if !on_stdout && !a.rec.quiet {
+        if let Some(p) = &a.report_file {
+            eprintln!("lockstep: report written to {}", p.display());
+        }
+        eprintln!("lockstep: {}", crate::report::trace_line(&rec.trace));
     }
     Ok(code)
 }

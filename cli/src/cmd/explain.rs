@@ -10,15 +10,42 @@ pub struct Args {
     kind: Option<String>,
 }
 
-struct Entry {
-    kind: &'static str,
-    what: &'static str,
-    why: &'static str,
-    fix: &'static str,
-    example: &'static str,
+/// The explanation of one finding kind (also the SARIF rules' texts).
+pub struct Entry {
+    pub kind: &'static str,
+    pub what: &'static str,
+    pub why: &'static str,
+    pub fix: &'static str,
+    pub example: &'static str,
 }
 
-const ENTRIES: &[Entry] = &[
+/// The explanation of `kind`, if it is a known finding kind.
+pub fn entry(kind: &str) -> Option<&'static Entry> {
+    ENTRIES.iter().find(|e| e.kind == kind)
+}
+
+impl Entry {
+    /// The first sentence of `what`: a one-line description.
+    pub fn short(&self) -> &'static str {
+        self.what.split(". ").next().unwrap_or(self.what)
+    }
+}
+
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        kind: "data_race",
+        what: "Two threads accessed the same memory location, at least one of them writing, with no common lock held and nothing ordering the two accesses (no unlock→lock, create, join, signal or post between them).",
+        why: "The result depends on the timing: `counter++` is a read, an add and a write, and two threads interleaving them lose updates (the lecture's \"prints the wrong total\"). lockstep uses Eraser's lockset (which locks protect each variable) refined by happens-before, so accesses ordered by create/join or a hand-off are not reported.",
+        fix: "Protect the variable with one mutex that every access holds (the same mutex everywhere, not one per thread), or make it thread-local, or use an atomic for a single counter.",
+        example: "int counter;  T1: counter++;   T2: counter++;   // no lock: updates get lost\n  fix: pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m);   (in both threads)",
+    },
+    Entry {
+        kind: "priority_inversion",
+        what: "A high-priority thread waited for a lock held by a low-priority thread while a medium-priority thread ran, so the high-priority thread in effect ran at the lowest priority.",
+        why: "The low-priority holder cannot run (and release the lock) while the medium one uses the CPU: the wait of the high-priority thread is unbounded (the Mars Pathfinder reset its computer over and over because of it).",
+        fix: "Make the lock a priority-inheritance mutex (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT)) or a priority-ceiling one (PTHREAD_PRIO_PROTECT), or keep critical sections that high-priority threads share with low-priority ones very short.",
+        example: "L (prio 10): lock(bus) ... ;   H (prio 30): lock(bus) -> waits;   M (prio 20): computes for 200 ms\n  -> H waits for M. fix: pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT) for bus.",
+    },
     Entry {
         kind: "data_race",
         what: "Two threads accessed the same memory, at least one of them writing, with no lock held in common and nothing ordering the two accesses (create/join, condvar, semaphore, barrier, once, atomics).",
@@ -103,16 +130,12 @@ pub fn run(a: Args) -> Result<u8> {
         None => {
             println!("finding kinds (lockstep explain KIND):");
             for e in ENTRIES {
-                println!(
-                    "  {:<24} {}",
-                    e.kind,
-                    e.what.split(". ").next().unwrap_or(e.what)
-                );
+                println!("  {:<24} {}", e.kind, e.short());
             }
             Ok(0)
         }
         Some(k) => {
-            match ENTRIES.iter().find(|e| e.kind == k) {
+            match entry(k) {
                 Some(e) => {
                     println!("{}\n\nWhat: {}\n\nWhy it matters: {}\n\nHow to fix it: {}\n\nExample:\n  {}", e.kind, e.what, e.why, e.fix, e.example);
                     Ok(0)

@@ -58,6 +58,18 @@ pub fn run(a: Args) -> Result<u8> {
 }
 
 fn build(t: &TraceReader) -> Result<Vec<Value>> {
+    let (mut ev, clock, end_ns) = timeline(t)?;
+    finding_instants(t, &clock, end_ns, &mut ev)?;
+    Ok(ev)
+}
+
+/// The trace as trace events without the findings (what the HTML
+/// report's timeline draws), with the clock and the end of the recording.
+pub fn timeline_events(t: &TraceReader) -> Result<Vec<Value>> {
+    Ok(timeline(t)?.0)
+}
+
+fn timeline(t: &TraceReader) -> Result<(Vec<Value>, Clock, u64)> {
     let spawns = t.spawns()?;
     let origin = spawns.first().map(|s| s.at.ts_ns).unwrap_or(0);
     let clock = Clock { origin };
@@ -101,8 +113,7 @@ fn build(t: &TraceReader) -> Result<Vec<Value>> {
         .max()
         .unwrap_or(origin);
     sync_spans(t, &clock, end_ns, &mut ev)?;
-    finding_instants(t, &clock, end_ns, &mut ev)?;
-    Ok(ev)
+    Ok((ev, clock, end_ns))
 }
 
 /// Syscalls as complete slices; pipe writes → reads as flows.

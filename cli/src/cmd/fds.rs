@@ -163,16 +163,23 @@ fn fd_of(e: FdEntry, site: Option<String>) -> Fd {
     }
 }
 
-fn table(m: &FdModel, loc: &mut TraceLocator<'_>, p: &ProcFds, at: Option<u64>) -> Table {
+/// The sequence number a process's table is shown at (`at`, default the
+/// end of the trace; just before its exit when it ended by then) and its
+/// state then: `running`, `exited` or `not_started`.
+pub fn shown_at(m: &FdModel, p: &ProcFds, at: Option<u64>) -> (u64, &'static str) {
     let want = at.unwrap_or(m.end_seq);
-    let (seq, state) = if want < p.start {
+    if want < p.start {
         (want, "not_started")
     } else {
         match p.exit {
             Some(x) if want >= x => (x.saturating_sub(1).max(p.start), "exited"),
             _ => (want, "running"),
         }
-    };
+    }
+}
+
+fn table(m: &FdModel, loc: &mut TraceLocator<'_>, p: &ProcFds, at: Option<u64>) -> Table {
+    let (seq, state) = shown_at(m, p, at);
     let fds = if state == "not_started" {
         Vec::new()
     } else {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use lockstep_recorder::affinity::CpuBinding;
-use lockstep_recorder::{record, MemMode, RecordConfig, Recording, SyncMode};
+use lockstep_recorder::{record_with_progress, MemMode, RecordConfig, Recording, SyncMode};
 use std::path::PathBuf;
 
 /// The options of a recording, shared by `record` and `check`.
@@ -104,7 +104,11 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         hang_timeout,
         mem,
     };
-    let rec = record(&cfg)?;
+    // A status line on a terminal once the recording runs long.
+    let mut meter = crate::progress::RecordMeter::new(!o.quiet && crate::report::style::is_tty(2));
+    let rec = record_with_progress(&cfg, &mut |c, ns| meter.update(c, ns));
+    meter.clear();
+    let rec = rec?;
     if default {
         crate::paths::update_latest(&output)?;
     }
