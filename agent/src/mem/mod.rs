@@ -260,15 +260,15 @@ pub fn record_range(addr: u64, size: u64, flags: u8, via: u8, ip: u64) {
     if let Some(shm) = shm::get() {
         MEM.with(|t| {
             settle_pending(t, local, shm);
-            t.push_range(
-                local::pid(),
-                local.tid(),
+            let range = lockstep_agent_abi::MemEntry {
                 addr,
-                size.min(u32::MAX as u64) as u32,
+                ip,
+                size: size.min(u32::MAX as u64) as u32,
                 flags,
                 via,
-                ip,
-            );
+                _pad: 0,
+            };
+            t.push_range(local::pid(), local.tid(), range);
         });
     }
     local.leave();

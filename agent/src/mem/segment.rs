@@ -143,22 +143,14 @@ impl MemThread {
         self.push_raw(addr, site, 0);
     }
 
-    /// Appends a libc range access.
-    pub fn push_range(
-        &self,
-        pid: i32,
-        tid: i32,
-        addr: u64,
-        size: u32,
-        flags: u8,
-        via: u8,
-        ip: u64,
-    ) {
+    /// Appends a libc range access (`range.ip` is the call site).
+    pub fn push_range(&self, pid: i32, tid: i32, range: MemEntry) {
         if self.room() < 2 {
             self.absorb(pid, tid);
         }
-        self.push_raw(addr, RANGE | (via as u32) << 8 | flags as u32, size);
-        self.push_raw(ip, 0, 0);
+        let code = RANGE | (range.via as u32) << 8 | range.flags as u32;
+        self.push_raw(range.addr, code, range.size);
+        self.push_raw(range.ip, 0, 0);
     }
 
     /// Closes the current segment: absorbs the raw entries, stamps the
