@@ -20,6 +20,7 @@ pub mod machine;
 pub mod maps;
 pub mod mem;
 pub mod memlog;
+pub mod memstep;
 pub mod signals;
 pub mod sink;
 pub mod tracee;
@@ -193,6 +194,9 @@ pub fn record_with_progress(
     let sink = sink::Sink::start(writer, cpu);
     signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
     let mut rec = machine::Recorder::new(root, sink, area.clone(), policy)?;
+    if cfg.mem == MemMode::Step {
+        rec.step_memory();
+    }
     loop {
         match rec.step()? {
             machine::Outcome::Continue => {}

@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use tracing::{debug, trace};
 
+mod end;
+
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
 const NR_EXECVE: i64 = 59;
@@ -97,6 +99,8 @@ pub struct Recorder {
     bp: Option<Breakpoints>,
     /// The agent's memory files (with the agent area).
     memlog: Option<crate::memlog::MemLog>,
+    /// `--mem=step`: single-stepping of the executables' code.
+    memstep: Option<crate::memstep::MemStep>,
     pub counts: Counts,
 }
 
@@ -128,6 +132,7 @@ impl Recorder {
             hung: false,
             bp: bp.map(Breakpoints::new),
             memlog,
+            memstep: None,
             counts: Counts::default(),
         };
         let at = r.clock.stamp();
@@ -153,6 +158,20 @@ impl Recorder {
             clone_flags: None,
         }))?;
         Ok(r)
+    }
+
+    /// Records memory accesses by single-stepping (`--mem=step`).
+    pub fn step_memory(&mut self) {
+        self.memstep = Some(crate::memstep::MemStep::new());
+    }
+
+    /// Resumes `t` with `sig`: to its next syscall stop, or one instruction
+    /// when `--mem=step` steps it.
+    fn go(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
+        match &mut self.memstep {
+            Some(m) => m.resume(t, sig, &mut self.clock),
+            None => t.resume(Resume::Syscall, sig),
+        }
     }
 
     pub fn root(&self) -> Pid {
@@ -192,6 +211,9 @@ impl Recorder {
         self.last_progress_ns = crate::clock::monotonic_ns();
         let ops = std::mem::take(&mut self.drained);
         for op in ops {
+            if let Some(m) = &mut self.memstep {
+                m.on_agent_op(&op);
+            }
             self.sink.send(Record::Sync(Box::new(op)))?;
         }
         Ok(())
@@ -200,69 +222,6 @@ impl Recorder {
     /// Whether the hang detector ended the program.
     pub fn hung(&self) -> bool {
         self.hung
-    }
-
-    /// Checks for a hang: nothing happened for `timeout_ns` and every live
-    /// thread is blocked indefinitely in a syscall. On a hang, writes the
-    /// snapshot and kills every process of the tree; returns true.
-    pub fn check_hang(&mut self, timeout_ns: u64) -> Result<bool, RecordError> {
-        let now = crate::clock::monotonic_ns();
-        if self.hung
-            || self.threads.is_empty()
-            || now.saturating_sub(self.last_progress_ns) < timeout_ns
-        {
-            return Ok(false);
-        }
-        let all_blocked = self.threads.values().all(|t| {
-            t.pending
-                .as_ref()
-                .is_some_and(|p| crate::hang::blocks_indefinitely(&p.name, &p.args))
-        });
-        if !all_blocked || !self.parked.is_empty() || !self.expected.is_empty() {
-            return Ok(false);
-        }
-        self.drain_agent()?;
-        let mut threads: Vec<HungThread> = self
-            .threads
-            .iter()
-            .map(|(&tid, t)| {
-                let p = t
-                    .pending
-                    .as_ref()
-                    .expect("blocked threads are in a syscall");
-                HungThread {
-                    pid: t.pid,
-                    tid,
-                    syscall: Some(p.name.clone()),
-                    entry_seq: Some(p.entry.seq),
-                    args: serde_json::Value::Object(p.decode.args().clone()).to_string(),
-                    wchan: crate::hang::wchan(t.pid.0, tid.0),
-                    stack: Vec::new(),
-                }
-            })
-            .collect();
-        // Where each thread is blocked: interrupt it and read its stack
-        // (it is killed right after, so it stays stopped).
-        for t in &mut threads {
-            let maps = crate::maps::exec_mappings(t.pid);
-            t.stack = crate::unwind::stack_of_blocked(t.pid, t.tid, &maps);
-        }
-        threads.sort_by_key(|t| t.tid);
-        let at = self.clock.stamp();
-        tracing::info!(threads = threads.len(), "program hung; killing it");
-        self.emit(Record::Hang(Hang {
-            at,
-            timeout_ms: timeout_ns / 1_000_000,
-            threads,
-        }))?;
-        self.sink.hand_over()?;
-        self.hung = true;
-        let pids: HashSet<Pid> = self.threads.values().map(|t| t.pid).collect();
-        for pid in pids {
-            // SAFETY: kill(2) on a process of the traced tree.
-            unsafe { libc::kill(pid.0, libc::SIGKILL) };
-        }
-        Ok(true)
     }
 
     /// Records `pid`'s executable mappings as they are now.
@@ -332,8 +291,14 @@ impl Recorder {
         }
     }
 
-    /// Emits the events the breakpoint path made during the last stop.
+    /// Emits the events the breakpoint path and the stepper made during
+    /// the last stop.
     fn flush_breakpoints(&mut self) -> Result<(), RecordError> {
+        if let Some(m) = self.memstep.as_mut().filter(|m| !m.out.is_empty()) {
+            for rec in std::mem::take(&mut m.out) {
+                self.sink.send(rec)?;
+            }
+        }
         let Some(bp) = &mut self.bp else {
             return Ok(());
         };
@@ -440,7 +405,7 @@ impl Recorder {
             }
             SyscallInfo::None => {}
         }
-        t.resume(Resume::Syscall, 0)
+        self.go(t, 0)
     }
 
     fn finish_syscall(
@@ -483,7 +448,7 @@ impl Recorder {
             Event::Fork | Event::Vfork | Event::Clone => {
                 let child = Tid(t.event_msg()? as i32);
                 Self::deferred(self.on_spawn(tid, child, event))?;
-                t.resume(Resume::Syscall, 0)
+                self.go(t, 0)
             }
             Event::Exec => {
                 let former = Tid(t.event_msg()? as i32);
@@ -495,7 +460,10 @@ impl Recorder {
                         std::fs::read_link(format!("/proc/{}/exe", pid.0)).unwrap_or_default();
                     bp.on_exec(&t, pid, &exe.to_string_lossy())?;
                 }
-                t.resume(Resume::Syscall, 0)
+                if let Some(m) = &mut self.memstep {
+                    m.on_exec(&t, Pid(tid.0))?;
+                }
+                self.go(t, 0)
             }
             Event::Exit => {
                 // The thread is about to die; a syscall it is in never returns.
@@ -503,6 +471,9 @@ impl Recorder {
                     let pid = th.pid;
                     if let Some(bp) = &mut self.bp {
                         bp.on_thread_exit(tid, pid, &mut self.clock);
+                    }
+                    if let Some(m) = &mut self.memstep {
+                        m.on_exit(tid, &mut self.clock);
                     }
                     let th = self.threads.get_mut(&tid).expect("present");
                     if let Some(p) = th.pending.take() {
@@ -514,7 +485,7 @@ impl Recorder {
                         ))?;
                     }
                 }
-                t.resume(Resume::Syscall, 0)
+                self.go(t, 0)
             }
             Event::Stop => {
                 if !self.threads.contains_key(&tid) {
@@ -528,7 +499,7 @@ impl Recorder {
                     if let (Some(bp), Some(th)) = (&mut self.bp, self.threads.get(&tid)) {
                         bp.on_first_stop(&t, th.pid, &mut self.clock)?;
                     }
-                    return t.resume(Resume::Syscall, 0);
+                    return self.go(t, 0);
                 }
                 if matches!(
                     sig,
@@ -537,10 +508,10 @@ impl Recorder {
                     // A job-control group-stop: stay stopped until SIGCONT.
                     t.resume(Resume::Listen, 0)
                 } else {
-                    t.resume(Resume::Syscall, 0)
+                    self.go(t, 0)
                 }
             }
-            Event::VforkDone | Event::Other(_) => t.resume(Resume::Syscall, 0),
+            Event::VforkDone | Event::Other(_) => self.go(t, 0),
         }
     }
 
@@ -604,10 +575,14 @@ impl Recorder {
         if let Some(bp) = &mut self.bp {
             bp.on_spawn(creator, creator_pid, child, kind == SpawnKind::Thread);
         }
+        if let Some(m) = &mut self.memstep {
+            let routine = self.bp.as_ref().and_then(|bp| bp.starts.get(&child));
+            m.on_spawn(child, pid, creator_pid, routine.copied());
+        }
         match self.parked.remove(&child) {
             Some(stopped) => match self
                 .first_stop_breakpoints(&stopped, pid)
-                .and_then(|()| stopped.resume(Resume::Syscall, 0))
+                .and_then(|()| self.go(stopped, 0))
             {
                 Ok(()) | Err(TraceeError::Died) => {}
                 Err(TraceeError::Ptrace { request, errno }) => {
@@ -720,6 +695,12 @@ impl Recorder {
         if !thread.started {
             return t.resume(Resume::Syscall, sig);
         }
+        // --mem=step: a single-step or the stepper's hardware breakpoint.
+        if let (Some(m), libc::SIGTRAP) = (&mut self.memstep, sig) {
+            if m.on_trap(&t, &mut self.clock)? {
+                return self.go(t, 0);
+            }
+        }
         // Breakpoint path: an int3 of ours is handled there and not delivered.
         let t = match (&mut self.bp, sig) {
             (Some(bp), libc::SIGTRAP) => match bp.on_trap(t, pid, &mut self.clock)? {
@@ -757,7 +738,7 @@ impl Recorder {
             sender_pid: sender,
             fault_addr: fault,
         })))?;
-        t.resume(Resume::Syscall, sig)
+        self.go(t, sig)
     }
 
     fn on_death(&mut self, tid: Tid, stop: Stop) -> Result<(), RecordError> {
@@ -784,6 +765,9 @@ impl Recorder {
         if let Some(bp) = &mut self.bp {
             bp.on_death(tid, pid, process_exit);
         }
+        if let Some(m) = &mut self.memstep {
+            m.on_death(tid, pid, process_exit, &mut self.clock);
+        }
         if let Some(m) = &mut self.memlog {
             m.import_thread(tid, &mut self.sink)?;
         }
@@ -798,54 +782,6 @@ impl Recorder {
             status,
             process_exit,
         }))
-    }
-
-    /// Closes what is still open when the recording ends early and flushes
-    /// the trace.
-    pub fn finish(mut self) -> Result<(Counts, Option<ExitStatus>), RecordError> {
-        let open: Vec<Tid> = self.threads.keys().copied().collect();
-        for tid in open {
-            let mut th = self.threads.remove(&tid).expect("listed");
-            if let Some(p) = th.pending.take() {
-                self.finish_syscall(th.pid, p, None, SyscallOutcome::Unfinished)?;
-            }
-        }
-        self.drain_agent()?;
-        if let Some(m) = &mut self.memlog {
-            m.import_all(&mut self.sink)?;
-            (self.counts.mem_segments, self.counts.mem_accesses) = (m.segments, m.accesses);
-        }
-        if let Some(area) = &self.area {
-            let dropped = area.dropped();
-            self.emit(Record::Meta {
-                key: "sync_dropped".into(),
-                value: dropped.to_string(),
-            })?;
-        }
-        // Breakpoint path: single-steps are stops too; the costs go to meta.
-        if let Some(bp) = &self.bp {
-            self.counts.stops += bp.stats.steps;
-            let s = bp.stats;
-            for (k, v) in [
-                ("sync_ptrace_calls", s.calls),
-                ("sync_ptrace_traps", s.traps),
-                ("sync_ptrace_steps", s.steps),
-                ("sync_ptrace_armed", s.armed),
-            ] {
-                self.emit(Record::Meta {
-                    key: k.into(),
-                    value: v.to_string(),
-                })?;
-            }
-        }
-        self.emit(Record::Meta {
-            key: "stops".into(),
-            value: self.counts.stops.to_string(),
-        })?;
-        let counts = self.counts.clone();
-        let status = self.root_status;
-        self.sink.close()?;
-        Ok((counts, status))
     }
 }
 

@@ -131,6 +131,10 @@ pub enum Resume {
     Syscall,
     /// Keep a group-stopped tracee stopped but let it report job control (PTRACE_LISTEN).
     Listen,
+    /// Execute one instruction and stop with SIGTRAP (PTRACE_SINGLESTEP;
+    /// no syscall stops meanwhile: `--mem=step` never steps a syscall
+    /// instruction).
+    Step,
 }
 
 /// The register state at a syscall stop, from PTRACE_GET_SYSCALL_INFO.
@@ -262,6 +266,32 @@ impl Stopped {
         .map_err(|e| TraceeError::from_errno("PTRACE_POKEDATA", e))
     }
 
+    /// Writes debug register `i` (PTRACE_POKEUSER into `u_debugreg`): DR0-3
+    /// are breakpoint addresses, DR7 enables them. Debug registers belong
+    /// to the thread: a hardware breakpoint stops this thread only and
+    /// changes no code byte.
+    pub fn set_debugreg(&self, i: usize, value: u64) -> Result<(), TraceeError> {
+        assert!(i < 8, "x86-64 has debug registers 0-7");
+        let offset = std::mem::offset_of!(libc::user, u_debugreg) + i * 8;
+        // SAFETY: PTRACE_POKEUSER takes an offset into `struct user` and a
+        // word by value; no pointer of ours is passed.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_POKEUSER,
+                self.tid.0,
+                offset as *mut libc::c_void,
+                value as *mut libc::c_void,
+            )
+        };
+        if r < 0 {
+            return Err(TraceeError::from_errno(
+                "PTRACE_POKEUSER(debugreg)",
+                Errno::last(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Executes one instruction (PTRACE_SINGLESTEP) and waits for this
     /// thread alone. Returns the stop that ended the step: normally a
     /// SIGTRAP signal stop with the handle back; anything else (another
@@ -300,6 +330,8 @@ impl Stopped {
         match how {
             Resume::Syscall => ptrace::syscall(pid, signal)
                 .map_err(|e| TraceeError::from_errno("PTRACE_SYSCALL", e)),
+            Resume::Step => ptrace::step(pid, signal)
+                .map_err(|e| TraceeError::from_errno("PTRACE_SINGLESTEP", e)),
             Resume::Listen => {
                 // SAFETY: PTRACE_LISTEN takes no pointers; the tid is a
                 // seized tracee in group-stop.
