@@ -342,7 +342,7 @@ fn views_answer_sqlite_queries() {
     let v: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, lockstep_trace::schema::SCHEMA_VERSION);
     let complete: String = db
         .query_row("SELECT value FROM meta WHERE key = 'complete'", [], |r| {
             r.get(0)
