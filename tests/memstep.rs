@@ -161,15 +161,21 @@ struct Stepped {
 impl Stepped {
     /// Records `fixture args` with `--mem=step --sync=agent`.
     fn record(name: &str, args: &[&str]) -> Stepped {
-        let dir = scratch(&format!("memstep_{name}"));
+        Stepped::with("step", name, args)
+    }
+
+    /// Records `fixture args` with `--mem=MECH --sync=agent`; keeps the
+    /// instruction accesses of that mechanism.
+    fn with(mech: &str, name: &str, args: &[&str]) -> Stepped {
+        let dir = scratch(&format!("memstep_{name}_{mech}"));
         let bin = fixture(name);
         let mut argv = vec![bin.to_str().unwrap()];
         argv.extend_from_slice(args);
         let started = std::time::Instant::now();
-        let (trace, run) = rec(&dir, "t", &["--mem", "step", "--sync", "agent"], &argv);
+        let (trace, run) = rec(&dir, "t", &["--mem", mech, "--sync", "agent"], &argv);
         assert_eq!(run.code, Some(0), "{run:?}");
         eprintln!("{name}: recorded in {:?}", started.elapsed());
-        assert_eq!(meta(&trace, "mem").as_deref(), Some("step"));
+        assert_eq!(meta(&trace, "mem").as_deref(), Some(mech));
         let t = lockstep_trace::TraceReader::open(&trace).unwrap();
         let sync = t.sync_ops().unwrap();
         let main_tid = sync
@@ -204,8 +210,8 @@ impl Stepped {
             bin: exe,
         };
         let src = format!("/fixtures/{name}.c");
-        for (mech, a) in accesses(&s.trace) {
-            if mech != "step" {
+        for (m, a) in accesses(&s.trace) {
+            if m != mech || (mech == "agent" && a.via != 0) {
                 continue;
             }
             assert_eq!(a.via, 0, "step accesses are instructions: {a:?}");
@@ -351,4 +357,35 @@ fn step_records_the_matrix_stack_race() {
         "readers of m->sz: {read_by:?}, written {written:x?}"
     );
     assert!(!read_by.contains(&s.main_tid));
+}
+
+/// The fast mechanism against the reference: the same fixture lines make
+/// the same kinds of accesses (flags and size) to the same globals
+/// (matrix_race: up to its result check, whose branch varies by run).
+#[test]
+fn agent_and_step_capture_the_same_accesses() {
+    for (name, args) in [("counter_race", &["200"][..]), ("matrix_race", &[][..])] {
+        let shape = |mech: &str| {
+            let mut s = Stepped::with(mech, name, args);
+            let counter = if name == "counter_race" {
+                s.global("counter")
+            } else {
+                0
+            };
+            let mut set: Vec<(u64, u8, u32, bool)> = s
+                .accesses
+                .iter()
+                .filter(|(_, l)| name != "matrix_race" || *l < 98)
+                .map(|(a, l)| (*l, a.flags, a.size, a.addr == counter))
+                .collect();
+            set.sort();
+            set.dedup();
+            set
+        };
+        assert_eq!(
+            shape("agent"),
+            shape("step"),
+            "{name}: (line, flags, size, is counter)"
+        );
+    }
 }

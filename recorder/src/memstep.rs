@@ -27,7 +27,7 @@
 //!   signal handlers entered in library code) is not stepped.
 //!
 //! Accesses are gathered per thread into a segment (deduplicated by
-//! address, size and flags, the first ip kept), closed with a stamp from
+//! address, size, flags and instruction, as the agent does), closed with a stamp from
 //! the recorder's clock whenever the thread leaves the executable's code
 //! (so before any sync op it makes) and when it exits. A lock-prefixed or
 //! `xchg` instruction closes the segment and is bracketed by `atomic` sync
@@ -90,7 +90,7 @@ struct Thread {
     /// The instruction interrupted by a signal delivered with the last step.
     sig_ip: Option<u64>,
     seg: Vec<MemAccess>,
-    seen: HashSet<(u64, u32, u8)>,
+    seen: HashSet<(u64, u32, u8, u64)>,
     /// The start routine of a thread being born, once known.
     routine: Option<u64>,
 }

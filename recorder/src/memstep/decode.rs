@@ -151,7 +151,14 @@ impl Decoder {
             return Some(out);
         }
         let atomic = x86.prefix().contains(&0xf0) || mnemonic == "xchg";
-        for op in arch.operands() {
+        // Capstone 5 annotates some stores as reads (movq/movups/vmovsd to
+        // memory, movhps...) and cmpxchg's operand as a read: moves are
+        // decided by the operand's position (the destination is first),
+        // cmpxchg reads and (conditionally) writes.
+        let base_mnemonic = mnemonic.rsplit(' ').next().unwrap_or("");
+        let is_move = base_mnemonic.starts_with("mov") || base_mnemonic.starts_with("vmov");
+        let is_cmpxchg = base_mnemonic.starts_with("cmpxchg");
+        for (i, op) in arch.operands().into_iter().enumerate() {
             let ArchOperand::X86Operand(op) = op else {
                 continue;
             };
@@ -166,6 +173,9 @@ impl Decoder {
                 continue;
             };
             let mut flags = match op.access {
+                _ if is_move && i == 0 => access::WRITE,
+                _ if is_move => access::READ,
+                _ if is_cmpxchg => access::READ | access::WRITE,
                 Some(RegAccessType::WriteOnly) => access::WRITE,
                 Some(RegAccessType::ReadWrite) => access::READ | access::WRITE,
                 // Capstone leaves a few operands unannotated: a read is
@@ -239,6 +249,21 @@ mod tests {
         assert_eq!(ops(&[0x01, 0x02]), vec![(4, READ | WRITE)]);
         // movsd xmm0, [rax+rdx*8] (SSE, not the string instruction)
         assert_eq!(ops(&[0xf2, 0x0f, 0x10, 0x04, 0xd0]), vec![(8, READ)]);
+        // Capstone calls these stores reads: movq [rax], xmm0; movups
+        // [rax], xmm0; vmovsd [rax], xmm0; movhps [rax], xmm0.
+        for code in [
+            &[0x66, 0x0f, 0xd6, 0x00][..],
+            &[0x0f, 0x11, 0x00],
+            &[0xc5, 0xfb, 0x11, 0x00],
+            &[0x0f, 0x17, 0x00],
+        ] {
+            assert_eq!(ops(code)[0].1, WRITE, "{code:x?}");
+        }
+        // cmpxchg [rdx], rcx (no lock): read and write.
+        assert_eq!(ops(&[0x48, 0x0f, 0xb1, 0x0a]), vec![(8, READ | WRITE)]);
+        // movzx eax, byte ptr [rax]; mov byte ptr [rax], 1
+        assert_eq!(ops(&[0x0f, 0xb6, 0x00]), vec![(1, READ)]);
+        assert_eq!(ops(&[0xc6, 0x00, 0x01]), vec![(1, WRITE)]);
         // cmp dword ptr [rbp-4], 0x1869f
         assert_eq!(
             ops(&[0x81, 0x7d, 0xfc, 0x9f, 0x86, 0x01, 0x00]),

@@ -136,9 +136,11 @@ pub(super) fn read_code(pid: Pid, ip: u64) -> Option<Vec<u8>> {
     })
 }
 
-/// Adds one access to `th`'s segment unless it already has it.
+/// Adds one access to `th`'s segment unless it already has it (the same
+/// address, size and kind by the same instruction: as the agent, so that
+/// every code location touching an address is kept).
 pub(super) fn add(th: &mut Thread, addr: u64, size: u32, flags: u8, ip: u64) {
-    if th.seen.insert((addr, size, flags)) {
+    if th.seen.insert((addr, size, flags, ip)) {
         th.seg.push(MemAccess {
             addr,
             size,
