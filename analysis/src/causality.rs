@@ -31,9 +31,10 @@
 //! acquires every arrival so far (may hide a race across phases, never adds one).
 //!
 //! `pthread_once` caveat: the agent stamps its `done` after the call, so a
-//! waiter woken by the initialiser may draw its seq first and miss the edge;
-//! Eraser's exclusive → shared (read) transition tolerates the usual
-//! "initialise once, read everywhere" pattern anyway.
+//! waiter woken by the initialiser may draw its seq first: its reads then
+//! come before the initialiser's writes in the trace, and are reported. A
+//! `released` event of `pthread_once` (the init routine returned, stamped
+//! inside the call before waiters wake) is a release and makes it exact.
 
 use crate::vclock::{IntMap, ThreadIx, Threads, VClock};
 use lockstep_trace::{Spawn, SpawnKind, SyncOp};
@@ -48,6 +49,8 @@ enum Obj {
     RwLock,
     Atomic,
     Create,
+    /// A mutex, spinlock or rwlock, in the lock-inclusive clocks only.
+    Lock,
 }
 
 #[derive(Default)]
@@ -57,12 +60,17 @@ struct Barrier {
     /// Arrivals in the open generation.
     arrived: u64,
     generation: u64,
-    /// The join of the open generation's arrivals.
-    pending: VClock,
+    /// The join of the open generation's arrivals (strict, lock-inclusive).
+    pending: (VClock, VClock),
     /// Clocks of closed generations still being left.
-    closed: HashMap<u64, VClock>,
+    closed: HashMap<u64, (VClock, VClock)>,
     /// Every arrival ever (fallback without a count).
-    all: VClock,
+    all: (VClock, VClock),
+}
+
+fn join_pair(into: &mut (VClock, VClock), c: &VClock, l: &VClock) {
+    into.0.join(c);
+    into.1.join(l);
 }
 
 /// The clocks of every thread of a run.
@@ -71,6 +79,10 @@ pub struct Causality {
     pub threads: Threads,
     clocks: Vec<VClock>,
     objs: HashMap<(i32, u64, Obj), VClock>,
+    /// The same clocks with mutex, spinlock and rwlock unlock → lock edges
+    /// too ("ordered at least by a lock"; see [`Causality::lock_clock`]).
+    lock_clocks: Vec<VClock>,
+    lock_objs: HashMap<(i32, u64, Obj), VClock>,
     /// Latest `thread_start` per (pid, pthread_t): who a join joins.
     starts: HashMap<(i32, u64), ThreadIx>,
     barriers: HashMap<(i32, u64), Barrier>,
@@ -90,8 +102,22 @@ impl Causality {
         let i = self.threads.ix(tid);
         if self.clocks.len() <= i as usize {
             self.clocks.resize(i as usize + 1, VClock::new());
+            self.lock_clocks.resize(i as usize + 1, VClock::new());
         }
         i
+    }
+
+    /// Thread `t`'s clock counting lock hand-overs as ordering too. Not
+    /// happens-before for the race verdict (the lockset judges locks), but
+    /// what tells a read of data published under a mutex (Eraser's
+    /// initialisation tolerance) from a read of data nothing published.
+    pub fn lock_clock(&self, t: ThreadIx) -> &VClock {
+        &self.lock_clocks[t as usize]
+    }
+
+    /// The current clocks of all threads, by number.
+    pub fn clocks(&self) -> &[VClock] {
+        &self.clocks
     }
 
     /// The current clock of thread `t`.
@@ -99,21 +125,35 @@ impl Causality {
         &self.clocks[t as usize]
     }
 
-    /// `t`'s clock as of its event at `seq`, to be stored by a release.
-    fn released(&mut self, t: ThreadIx, seq: u64) -> VClock {
+    /// `t`'s clocks as of its event at `seq`, to be stored by a release.
+    fn released(&mut self, t: ThreadIx, seq: u64) -> (VClock, VClock) {
         let c = &mut self.clocks[t as usize];
         c.advance(t, seq);
-        c.clone()
+        let l = &mut self.lock_clocks[t as usize];
+        l.advance(t, seq);
+        (c.clone(), l.clone())
+    }
+
+    /// Joins clocks `(c, l)` into thread `t`'s.
+    fn learn(&mut self, t: ThreadIx, c: &VClock, l: &VClock) {
+        self.clocks[t as usize].join(c);
+        self.lock_clocks[t as usize].join(l);
     }
 
     fn release(&mut self, t: ThreadIx, seq: u64, key: (i32, u64, Obj)) {
-        let c = self.released(t, seq);
-        self.objs.entry(key).or_default().join(&c);
+        let (c, l) = self.released(t, seq);
+        if key.2 != Obj::Lock {
+            self.objs.entry(key).or_default().join(&c);
+        }
+        self.lock_objs.entry(key).or_default().join(&l);
     }
 
     fn acquire(&mut self, t: ThreadIx, key: (i32, u64, Obj)) {
         if let Some(c) = self.objs.get(&key) {
             self.clocks[t as usize].join(c);
+        }
+        if let Some(l) = self.lock_objs.get(&key) {
+            self.lock_clocks[t as usize].join(l);
         }
     }
 
@@ -126,8 +166,8 @@ impl Causality {
             return;
         }
         let creator = self.ix(creator.0);
-        let c = self.released(creator, s.at.seq.0);
-        self.clocks[child as usize].join(&c);
+        let (c, l) = self.released(creator, s.at.seq.0);
+        self.learn(child, &c, &l);
     }
 
     /// Applies one sync op (in sequence order).
@@ -135,6 +175,7 @@ impl Causality {
         let t = self.ix(op.tid.0);
         let (pid, obj, seq) = (op.pid.0, op.obj, op.at.seq.0);
         self.clocks[t as usize].advance(t, seq);
+        self.lock_clocks[t as usize].advance(t, seq);
         let key = |o: Obj| (pid, obj, o);
         match (op.op.as_str(), op.phase.as_str()) {
             ("pthread_create", "done") if op.ret == 0 => self.release(t, seq, key(Obj::Create)),
@@ -147,19 +188,24 @@ impl Causality {
                     // Everything the child did happened before the join returned.
                     let mut c = self.clocks[child as usize].clone();
                     c.advance(child, seq);
-                    self.clocks[t as usize].join(&c);
+                    let mut l = self.lock_clocks[child as usize].clone();
+                    l.advance(child, seq);
+                    self.learn(t, &c, &l);
                 }
             }
             ("pthread_cond_signal" | "pthread_cond_broadcast", "released") => {
                 self.release(t, seq, key(Obj::Cond))
             }
             ("pthread_cond_wait" | "pthread_cond_timedwait", "acquired") => {
-                self.acquire(t, key(Obj::Cond))
+                self.acquire(t, key(Obj::Cond));
+                self.acquire(t, (pid, op.arg, Obj::Lock));
             }
             ("sem_post", "released") => self.release(t, seq, key(Obj::Sem)),
             ("sem_wait" | "sem_trywait" | "sem_timedwait", "acquired") => {
                 self.acquire(t, key(Obj::Sem))
             }
+            // The end of the init routine, if the agent records it.
+            ("pthread_once", "released") => self.release(t, seq, key(Obj::Once)),
             ("pthread_once", "done") => {
                 self.acquire(t, key(Obj::Once));
                 self.release(t, seq, key(Obj::Once));
@@ -191,16 +237,40 @@ impl Causality {
                 );
             }
             ("pthread_barrier_wait", "request") => self.arrive(t, seq, (pid, obj)),
+            (
+                "pthread_mutex_unlock" | "pthread_spin_unlock" | "pthread_rwlock_unlock",
+                "released",
+            ) => self.release(t, seq, key(Obj::Lock)),
+            // A condvar wait gives its mutex up and takes it back.
+            ("pthread_cond_wait" | "pthread_cond_timedwait", "request") => {
+                self.release(t, seq, (pid, op.arg, Obj::Lock))
+            }
+            ("pthread_cond_wait" | "pthread_cond_timedwait", "failed") => {
+                self.acquire(t, (pid, op.arg, Obj::Lock))
+            }
+            (name, "acquired")
+                if name.starts_with("pthread_mutex_") || name.starts_with("pthread_spin_") =>
+            {
+                self.acquire(t, key(Obj::Lock))
+            }
             ("pthread_barrier_wait", "acquired") => self.depart(t, (pid, obj)),
             _ => {}
         }
     }
 
+    /// Thread `t`'s segment closed at `seq`, right after its
+    /// `pthread_once` on `obj` returned: the agent closes the segment before
+    /// the call, so the init routine's accesses are in this one. Published
+    /// again as the once's release, later callers are ordered after them.
+    pub fn once_segment(&mut self, t: ThreadIx, seq: u64, pid: i32, obj: u64) {
+        self.release(t, seq, (pid, obj, Obj::Once));
+    }
+
     fn arrive(&mut self, t: ThreadIx, seq: u64, key: (i32, u64)) {
-        let c = self.released(t, seq);
+        let (c, l) = self.released(t, seq);
         let b = self.barriers.entry(key).or_default();
-        b.pending.join(&c);
-        b.all.join(&c);
+        join_pair(&mut b.pending, &c, &l);
+        join_pair(&mut b.all, &c, &l);
         b.arrived += 1;
         self.arrivals.insert((t, key.1), b.generation);
         if b.count == Some(b.arrived) {
@@ -216,11 +286,12 @@ impl Causality {
             return;
         };
         let generation = self.arrivals.remove(&(t, key.1));
-        let c = match (b.count, generation.and_then(|g| b.closed.get(&g))) {
+        let (c, l) = match (b.count, generation.and_then(|g| b.closed.get(&g))) {
             (Some(_), Some(c)) => c,
             _ => &b.all,
         };
         self.clocks[t as usize].join(c);
+        self.lock_clocks[t as usize].join(l);
         // Generations older than the open one minus a few are left by now.
         let keep = b.generation.saturating_sub(4);
         b.closed.retain(|&g, _| g >= keep);

@@ -24,6 +24,10 @@
 //!   critical section: its accesses hold the pseudo-lock "spinlock l" for
 //!   the lockset. A hand-made lock without atomics (the broken
 //!   test-and-set) gets nothing;
+//! - `pthread_once`: the agent closes a thread's segment when the call
+//!   starts and stamps the return after it, so the init routine's accesses
+//!   land in the segment after the return; that segment is published as the
+//!   once's release too (later callers are ordered after the whole segment);
 //! - conflicts are gathered per pair of code sites (instruction address and
 //!   how: instruction, memcpy, free...), not per address, with the racing
 //!   bytes merged into ranges; [`crate::racereport`] turns them into findings.
@@ -90,6 +94,9 @@ pub struct RaceDetector {
     /// The address of each thread's latest sync op when it was an `atomic`
     /// acquire (a spinlock it may have just taken).
     atomic_last: IntMap<ThreadIx, u64>,
+    /// The once control of each thread whose latest sync op was a
+    /// `pthread_once` return.
+    once_last: IntMap<ThreadIx, (i32, u64)>,
     pub(crate) races: HashMap<(u32, u32), Race>,
     captured: HashSet<i32>,
     accesses: u64,
@@ -157,6 +164,11 @@ impl RaceDetector {
             self.atomic_last.insert(t, op.obj);
         } else {
             self.atomic_last.remove(&t);
+        }
+        if (op.op.as_str(), op.phase.as_str()) == ("pthread_once", "done") {
+            self.once_last.insert(t, (pid, op.obj));
+        } else {
+            self.once_last.remove(&t);
         }
         if !op.stack.is_empty() {
             let c = self.context(Context {
@@ -242,6 +254,9 @@ impl RaceDetector {
         for a in &seg.accesses {
             self.access(pid, tid, seg.at.seq.0, a, label, hold);
         }
+        if let Some((p, once)) = self.once_last.remove(&t) {
+            self.hb.once_segment(t, seg.at.seq.0, p, once);
+        }
     }
 
     fn access(
@@ -281,6 +296,8 @@ impl RaceDetector {
             },
             write,
             clock: hb.clock(t),
+            clocks: hb.clocks(),
+            lock_clock: hb.lock_clock(t),
         };
         shadow.access(pid, a.addr, a.size as u64, &access, sets, &mut |c| {
             record(races, regions, pid, c)

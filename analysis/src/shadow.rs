@@ -14,19 +14,26 @@
 //!   happens before this one (ownership transfer: init before create,
 //!   join then read, condvar/semaphore hand-off, barrier phases);
 //! - **exclusive(t)** → **shared** on an unordered read by another thread,
-//!   → **shared-modified** on an unordered write. The candidate set C(v)
+//!   → **shared-modified** on an unordered write, or on a read of a write
+//!   that nothing orders before it, not even a lock hand-over (Eraser's
+//!   shared state is for data initialised and then published; a mutex
+//!   publishes for this purpose, although for the verdict only the lockset
+//!   judges mutexes). The candidate set C(v)
 //!   starts as the locks of this access intersected with those of every
 //!   earlier unordered conflicting access (plain Eraser starts from this
 //!   access alone; the intersection also catches inconsistent locking when
 //!   this run happened to serialize the threads);
-//! - **shared** → **shared-modified** on a write; in both, C(v) is refined
+//! - **shared** → **shared-modified** on a write (or such a read); in both, C(v) is refined
 //!   with the write-mode locks for a write, any-mode locks for a read.
 //!
 //! A race is reported in shared-modified with C(v) = ∅, for each recorded
 //! access of another thread that conflicts with this one (one of them a
 //! write), does not happen before it, and holds no lock in common with it
 //! (once C(v) is empty, a check under the lock and an update under the
-//! same lock are still no race with each other). A cell records the last write and,
+//! same lock are still no race with each other). On entering
+//! shared-modified, the reads that made the location shared are checked
+//! against the write before them too: Eraser let them pass as readers of
+//! initialised data, which a second write disproves. A cell records the last write and,
 //! since it, the last read of each thread (a write clears them, as in
 //! FastTrack: earlier reads either raced with it or happen before it).
 
@@ -103,7 +110,12 @@ pub struct Conflict {
 pub struct Access<'a> {
     pub acc: Acc,
     pub write: bool,
+    /// The current clock of the accessing thread.
     pub clock: &'a VClock,
+    /// The current clocks of all threads (by number).
+    pub clocks: &'a [VClock],
+    /// The accessing thread's clock counting lock hand-overs too.
+    pub lock_clock: &'a VClock,
 }
 
 /// Parts of a granule: (byte mask, cell), masks disjoint.
@@ -228,6 +240,13 @@ impl Step<'_, '_> {
         let before = |r: &Acc| r.thread == u || a.clock.covers(r.thread, r.seq);
         let (from, from_owner) = (cell.state, cell.owner);
         let all_before = cell.write.as_ref().is_none_or(before) && cell.reads.iter().all(before);
+        // A read of a write that not even a lock hand-over orders before it
+        // is no reader of initialised data (Eraser's shared state) but a
+        // concurrent modification.
+        let published = cell
+            .write
+            .as_ref()
+            .is_none_or(|w| w.thread == u || a.lock_clock.covers(w.thread, w.seq));
         if cell.state == State::Virgin || all_before {
             cell.state = State::Exclusive;
             cell.owner = u;
@@ -243,7 +262,7 @@ impl Step<'_, '_> {
                         c = sets.meet(c, r.locks);
                     }
                     cell.cand = c;
-                    cell.state = if a.write {
+                    cell.state = if a.write || !published {
                         State::SharedModified
                     } else {
                         State::Shared
@@ -251,7 +270,7 @@ impl Step<'_, '_> {
                 }
                 State::Shared | State::SharedModified => {
                     cell.cand = sets.meet(cell.cand, a.acc.locks);
-                    if a.write {
+                    if a.write || !published {
                         cell.state = State::SharedModified;
                     }
                 }
@@ -260,10 +279,10 @@ impl Step<'_, '_> {
             if cell.state == State::SharedModified && cell.cand == EMPTY {
                 let lo = bytes.trailing_zeros();
                 let len = 8 - bytes.leading_zeros() - lo;
-                let mut report = |prev: &Acc, prev_write: bool| {
+                let mut report = |prev: &Acc, prev_write: bool, cur: &Acc, cur_write: bool| {
                     // C(v) = ∅ says the location has no consistent lock; a
                     // pair that does share one is not itself a race.
-                    if sets.meet(prev.locks, a.acc.locks) != EMPTY {
+                    if sets.meet(prev.locks, cur.locks) != EMPTY {
                         return;
                     }
                     out(Conflict {
@@ -271,18 +290,33 @@ impl Step<'_, '_> {
                         len,
                         prev: *prev,
                         prev_write,
-                        cur: a.acc,
-                        cur_write: a.write,
+                        cur: *cur,
+                        cur_write,
                         from,
                         from_owner,
                     })
                 };
                 if let Some(w) = cell.write.as_ref().filter(|w| !before(w)) {
-                    report(w, true);
+                    report(w, true, &a.acc, a.write);
                 }
                 if a.write {
                     for r in cell.reads.iter().filter(|r| !before(r)) {
-                        report(r, false);
+                        report(r, false, &a.acc, true);
+                    }
+                }
+                if from != State::SharedModified {
+                    // The reads that made the location shared after a write
+                    // were not reported then (Eraser's shared state
+                    // tolerates initialisation); now that it is written
+                    // again they are races too. A reader's current clock
+                    // knows at least what it knew then: if even that does
+                    // not cover the write, the two are unordered.
+                    if let Some(w) = &cell.write {
+                        for r in cell.reads.iter().filter(|r| r.thread != w.thread) {
+                            if !a.clocks[r.thread as usize].covers(w.thread, w.seq) {
+                                report(w, true, r, false);
+                            }
+                        }
                     }
                 }
             }
