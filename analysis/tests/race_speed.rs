@@ -4,7 +4,8 @@
 //! A matrix-multiply-like load: 4 threads, each segment 1000 accesses
 //! (reads of two shared 128×128 double matrices, writes of its own rows of
 //! a third, and a mutex-protected counter between segments), 10M accesses
-//! in all. Prints accesses per second of the detector alone.
+//! in all. Prints accesses per second of the detector alone; the racing
+//! variant has all threads write the same rows.
 
 use lockstep_analysis::builder::{mem, OpsBuilder};
 use lockstep_analysis::finding::NoLocator;
@@ -22,6 +23,19 @@ const M: u64 = 0x60_2000;
 #[test]
 #[ignore]
 fn ten_million_accesses() {
+    let f = run(false);
+    assert!(f.is_empty(), "{f:#?}");
+}
+
+/// The worst case: every thread writes every row of `C` unlocked, so each
+/// write is checked against the others and gathered into findings.
+#[test]
+#[ignore]
+fn ten_million_racing_accesses() {
+    assert!(!run(true).is_empty());
+}
+
+fn run(racing: bool) -> Vec<lockstep_analysis::Finding> {
     let threads = 4u64;
     let per_segment = 1000u64;
     let total = 10_000_000u64;
@@ -36,11 +50,8 @@ fn ten_million_accesses() {
         let tid = 2 + t as i32;
         seg.clear();
         for _ in 0..per_segment / 4 {
-            let (i, j, kk) = (
-                t * (N / threads) + (k / N) % (N / threads),
-                k % N,
-                (k / 7) % N,
-            );
+            let own = if racing { 0 } else { t * (N / threads) };
+            let (i, j, kk) = (own + (k / N) % (N / threads), k % N, (k / 7) % N);
             seg.push(mem(
                 A + (i * N + kk) * 8,
                 8,
@@ -83,10 +94,11 @@ fn ten_million_accesses() {
     let f = racerun::findings(&ops, &spawns, &segments, &mut NoLocator);
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "race detector: {n} accesses, {} sync ops in {secs:.2} s = {:.1} M accesses/s; {} findings",
+        "race detector{}: {n} accesses, {} sync ops in {secs:.2} s = {:.1} M accesses/s; {} findings",
+        if racing { " (racing)" } else { "" },
         ops.len(),
         n as f64 / secs / 1e6,
         f.len()
     );
-    assert!(f.is_empty(), "{f:#?}");
+    f
 }
