@@ -130,7 +130,6 @@ fn the_matrix_kij_race_on_c_names_the_calloc_block() {
 }
 
 #[test]
-#[ignore = "partial: norace_once is still reported (detector fix in progress, issue 6)"]
 fn correct_programs_have_no_races() {
     let mut clean = vec![
         "matrix_race_fixed".to_string(),
@@ -153,7 +152,6 @@ fn correct_programs_have_no_races() {
 }
 
 #[test]
-#[ignore = "partial: race_broken_spinlock's check line is not reported yet (issue 6)"]
 fn every_marked_race_is_reported() {
     for name in fixtures_named("race_") {
         let want = race_lines(&name);
