@@ -83,7 +83,11 @@ fn side(
         .into_iter()
         .map(|(l, k)| object_label(loc, k.name(), l.pid, l.obj))
         .collect();
-    let verb = if write { "writes" } else { "reads" };
+    let verb = match (site.via, write) {
+        (Via::Free, _) => "frees".to_string(),
+        (Via::Instruction, w) => if w { "writes" } else { "reads" }.to_string(),
+        (_, w) => format!("{} ({how})", if w { "writes" } else { "reads" }),
+    };
     let l = Location {
         role: format!("thread {tid} {verb} {var}"),
         pid,
@@ -194,8 +198,13 @@ pub fn findings(det: &RaceDetector, races: Vec<Race>, loc: &mut dyn Locator) -> 
         let addr = race.ranges[0].0;
         let (var, place) = variable(loc, &race, addr);
         let c = &race.first;
-        let prev = side(det, loc, race.pid, &c.prev, c.prev_write, &var);
-        let cur = side(det, loc, race.pid, &c.cur, c.cur_write, &var);
+        // Roles name the variable briefly: a heap block by its address.
+        let short = match &race.place {
+            Place::Heap(b) => format!("heap block {:#x}", b.addr),
+            _ => var.clone(),
+        };
+        let prev = side(det, loc, race.pid, &c.prev, c.prev_write, &short);
+        let cur = side(det, loc, race.pid, &c.cur, c.cur_write, &short);
         let (a, b) = (
             prev.key.clone().min(cur.key.clone()),
             prev.key.clone().max(cur.key.clone()),

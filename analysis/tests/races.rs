@@ -341,6 +341,10 @@ fn free_while_another_thread_reads_races() {
     assert_eq!(f.len(), 1, "{f:#?}");
     let d = &f[0].details;
     assert_eq!(d["accesses"][1]["via"], "free");
+    assert_eq!(
+        f[0].locations[1].role,
+        "thread 3 frees heap block 0x70000000"
+    );
     assert_eq!(d["accesses"][1]["access"], "write");
     assert_eq!(d["place"]["kind"], "heap");
     assert_eq!(d["place"]["size"], 64);
