@@ -17,3 +17,6 @@ secs() {
     e=$(date +%s%N)
     awk -v ns=$((e - s)) 'BEGIN { printf "%.3f", ns / 1e9 }'
 }
+
+# ratio A B: A / B as "1.23x" ("n/a" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2fx", a / b }'; }

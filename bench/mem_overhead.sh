@@ -12,24 +12,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 R="${1:-2000}"
-if [ -z "${LOCKSTEP:-}" ]; then
-    cargo build --release -q -p lockstep-cli
-    LOCKSTEP="$PWD/target/release/lockstep"
-fi
+. bench/lib.sh
+lockstep_bin
 mkdir -p target/bench-fixtures
 gcc -g -O0 -pthread -o target/bench-fixtures/mem_loop bench/mem_loop.c
 gcc -g -O0 -pthread -fsanitize=thread -o target/bench-fixtures/mem_loop_tsan bench/mem_loop.c
 PROG=(target/bench-fixtures/mem_loop "$R")
 TRACE=/tmp/lockstep-mem-bench.db
-
-secs() {
-    local s e
-    s=$(date +%s%N)
-    "$@" >/dev/null 2>&1 </dev/null || true
-    e=$(date +%s%N)
-    awk -v ns=$((e - s)) 'BEGIN { printf "%.3f", ns / 1e9 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 
 # Memory instructions per element, counted in the loop's own code.
 per_elem=$(objdump -d --no-show-raw-insn target/bench-fixtures/mem_loop |

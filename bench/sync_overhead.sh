@@ -11,23 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N="${1:-500000}"
-if [ -z "${LOCKSTEP:-}" ]; then
-    cargo build --release -q -p lockstep-cli
-    LOCKSTEP="$PWD/target/release/lockstep"
-fi
+. bench/lib.sh
+lockstep_bin
 mkdir -p target/bench-fixtures
 gcc -g -O0 -pthread -o target/bench-fixtures/pthread_mutex_loop fixtures/pthread_mutex_loop.c
 PROG=(target/bench-fixtures/pthread_mutex_loop "$N")
 TRACE=/tmp/lockstep-sync-bench.db
-
-secs() { # secs CMD...: wall seconds of one run, program output discarded
-    local s e
-    s=$(date +%s%N)
-    "$@" >/dev/null 2>&1 </dev/null || true
-    e=$(date +%s%N)
-    awk -v ns=$((e - s)) 'BEGIN { printf "%.3f", ns / 1e9 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 
 echo "machine: nproc=$(nproc) kernel=$(uname -r); program: pthread_mutex_loop $N (2 threads)"
 native=$(secs "${PROG[@]}")

@@ -12,22 +12,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N="${1:-20000}"
-if [ -z "${LOCKSTEP:-}" ]; then
-    cargo build --release -q -p lockstep-cli
-    LOCKSTEP="$PWD/target/release/lockstep"
-fi
+. bench/lib.sh
+lockstep_bin
 mkdir -p target/bench-fixtures
 BIN=target/bench-fixtures/pthread_mutex_loop_static
 gcc -g -O0 -pthread -static -o "$BIN" fixtures/pthread_mutex_loop.c
 TRACE=/tmp/lockstep-sync-ptrace-bench.db
-
-secs() { # secs CMD...: wall seconds of one run, program output discarded
-    local s e
-    s=$(date +%s%N)
-    "$@" >/dev/null 2>&1 </dev/null || true
-    e=$(date +%s%N)
-    awk -v ns=$((e - s)) 'BEGIN { printf "%.3f", ns / 1e9 }'
-}
 
 echo "machine: nproc=$(nproc) kernel=$(uname -r); program: pthread_mutex_loop $N (2 threads, -static)"
 native=$(secs "$BIN" "$N")
