@@ -293,6 +293,25 @@ pub struct MemRecord {
     pub _pad: u32,
 }
 
+/// `MemEntry::via` codes: what made an access besides an instruction of the
+/// program (the same codes as `lockstep_trace::Via`; a recorder test keeps
+/// them equal).
+pub mod via {
+    pub const INSTRUCTION: u8 = 0;
+    pub const MEMCPY: u8 = 1;
+    pub const MEMMOVE: u8 = 2;
+    pub const MEMSET: u8 = 3;
+    pub const STRCPY: u8 = 4;
+    pub const STRNCPY: u8 = 5;
+    pub const STRCAT: u8 = 6;
+    pub const STRLEN: u8 = 7;
+    pub const STRCMP: u8 = 8;
+    pub const MEMCMP: u8 = 9;
+    pub const SYSCALL: u8 = 10;
+    pub const FREE: u8 = 11;
+    pub const STRNCMP: u8 = 12;
+}
+
 /// One access, as `lockstep_trace::MemAccess` packs it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -179,6 +179,16 @@ pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
     }
 }
 
+/// The return address in the interposer's own frame `f` (its call site),
+/// 0 when the frame is not trustworthy: `stack[0]` of [`walk`] without
+/// walking further, for interposers that only need to know who called.
+#[inline(always)]
+pub fn call_site(f: Frame) -> u64 {
+    let mut out = [0u64; STACK_DEPTH];
+    walk_fp(f, Bounds::UNKNOWN, &mut out);
+    out[0]
+}
+
 /// The frame-pointer walk alone, from frame `f` (the memory capture uses
 /// it from frames that are not the agent's own).
 #[inline(always)]

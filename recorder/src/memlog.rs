@@ -310,4 +310,27 @@ mod tests {
         assert!(matches!(parse(&b), Err(MemFileError::Magic(_))));
         assert_eq!(parse(&header(0)).unwrap(), Parsed::default());
     }
+
+    #[test]
+    fn the_agents_via_codes_are_the_traces() {
+        use lockstep_agent_abi::via;
+        let pairs = [
+            (via::INSTRUCTION, Via::Instruction),
+            (via::MEMCPY, Via::Memcpy),
+            (via::MEMMOVE, Via::Memmove),
+            (via::MEMSET, Via::Memset),
+            (via::STRCPY, Via::Strcpy),
+            (via::STRNCPY, Via::Strncpy),
+            (via::STRCAT, Via::Strcat),
+            (via::STRLEN, Via::Strlen),
+            (via::STRCMP, Via::Strcmp),
+            (via::MEMCMP, Via::Memcmp),
+            (via::SYSCALL, Via::Syscall),
+            (via::FREE, Via::Free),
+            (via::STRNCMP, Via::Strncmp),
+        ];
+        for (code, v) in pairs {
+            assert_eq!(Via::from_code(code), Some(v), "code {code}");
+        }
+    }
 }

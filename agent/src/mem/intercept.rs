@@ -18,7 +18,7 @@
 //! are interposed in every process the agent is loaded into.
 
 use libc::{c_char, c_int, c_void, size_t};
-use lockstep_agent_abi::Op;
+use lockstep_agent_abi::{via, Op};
 
 use crate::frame;
 use crate::record::{self, Conv, Detail, Shape};
@@ -38,24 +38,17 @@ extern "C" {
 const READ: u8 = 1;
 const WRITE: u8 = 2;
 
-/// `Via` codes (lockstep_trace::Via).
-mod via {
-    pub const MEMCPY: u8 = 1;
-    pub const MEMMOVE: u8 = 2;
-    pub const MEMSET: u8 = 3;
-    pub const STRCPY: u8 = 4;
-    pub const STRNCPY: u8 = 5;
-    pub const STRCAT: u8 = 6;
-    pub const STRLEN: u8 = 7;
-    pub const STRCMP: u8 = 8;
-    pub const MEMCMP: u8 = 9;
-    pub const FREE: u8 = 11;
-    pub const STRNCMP: u8 = 12;
+/// Records a heap event (`obj` = block, `arg` = size, `arg2` = old block)
+/// if the interposer whose frame is `f` was called by the program and the
+/// block is not null.
+fn heap_event(f: Frame, op: Op, block: *mut c_void, size: u64, old: *mut c_void) {
+    if !block.is_null() && from_program(f).is_some() {
+        record_heap(f, op, block, size, old);
+    }
 }
 
-/// Records a heap event of the program (`obj` = block, `arg` = size,
-/// `arg2` = old block).
-fn heap_event(f: Frame, op: Op, block: *mut c_void, size: u64, old: *mut c_void) {
+/// Records a heap event; the caller has checked that the program called.
+fn record_heap(f: Frame, op: Op, block: *mut c_void, size: u64, old: *mut c_void) {
     let rec = record::begin(f, op, Shape::Done, || Detail {
         obj: block as u64,
         arg: size,
@@ -79,10 +72,7 @@ fn from_program(f: Frame) -> Option<u64> {
 pub unsafe extern "C" fn malloc(n: size_t) -> *mut c_void {
     // SAFETY: glibc's allocator, same contract.
     let p = unsafe { __libc_malloc(n) };
-    let f = frame!();
-    if !p.is_null() && from_program(f).is_some() {
-        heap_event(f, Op::Malloc, p, n as u64, core::ptr::null_mut());
-    }
+    heap_event(frame!(), Op::Malloc, p, n as u64, core::ptr::null_mut());
     p
 }
 
@@ -90,16 +80,8 @@ pub unsafe extern "C" fn malloc(n: size_t) -> *mut c_void {
 pub unsafe extern "C" fn calloc(n: size_t, m: size_t) -> *mut c_void {
     // SAFETY: glibc's allocator, same contract.
     let p = unsafe { __libc_calloc(n, m) };
-    let f = frame!();
-    if !p.is_null() && from_program(f).is_some() {
-        heap_event(
-            f,
-            Op::Calloc,
-            p,
-            (n as u64).saturating_mul(m as u64),
-            core::ptr::null_mut(),
-        );
-    }
+    let size = (n as u64).saturating_mul(m as u64);
+    heap_event(frame!(), Op::Calloc, p, size, core::ptr::null_mut());
     p
 }
 
@@ -115,7 +97,7 @@ pub unsafe extern "C" fn realloc(old: *mut c_void, n: size_t) -> *mut c_void {
     // SAFETY: glibc's allocator, same contract.
     let p = unsafe { __libc_realloc(old, n) };
     if !p.is_null() && prog.is_some() {
-        heap_event(f, Op::Realloc, p, n as u64, old);
+        record_heap(f, Op::Realloc, p, n as u64, old);
     }
     p
 }
@@ -128,7 +110,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
             // SAFETY: `p` is a live block of glibc's allocator.
             let size = unsafe { malloc_usable_size(p) } as u64;
             record_range(p as u64, size, WRITE, via::FREE, ip);
-            heap_event(f, Op::Free, p, size, core::ptr::null_mut());
+            record_heap(f, Op::Free, p, size, core::ptr::null_mut());
         }
     }
     // SAFETY: glibc's allocator, same contract.
@@ -148,9 +130,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: size_t, n:
     // SAFETY: the caller's out-pointer.
     unsafe { *out = p };
     let f = frame!();
-    if from_program(f).is_some() {
-        heap_event(f, Op::PosixMemalign, p, n as u64, core::ptr::null_mut());
-    }
+    heap_event(f, Op::PosixMemalign, p, n as u64, core::ptr::null_mut());
     0
 }
 
@@ -159,9 +139,7 @@ pub unsafe extern "C" fn aligned_alloc(align: size_t, n: size_t) -> *mut c_void 
     // SAFETY: glibc's allocator, same contract.
     let p = unsafe { __libc_memalign(align, n) };
     let f = frame!();
-    if !p.is_null() && from_program(f).is_some() {
-        heap_event(f, Op::AlignedAlloc, p, n as u64, core::ptr::null_mut());
-    }
+    heap_event(f, Op::AlignedAlloc, p, n as u64, core::ptr::null_mut());
     p
 }
 

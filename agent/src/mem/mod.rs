@@ -297,8 +297,6 @@ pub fn after_fork_in_child() {
 #[inline(always)]
 pub fn program_call_site(f: Frame) -> Option<u64> {
     let map = sites::get()?;
-    let mut out = [0u64; STACK_DEPTH];
-    stack::walk_frames(f, Local::current().bounds(), &mut out);
-    let ip = map.original(out[0]);
+    let ip = map.original(stack::call_site(f));
     (ip != 0 && map.is_program(ip)).then_some(ip)
 }
