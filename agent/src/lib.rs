@@ -40,6 +40,7 @@ pub mod sem;
 pub mod shm;
 pub mod spin;
 pub mod thread;
+pub mod vdso;
 
 /// Runs when the library is loaded (before `main`): maps the file, and
 /// learns the main thread's stack bounds while that is still safe (outside

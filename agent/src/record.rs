@@ -115,15 +115,14 @@ impl Detail {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call: see [`crate::vdso`]).
 #[inline(always)]
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    crate::vdso::monotonic(&mut ts);
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)

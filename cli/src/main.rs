@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Record a program and its whole process tree into a trace.
     Record(cmd::record::Args),
+    /// Re-execute a recorded program deterministically: same syscall results, same output, same exit status.
+    Replay(cmd::replay::Args),
     /// List the processes of a trace as a tree.
     Ps(cmd::ps::Args),
     /// Print the events of a trace, strace-like.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Record(a) => cmd::record::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
         Command::Ps(a) => cmd::ps::run(a),
         Command::Events(a) => cmd::events::run(a),
         Command::Summary(a) => cmd::summary::run(a),

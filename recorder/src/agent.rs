@@ -54,11 +54,16 @@ impl SharedArea {
     pub fn create() -> Result<SharedArea, RecordError> {
         let dir = shm_dir();
         remove_stale(&dir);
-        let path = dir.join(format!(
+        SharedArea::create_at(dir.join(format!(
             "lockstep-area-{}-{}",
             std::process::id(),
             crate::clock::monotonic_ns()
-        ));
+        )))
+    }
+
+    /// Creates and maps a fresh area at `path` (a replay recreates the
+    /// recorded one, whose path the program's environment names).
+    pub fn create_at(path: PathBuf) -> Result<SharedArea, RecordError> {
         let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL in area path");
         // SAFETY: open/ftruncate/mmap/close on a path and fd we own; the
         // mapping is checked for MAP_FAILED before use.

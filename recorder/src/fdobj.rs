@@ -64,6 +64,13 @@ pub fn annotate(name: &str, args: &[u64; 6], ret: i64, pid: Pid, result: &mut Va
         }
         return;
     }
+    if name == "mmap" && args[4] as i32 >= 0 && args[3] & 0x20 == 0 {
+        // The file behind a file mapping, which a replay maps again.
+        if let Some(o) = object_of(pid, args[4] as i32 as i64) {
+            map.insert("object".into(), json!(o));
+        }
+        return;
+    }
     if name == "recvmsg" {
         let fds = scm_rights(&ProcMem { pid }, args[1]);
         if !fds.is_empty() {

@@ -63,6 +63,30 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, RecordError> {
         })
 }
 
+/// The environment a recorded (and replayed) program gets: `env` with
+/// glibc's restartable sequences turned off, since the kernel writes the
+/// rseq area (the current CPU) behind the program's back, which no replay
+/// could reproduce.
+pub fn replayable_env(mut env: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    const RSEQ_OFF: &str = "glibc.pthread.rseq=0";
+    match env.iter_mut().find(|(k, _)| k == "GLIBC_TUNABLES") {
+        Some((_, v)) if !v.to_string_lossy().contains("glibc.pthread.rseq") => {
+            v.push(":");
+            v.push(RSEQ_OFF);
+        }
+        Some(_) => {}
+        None => env.push(("GLIBC_TUNABLES".into(), RSEQ_OFF.into())),
+    }
+    env
+}
+
+/// `env` as the `K=V` strings of the trace's `env` meta key.
+pub fn env_strings(env: &[(OsString, OsString)]) -> Vec<String> {
+    env.iter()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect()
+}
+
 /// Forks, lets the child stop itself, seizes it. Returns the child's pid;
 /// its first ptrace-stop (PTRACE_EVENT_STOP) is waiting to be collected.
 pub fn launch(
@@ -105,6 +129,12 @@ pub fn launch(
         ForkResult::Child => {
             // SAFETY: plain libc calls on valid, NUL-terminated data.
             unsafe {
+                // The same addresses in every run (stack, heap, mmap
+                // bases), so that a replay's memory matches the recording.
+                let persona = libc::personality(0xffff_ffff);
+                if persona != -1 {
+                    libc::personality((persona | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
+                }
                 libc::raise(libc::SIGSTOP);
                 libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
                 let code = if *libc::__errno_location() == libc::ENOENT {

@@ -9,6 +9,7 @@
 
 pub mod affinity;
 pub mod agent;
+pub mod auxv;
 pub mod breakpoints;
 pub mod clock;
 pub mod decode;
@@ -23,6 +24,7 @@ pub mod memlog;
 pub mod memstep;
 pub mod signals;
 pub mod sink;
+pub mod sysdata;
 pub mod tracee;
 pub mod unwind;
 
@@ -187,6 +189,20 @@ pub fn record_with_progress(
         (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a, cfg.mem),
         _ => std::env::vars_os().collect(),
     };
+    let env = launch::replayable_env(env);
+    // What a replay needs to start the program the same way (same
+    // environment, so the same stack layout; no address randomisation).
+    writer.write(&meta(
+        "env",
+        serde_json::to_string(&launch::env_strings(&env)).expect("env serializes"),
+    ))?;
+    writer.write(&meta("aslr", "off".into()))?;
+    writer.write(&meta(
+        "agent_area",
+        area.as_ref()
+            .map(|a| a.path().display().to_string())
+            .unwrap_or_default(),
+    ))?;
     let root = launch::launch(&exe, &argv, &env)?;
     if cpu.is_some() && !affinity::raise_tracer_priority() {
         tracing::debug!("tracer stays at normal priority (no CAP_SYS_NICE)");

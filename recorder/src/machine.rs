@@ -102,6 +102,8 @@ pub struct Recorder {
     /// `--mem=step`: single-stepping of the executables' code.
     memstep: Option<crate::memstep::MemStep>,
     pub counts: Counts,
+    /// The recorder's own stdout and stderr, to keep what the program writes there.
+    terminal: crate::sysdata::Terminal,
 }
 
 impl Recorder {
@@ -134,6 +136,7 @@ impl Recorder {
             memlog,
             memstep: None,
             counts: Counts::default(),
+            terminal: crate::sysdata::Terminal::of_this_process(),
         };
         let at = r.clock.stamp();
         r.threads.insert(
@@ -424,6 +427,8 @@ impl Recorder {
             crate::fdobj::annotate(&p.name, &p.args, r, pid, &mut d.result);
         }
         self.counts.syscalls += 1;
+        let data = ret.map(|r| self.terminal.syscall_data(pid, &p.name, &p.args, r, &mem));
+        let entry_seq = p.entry.seq;
         self.emit(Record::Syscall(Box::new(Syscall {
             pid,
             tid,
@@ -439,7 +444,18 @@ impl Recorder {
             error: ret.and_then(decode::error_name),
             result: d.result,
             stack: p.stack,
-        })))
+        })))?;
+        match data {
+            Some(regions) if !regions.is_empty() => {
+                self.emit(Record::SyscallData(Box::new(SyscallData {
+                    entry: entry_seq,
+                    pid,
+                    tid,
+                    regions,
+                })))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn on_event(&mut self, t: Stopped, event: Event, sig: i32) -> Result<(), TraceeError> {
@@ -452,6 +468,8 @@ impl Recorder {
             }
             Event::Exec => {
                 let former = Tid(t.event_msg()? as i32);
+                // The program's clock reads become syscalls (recorded, replayable).
+                crate::auxv::hide_vdso(&t)?;
                 Self::deferred(self.on_exec(tid, former))?;
                 // Breakpoint path: drop the old image's table, arm the new one.
                 if let Some(bp) = &mut self.bp {

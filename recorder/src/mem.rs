@@ -100,6 +100,26 @@ impl Memory for ProcMem {
     }
 }
 
+/// Copies `bytes` to `addr` in `pid` with process_vm_writev (one syscall,
+/// any length; fails on read-only pages). Returns how many were written.
+pub fn write_remote(pid: Pid, addr: u64, bytes: &[u8]) -> usize {
+    if bytes.is_empty() {
+        return 0;
+    }
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: `local` describes `bytes`, which the kernel only reads; the
+    // remote iovec names memory of the other process.
+    let n = unsafe { libc::process_vm_writev(pid.0, &local, 1, &remote, 1, 0) };
+    n.max(0) as usize
+}
+
 /// An address space made of byte buffers, for tests of decoders.
 #[derive(Default)]
 pub struct BufMem {

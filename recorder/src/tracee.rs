@@ -6,7 +6,7 @@
 //! is the one function that turns a wait status into a [`Stop`].
 
 use crate::error::TraceeError;
-use lockstep_trace::Tid;
+use lockstep_trace::{Pid, Tid};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -299,24 +299,40 @@ impl Stopped {
     pub fn singlestep(self) -> Result<(Stop, Option<Stopped>), TraceeError> {
         let pid = nix_pid(self.tid);
         ptrace::step(pid, None).map_err(|e| TraceeError::from_errno("PTRACE_SINGLESTEP", e))?;
-        loop {
-            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-                Ok(status) => {
-                    let Some((tid, stop)) = decode_status(status) else {
-                        continue;
-                    };
-                    let handle = if stop.is_death() {
-                        None
-                    } else {
-                        Some(Stopped { tid })
-                    };
-                    return Ok((stop, handle));
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => return Err(TraceeError::Died),
-                Err(e) => return Err(TraceeError::from_errno("waitpid", e)),
-            }
+        wait_this(pid)
+    }
+
+    /// Runs the thread to its next syscall stop (PTRACE_SYSCALL) and waits
+    /// for this thread alone: how a replay injects a syscall of its own.
+    /// Anything but a syscall stop is for the caller to dispatch.
+    pub fn syscall_step(self) -> Result<(Stop, Option<Stopped>), TraceeError> {
+        let pid = nix_pid(self.tid);
+        ptrace::syscall(pid, None).map_err(|e| TraceeError::from_errno("PTRACE_SYSCALL", e))?;
+        wait_this(pid)
+    }
+
+    /// Writes `bytes` at `addr` of the thread's process: process_vm_writev,
+    /// then word by word with PTRACE_POKEDATA for what it could not write
+    /// (read-only pages). Returns whether all of it was written.
+    pub fn write_mem(&self, addr: u64, bytes: &[u8]) -> bool {
+        let done = crate::mem::write_remote(Pid(self.tid.0), addr, bytes);
+        if done == bytes.len() {
+            return true;
         }
+        let mut at = addr + done as u64;
+        let mut rest = &bytes[done..];
+        while !rest.is_empty() {
+            let n = rest.len().min(8);
+            let Ok(old) = self.peek(at) else { return false };
+            let mut w = old.to_le_bytes();
+            w[..n].copy_from_slice(&rest[..n]);
+            if self.poke(at, u64::from_le_bytes(w)).is_err() {
+                return false;
+            }
+            at += n as u64;
+            rest = &rest[n..];
+        }
+        true
     }
 
     /// Lets the thread run again, delivering `sig` (0 for none).
@@ -342,6 +358,28 @@ impl Stopped {
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// Waits for the next stop or death of `pid` alone.
+fn wait_this(pid: NixPid) -> Result<(Stop, Option<Stopped>), TraceeError> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(status) => {
+                let Some((tid, stop)) = decode_status(status) else {
+                    continue;
+                };
+                let handle = if stop.is_death() {
+                    None
+                } else {
+                    Some(Stopped { tid })
+                };
+                return Ok((stop, handle));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return Err(TraceeError::Died),
+            Err(e) => return Err(TraceeError::from_errno("waitpid", e)),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod reader;
 pub mod schema;
+pub mod sysdata;
 pub mod writer;
 
 pub use error::TraceError;
@@ -21,4 +22,5 @@ pub use ids::{Addr, Pid, Seq, Tid};
 pub use memory::{access, MemAccess, MemSegment, Via};
 pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use sysdata::{DataKind, DataRegion, SyscallData};
 pub use writer::TraceWriter;

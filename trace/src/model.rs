@@ -274,6 +274,9 @@ pub enum Record {
     Exec(Exec),
     Signal(Signal),
     Syscall(Box<Syscall>),
+    /// The bytes a syscall moved (written by the kernel into the program,
+    /// or written by the program to the recording's terminal).
+    SyscallData(Box<crate::sysdata::SyscallData>),
     Sync(Box<SyncOp>),
     Hang(Hang),
     /// The memory accesses of one thread between two of its sync operations.

@@ -88,8 +88,10 @@ impl TraceReader {
             "hang_rows",
             "finding_rows",
             "mem_rows",
+            "syscall_data_rows",
         ] {
-            if table == "mem_rows" && version < 2 {
+            if (table == "mem_rows" && version < 2) || (table == "syscall_data_rows" && version < 3)
+            {
                 continue;
             }
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
@@ -293,6 +295,48 @@ impl TraceReader {
             })
             .map_err(self.sq())?;
         rows.collect::<Result<_, _>>().map_err(self.sq())
+    }
+
+    /// Whether the trace keeps the bytes syscalls moved (schema 3 and
+    /// later): what a replay needs.
+    pub fn has_syscall_data(&self) -> bool {
+        self.version >= 3
+    }
+
+    /// The data of every syscall, in order of entry (empty before schema 3).
+    pub fn syscall_data(&self) -> Result<Vec<crate::sysdata::SyscallData>, TraceError> {
+        use crate::sysdata::{DataKind, DataRegion, SyscallData};
+        let mut out: Vec<SyscallData> = Vec::new();
+        if !self.has_syscall_data() {
+            return Ok(out);
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT entry_seq, pid, tid, kind, addr, data FROM syscall_data_rows ORDER BY entry_seq, idx")
+            .map_err(self.sq())?;
+        let mut rows = st.query([]).map_err(self.sq())?;
+        while let Some(r) = rows.next().map_err(self.sq())? {
+            let entry = Seq(r.get::<_, i64>(0).map_err(self.sq())? as u64);
+            let kind: String = r.get(3).map_err(self.sq())?;
+            let region = DataRegion {
+                kind: DataKind::parse(&kind).ok_or_else(|| TraceError::BadValue {
+                    path: self.path.clone(),
+                    detail: format!("syscall data of kind {kind:?}"),
+                })?,
+                addr: r.get::<_, i64>(4).map_err(self.sq())? as u64,
+                bytes: r.get(5).map_err(self.sq())?,
+            };
+            match out.last_mut() {
+                Some(d) if d.entry == entry => d.regions.push(region),
+                _ => out.push(SyscallData {
+                    entry,
+                    pid: Pid(r.get(1).map_err(self.sq())?),
+                    tid: Tid(r.get(2).map_err(self.sq())?),
+                    regions: vec![region],
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// Calls `f` for every syscall matching `filter`, in order of entry,

@@ -6,12 +6,14 @@
 
 /// `PRAGMA user_version` of traces this build writes. Readers accept this
 /// version and older ones they know how to read.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// What each version added (readers accept every version listed):
 /// 1: processes, syscalls, sync ops, mappings, hangs, findings;
 /// 2: `mem_rows` / `mem_batches` (memory accesses), heap and atomic sync
-///    ops (`object_kind` `heap` and `atomic` in `sync_ops`).
+///    ops (`object_kind` `heap` and `atomic` in `sync_ops`);
+/// 3: `syscall_data_rows` / `syscall_data` (the bytes syscalls moved, for
+///    replay), the `env` and `aslr` meta keys.
 pub const MIN_READABLE_VERSION: i64 = 1;
 
 /// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
@@ -187,6 +189,20 @@ CREATE TABLE finding_rows (
     details   TEXT NOT NULL
 );
 
+-- The bytes a syscall moved: what the kernel wrote into the program's
+-- memory (kind 'out') and what the program wrote to the recording's
+-- terminal ('stdout', 'stderr'), keyed by the syscall's entry_seq.
+CREATE TABLE syscall_data_rows (
+    entry_seq INTEGER NOT NULL,
+    idx       INTEGER NOT NULL,
+    pid       INTEGER NOT NULL,
+    tid       INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    addr      INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (entry_seq, idx)
+) WITHOUT ROWID;
+
 CREATE VIEW findings AS
 SELECT id, kind, severity, summary, pids, tids, locations, details FROM finding_rows;
 
@@ -216,6 +232,9 @@ JOIN sync_names m ON m.code = s.mechanism;
 
 CREATE VIEW mem_batches AS
 SELECT seq, last_seq, ts_ns, pid, tid, mechanism, nsegments, count, segments FROM mem_rows;
+
+CREATE VIEW syscall_data AS
+SELECT entry_seq, idx, pid, tid, kind, addr, length(data) AS len, data FROM syscall_data_rows;
 
 CREATE VIEW mappings AS
 SELECT seq, pid, start, end, file_offset, perms, path FROM mapping_rows;

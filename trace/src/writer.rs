@@ -397,6 +397,23 @@ impl TraceWriter {
             }
             Record::Sync(_) => unreachable!("sync ops are inserted by `insert`"),
             Record::Mem(_) => unreachable!("memory segments are batched by `insert`"),
+            Record::SyscallData(d) => {
+                let mut st = c.prepare_cached(
+                    "INSERT INTO syscall_data_rows(entry_seq, idx, pid, tid, kind, addr, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for (i, r) in d.regions.iter().enumerate() {
+                    st.execute(params![
+                        d.entry.0 as i64,
+                        i as i64,
+                        d.pid.0,
+                        d.tid.0,
+                        r.kind.as_str(),
+                        r.addr as i64,
+                        r.bytes,
+                    ])?;
+                }
+            }
             Record::Hang(h) => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO hang_rows(seq, ts_ns, timeout_ms, pid, tid, syscall, entry_seq, args, wchan, stack)

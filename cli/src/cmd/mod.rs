@@ -8,6 +8,7 @@ pub mod fds;
 pub mod locks;
 pub mod ps;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod summary;
 

@@ -1,0 +1,593 @@
+//! The replayer as a step machine, mirroring the recorder's: each
+//! [`Replayer::step`] collects one ptrace-stop of the re-executed tree and
+//! decides, from the recording, what the thread does next.
+//!
+//! Order: every recorded syscall entry and exit has a sequence number; a
+//! thread that reaches one before its turn is held at that stop until every
+//! earlier event has been replayed, so the replayed tree makes its syscalls
+//! in the recorded order (futex waits excepted: they only say who waits,
+//! and the kernel decides that again from the program's memory).
+
+use crate::divergence::Divergence;
+use crate::script::{unordered, Call, Script};
+use crate::sysdata::{self, Policy};
+use crate::ReplayConfig;
+use lockstep_recorder::decode::table::syscall_name;
+use lockstep_recorder::error::TraceeError;
+use lockstep_recorder::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
+use lockstep_trace::{DataKind, ExitStatus, Pid, Tid};
+use std::collections::HashMap;
+use std::io::Write;
+
+const NR_EXECVE: i64 = 59;
+const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+
+/// A live thread of the replay and the recorded thread it plays.
+struct Live {
+    rec: Tid,
+    live_pid: Pid,
+    /// False for the root before its execve.
+    started: bool,
+    /// Its first stop (the attach's PTRACE_EVENT_STOP) is still to come.
+    fresh: bool,
+    /// The recorded call the thread is in, and how it is replayed.
+    current: Option<(Call, Policy)>,
+}
+
+/// Which stop a held thread waits at.
+#[derive(Clone, Copy, Debug)]
+enum Gate {
+    Entry,
+    Exit(i64),
+}
+
+/// What one step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    Interrupted,
+    Done,
+}
+
+/// Counters for the end-of-replay summary.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub stops: u64,
+    pub emulated: u64,
+    pub executed: u64,
+    pub output_bytes: u64,
+}
+
+pub struct Replayer {
+    pub script: Script,
+    cfg: ReplayConfig,
+    threads: HashMap<Tid, Live>,
+    /// New children whose first stop came before their creator's event.
+    early: HashMap<Tid, Stopped>,
+    held: HashMap<Tid, (Stopped, Gate)>,
+    /// Recorded pid/tid → live pid/tid (for kill and tgkill).
+    ids: HashMap<i32, i32>,
+    live_root: Pid,
+    pub live_root_status: Option<ExitStatus>,
+    pub divergence: Option<Divergence>,
+    /// `--stop-at` was reached: the report printed there.
+    pub stopped_at: Option<String>,
+    /// The replay ran out of recorded events with the program still alive
+    /// (a recorded hang, or a recording cut short).
+    pub ended_early: bool,
+    last_progress_ns: u64,
+    pub counts: Counts,
+}
+
+fn now_ns() -> u64 {
+    lockstep_recorder::clock::monotonic_ns()
+}
+
+impl Replayer {
+    pub fn new(script: Script, cfg: ReplayConfig, live_root: Pid) -> Replayer {
+        let mut threads = HashMap::new();
+        threads.insert(
+            Tid(live_root.0),
+            Live {
+                rec: Tid(script.root.0),
+                live_pid: live_root,
+                started: false,
+                fresh: true,
+                current: None,
+            },
+        );
+        let mut ids = HashMap::new();
+        ids.insert(script.root.0, live_root.0);
+        Replayer {
+            script,
+            cfg,
+            threads,
+            early: HashMap::new(),
+            held: HashMap::new(),
+            ids,
+            live_root,
+            live_root_status: None,
+            divergence: None,
+            stopped_at: None,
+            ended_early: false,
+            last_progress_ns: now_ns(),
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn step(&mut self) -> Outcome {
+        let (tid, stop, handle) = match wait_stop() {
+            Ok(Some(x)) => x,
+            Ok(None) => return Outcome::Done,
+            Err(nix::errno::Errno::EINTR) => return Outcome::Interrupted,
+            Err(_) => return Outcome::Done,
+        };
+        self.counts.stops += 1;
+        self.last_progress_ns = now_ns();
+        let _span = tracing::trace_span!("replay stop", tid = tid.0).entered();
+        let Some(t) = handle else {
+            self.on_death(tid, stop);
+            return Outcome::Continue;
+        };
+        let r = match stop {
+            Stop::Syscall => self.on_syscall(t),
+            Stop::Event { event, sig } => self.on_event(t, event, sig),
+            Stop::Signal { sig } => t.resume(Resume::Syscall, sig),
+            Stop::Exited { .. } | Stop::Killed { .. } => Ok(()),
+        };
+        if let Err(TraceeError::Ptrace { request, errno }) = r {
+            tracing::warn!(request, %errno, "ptrace request failed during replay");
+        }
+        if let Err(e) = self.release_due() {
+            tracing::debug!(?e, "a held thread vanished");
+        }
+        Outcome::Continue
+    }
+
+    fn on_death(&mut self, tid: Tid, stop: Stop) {
+        self.threads.remove(&tid);
+        self.held.remove(&tid);
+        if tid.0 == self.live_root.0 {
+            self.live_root_status = match stop {
+                Stop::Exited { code } => Some(ExitStatus::Exited { code }),
+                Stop::Killed { sig, core_dumped } => Some(ExitStatus::Killed {
+                    signal: sig,
+                    core_dumped,
+                }),
+                _ => None,
+            };
+        }
+    }
+
+    fn diverge(&mut self, d: Divergence) {
+        tracing::info!(%d, "divergence");
+        if self.divergence.is_none() {
+            self.divergence = Some(d);
+        }
+        self.kill_all();
+    }
+
+    /// Ends the replayed tree (a divergence, `--stop-at`, the recording's end).
+    pub fn kill_all(&mut self) {
+        let pids: std::collections::HashSet<i32> =
+            self.threads.values().map(|l| l.live_pid.0).collect();
+        for p in pids {
+            // SAFETY: kill with a pid of our own tracee and SIGKILL.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        for (_, (t, _)) in self.held.drain() {
+            let _ = t.resume(Resume::Syscall, 0);
+        }
+    }
+
+    fn location(&self, t: &Stopped) -> Option<String> {
+        let r = t.regs().ok()?;
+        let pid = self.threads.get(&t.tid())?.live_pid;
+        let maps = crate::stopat::symbol_maps(pid);
+        let mut sym = lockstep_symbols::Symbolizer::new();
+        let f = sym.symbolize(&maps, r.rip).into_iter().next()?;
+        Some(f.to_string())
+    }
+
+    fn on_syscall(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        let Some(live) = self.threads.get_mut(&tid) else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        match t.syscall_info()? {
+            SyscallInfo::Entry { nr, args } => {
+                // The root's execve points into lockstep's own memory.
+                let launcher_exec = !live.started;
+                if !live.started {
+                    if nr != NR_EXECVE {
+                        return t.resume(Resume::Syscall, 0);
+                    }
+                    live.started = true;
+                }
+                let name = syscall_name(nr).unwrap_or("unknown");
+                if unordered(name) {
+                    return t.resume(Resume::Syscall, 0);
+                }
+                let rec = live.rec;
+                let next = self.script.calls.get_mut(&rec).and_then(|q| {
+                    while q.front().is_some_and(|c| unordered(&c.name)) {
+                        q.pop_front();
+                    }
+                    q.pop_front()
+                });
+                let Some(call) = next else {
+                    let location = self.location(&t);
+                    self.diverge(Divergence {
+                        seq: None,
+                        tid: Some(rec),
+                        what: "syscall after the recorded thread's last one".into(),
+                        expected: "no more syscalls".into(),
+                        got: name.into(),
+                        location,
+                    });
+                    return t.resume(Resume::Syscall, 0);
+                };
+                if call.nr != nr {
+                    let location = self.location(&t);
+                    self.diverge(Divergence {
+                        seq: Some(call.entry_seq),
+                        tid: Some(rec),
+                        what: "syscall".into(),
+                        expected: call.name.clone(),
+                        got: name.into(),
+                        location,
+                    });
+                    return t.resume(Resume::Syscall, 0);
+                }
+                if self.cfg.verify && !launcher_exec {
+                    if let Some(d) = compare_args(&call, &args) {
+                        let location = self.location(&t);
+                        self.diverge(Divergence { location, ..d });
+                        return t.resume(Resume::Syscall, 0);
+                    }
+                }
+                let policy = sysdata::policy(&call);
+                let seq = call.entry_seq;
+                live.current = Some((call, policy));
+                if self.script.due(seq) {
+                    self.enter(t)
+                } else {
+                    self.held.insert(tid, (t, Gate::Entry));
+                    Ok(())
+                }
+            }
+            SyscallInfo::Exit { rval, .. } => self.at_exit(t, rval),
+            SyscallInfo::None => t.resume(Resume::Syscall, 0),
+        }
+    }
+
+    /// At an exit stop: replays the exit now if it is due, holds it otherwise.
+    fn at_exit(&mut self, t: Stopped, rval: i64) -> Result<(), TraceeError> {
+        let Some(live) = self.threads.get(&t.tid()) else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        let Some((call, _)) = &live.current else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        match call.exit_seq {
+            Some(seq) if !self.script.due(seq) => {
+                self.held.insert(t.tid(), (t, Gate::Exit(rval)));
+                Ok(())
+            }
+            _ => self.leave(t, rval),
+        }
+    }
+
+    /// Replays the entry of the thread's current call (it is due).
+    fn enter(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        let (call, policy) = match self.threads.get(&tid).and_then(|l| l.current.clone()) {
+            Some(c) => c,
+            None => return t.resume(Resume::Syscall, 0),
+        };
+        self.script.done(call.entry_seq);
+        if self.cfg.stop_at.is_some_and(|s| call.entry_seq >= s) && self.stopped_at.is_none() {
+            self.stopped_at = Some(crate::stopat::report(
+                &t,
+                &call,
+                self.threads[&tid].live_pid,
+            ));
+            self.kill_all();
+            return t.resume(Resume::Syscall, 0);
+        }
+        match policy {
+            Policy::Emulate => {
+                self.counts.emulated += 1;
+                sysdata::skip_call(&t)?;
+                t.resume(Resume::Syscall, 0)
+            }
+            Policy::Execute => {
+                self.counts.executed += 1;
+                let mut r = t.regs()?;
+                if sysdata::pin_address(&call, &mut r) {
+                    t.set_regs(r)?;
+                }
+                t.resume(Resume::Syscall, 0)
+            }
+            Policy::ExecuteTranslated => {
+                self.counts.executed += 1;
+                let mut r = t.regs()?;
+                let tr = |v: u64, ids: &HashMap<i32, i32>| -> u64 {
+                    let id = v as i32;
+                    let live = ids.get(&id.abs()).copied().unwrap_or(id.abs());
+                    (if id < 0 { -live } else { live }) as i64 as u64
+                };
+                match call.name.as_str() {
+                    "tgkill" => {
+                        r.rdi = tr(r.rdi, &self.ids);
+                        r.rsi = tr(r.rsi, &self.ids);
+                    }
+                    _ if (r.rdi as i32) > 0 || (r.rdi as i32) < -1 => r.rdi = tr(r.rdi, &self.ids),
+                    _ => {}
+                }
+                t.set_regs(r)?;
+                t.resume(Resume::Syscall, 0)
+            }
+            Policy::MapFile => {
+                self.counts.executed += 1;
+                let (t, got) = crate::mapping::map_file(t, &call)?;
+                self.at_exit(t, got)
+            }
+        }
+    }
+
+    /// Replays the exit of the thread's current call (it is due).
+    fn leave(&mut self, t: Stopped, rval: i64) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        let Some((call, policy)) = self.threads.get_mut(&tid).and_then(|l| l.current.take()) else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        if let Some(x) = call.exit_seq {
+            self.script.done(x);
+        }
+        match policy {
+            Policy::Emulate => {
+                if self.cfg.verify && call.data.iter().any(|r| r.kind != DataKind::Out) {
+                    let live = sysdata::live_terminal_bytes(&t, &call);
+                    let rec: Vec<u8> = call.terminal_bytes();
+                    if live != rec {
+                        let location = self.location(&t);
+                        self.diverge(Divergence {
+                            seq: Some(call.entry_seq),
+                            tid: Some(call.tid),
+                            what: format!("output of {}", call.name),
+                            expected: format!("{:?}", String::from_utf8_lossy(&rec)),
+                            got: format!("{:?}", String::from_utf8_lossy(&live)),
+                            location,
+                        });
+                        return t.resume(Resume::Syscall, 0);
+                    }
+                }
+                if let Some(addr) = sysdata::put_back(&t, &call)? {
+                    tracing::warn!(
+                        addr,
+                        name = call.name,
+                        "could not write the recorded data back"
+                    );
+                }
+                self.print_output(&call);
+            }
+            _ => {
+                let recorded = call.ret.unwrap_or(rval);
+                if sysdata::returns_recorded_id(&call.name) {
+                    if rval > 0 && recorded > 0 {
+                        self.ids.insert(recorded as i32, rval as i32);
+                        self.set_parent_tid(&t, &call, recorded)?;
+                    }
+                    sysdata::set_return(&t, recorded)?;
+                } else if self.cfg.verify && rval != recorded && call.name != "execve" {
+                    let location = self.location(&t);
+                    self.diverge(Divergence {
+                        seq: call.exit_seq,
+                        tid: Some(call.tid),
+                        what: format!("result of {}", call.name),
+                        expected: recorded.to_string(),
+                        got: rval.to_string(),
+                        location,
+                    });
+                    return t.resume(Resume::Syscall, 0);
+                }
+            }
+        }
+        t.resume(Resume::Syscall, 0)
+    }
+
+    /// clone with CLONE_PARENT_SETTID: the kernel wrote the live tid where
+    /// the program keeps it (glibc's `struct pthread`); the program must
+    /// see the recorded one.
+    fn set_parent_tid(&self, t: &Stopped, call: &Call, recorded: i64) -> Result<(), TraceeError> {
+        use lockstep_recorder::mem::{Memory, ProcMem};
+        let (flags, ptid) = match call.name.as_str() {
+            "clone" => (call.args[0], call.args[2]),
+            "clone3" => {
+                let mem = ProcMem {
+                    pid: Pid(t.tid().0),
+                };
+                (
+                    mem.read_u64(call.args[0]).unwrap_or(0),
+                    mem.read_u64(call.args[0] + 24).unwrap_or(0),
+                )
+            }
+            _ => return Ok(()),
+        };
+        if flags & CLONE_PARENT_SETTID != 0 && ptid != 0 {
+            t.write_mem(ptid, &(recorded as i32).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn print_output(&mut self, call: &Call) {
+        for r in call.data.iter() {
+            let res = match r.kind {
+                DataKind::Out => continue,
+                DataKind::Stdout => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&r.bytes).and_then(|_| o.flush())
+                }
+                DataKind::Stderr => std::io::stderr().lock().write_all(&r.bytes),
+            };
+            if res.is_ok() {
+                self.counts.output_bytes += r.bytes.len() as u64;
+            }
+        }
+    }
+
+    /// Lets the held threads whose events are now due go on.
+    fn release_due(&mut self) -> Result<(), TraceeError> {
+        loop {
+            let due = self.held.iter().find_map(|(tid, (_, gate))| {
+                let (call, _) = self.threads.get(tid)?.current.as_ref()?;
+                let seq = match gate {
+                    Gate::Entry => Some(call.entry_seq),
+                    Gate::Exit(_) => call.exit_seq,
+                };
+                (seq.is_none_or(|s| self.script.due(s))).then_some(*tid)
+            });
+            let Some(tid) = due else { return Ok(()) };
+            let (t, gate) = self.held.remove(&tid).expect("held");
+            match gate {
+                Gate::Entry => self.enter(t)?,
+                Gate::Exit(rval) => self.leave(t, rval)?,
+            }
+        }
+    }
+
+    fn on_event(&mut self, t: Stopped, event: Event, sig: i32) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        match event {
+            Event::Fork | Event::Vfork | Event::Clone => {
+                let child = Tid(t.event_msg()? as i32);
+                let creator = self.threads.get(&tid);
+                let recorded = creator
+                    .and_then(|l| l.current.as_ref())
+                    .and_then(|(c, _)| c.ret)
+                    .filter(|&r| r > 0);
+                if let (Some(c), Some(r)) = (creator, recorded) {
+                    let same_process = thread_group(child) == Some(c.live_pid.0);
+                    let live_pid = if same_process {
+                        c.live_pid
+                    } else {
+                        Pid(child.0)
+                    };
+                    self.ids.insert(r as i32, child.0);
+                    self.threads.insert(
+                        child,
+                        Live {
+                            rec: Tid(r as i32),
+                            live_pid,
+                            started: true,
+                            fresh: true,
+                            current: None,
+                        },
+                    );
+                }
+                if let Some(c) = self.early.remove(&child) {
+                    if let Some(l) = self.threads.get_mut(&child) {
+                        l.fresh = false;
+                    }
+                    c.resume(Resume::Syscall, 0)?;
+                }
+                t.resume(Resume::Syscall, 0)
+            }
+            Event::Exec => {
+                let former = Tid(t.event_msg()? as i32);
+                lockstep_recorder::auxv::hide_vdso(&t)?;
+                if former != tid {
+                    if let Some(l) = self.threads.remove(&former) {
+                        self.threads.insert(tid, l);
+                    }
+                }
+                t.resume(Resume::Syscall, 0)
+            }
+            Event::Stop => {
+                let Some(live) = self.threads.get_mut(&tid) else {
+                    self.early.insert(tid, t);
+                    return Ok(());
+                };
+                if std::mem::take(&mut live.fresh) {
+                    return t.resume(Resume::Syscall, 0);
+                }
+                if matches!(
+                    sig,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
+                    t.resume(Resume::Listen, 0)
+                } else {
+                    t.resume(Resume::Syscall, 0)
+                }
+            }
+            _ => t.resume(Resume::Syscall, 0),
+        }
+    }
+
+    /// Called when the wait was interrupted: a replay that made no progress
+    /// for a while is stuck (a divergence) or at the recorded end (a hang).
+    pub fn check_stall(&mut self, after_ns: u64) {
+        if now_ns() - self.last_progress_ns < after_ns || self.threads.is_empty() {
+            return;
+        }
+        self.last_progress_ns = now_ns();
+        let Some(&next) = self.script.pending.first() else {
+            self.ended_early = true;
+            self.kill_all();
+            return;
+        };
+        let owner = self
+            .script
+            .calls
+            .values()
+            .flat_map(|q| q.iter())
+            .chain(
+                self.threads
+                    .values()
+                    .filter_map(|l| l.current.as_ref().map(|(c, _)| c)),
+            )
+            .find(|c| c.entry_seq == next || c.exit_seq == Some(next))
+            .map(|c| (c.tid, c.name.clone()));
+        let (tid, name) = owner.unwrap_or((Tid(0), "?".into()));
+        self.diverge(Divergence {
+            seq: Some(next),
+            tid: Some(tid),
+            what: "progress".into(),
+            expected: format!("thread {} to reach its {name} (event {next})", tid.0),
+            got: format!(
+                "no thread moving for {} s ({} held at their next recorded event)",
+                after_ns / 1_000_000_000,
+                self.held.len()
+            ),
+            location: None,
+        });
+    }
+}
+
+/// The thread group (process) of a live thread.
+fn thread_group(tid: Tid) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", tid.0)).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// With `--verify`: the arguments the replayed call was made with against
+/// the recorded ones (as many as the call takes).
+fn compare_args(call: &Call, args: &[u64; 6]) -> Option<Divergence> {
+    let n = lockstep_recorder::decode::signature::signature(&call.name)
+        .map(|s| s.len())
+        .unwrap_or(0)
+        .min(6);
+    (0..n)
+        .find(|&i| call.args[i] != args[i])
+        .map(|i| Divergence {
+            seq: Some(call.entry_seq),
+            tid: Some(call.tid),
+            what: format!("argument {} of {}", i + 1, call.name),
+            expected: format!("{:#x}", call.args[i]),
+            got: format!("{:#x}", args[i]),
+            location: None,
+        })
+}

@@ -1,0 +1,158 @@
+//! The recording as a replay reads it: each recorded thread's syscalls in
+//! order, with their results and the bytes they moved, and the global
+//! order in which their entries and exits happened.
+
+use crate::error::ReplayError;
+use lockstep_trace::{
+    DataRegion, ExitStatus, Pid, SyscallData, SyscallFilter, SyscallOutcome, Tid, TraceReader,
+};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// One recorded syscall.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub pid: Pid,
+    pub tid: Tid,
+    pub nr: i64,
+    pub name: String,
+    pub args: [u64; 6],
+    pub entry_seq: u64,
+    pub exit_seq: Option<u64>,
+    pub ret: Option<i64>,
+    pub outcome: SyscallOutcome,
+    /// The file behind an fd the call used (mmap) or made (openat), as
+    /// the recorder resolved it.
+    pub object: Option<String>,
+    pub data: Vec<DataRegion>,
+}
+
+impl Call {
+    /// What the call wrote to the recording's terminal, concatenated.
+    pub fn terminal_bytes(&self) -> Vec<u8> {
+        self.data
+            .iter()
+            .filter(|r| r.kind != lockstep_trace::DataKind::Out)
+            .flat_map(|r| r.bytes.iter().copied())
+            .collect()
+    }
+}
+
+/// Syscalls whose place in the recorded order is not enforced: they only
+/// synchronise threads (the kernel decides again, from the program's own
+/// memory, who waits), or are harmless to repeat anywhere.
+pub fn unordered(name: &str) -> bool {
+    matches!(name, "futex" | "sched_yield")
+}
+
+/// Everything a replay needs from a trace.
+pub struct Script {
+    /// The recorded command line, executable, working directory, environment.
+    pub argv: Vec<String>,
+    pub exe: String,
+    pub cwd: String,
+    pub env: Vec<String>,
+    /// The agent's shared area the program's environment names ("" without).
+    pub agent_area: String,
+    /// Each recorded thread's syscalls, in order.
+    pub calls: HashMap<Tid, VecDeque<Call>>,
+    /// Sequence numbers of the ordered events (syscall entries and exits)
+    /// not yet replayed.
+    pub pending: BTreeSet<u64>,
+    /// The recorded root process and how it ended.
+    pub root: Pid,
+    pub root_status: ExitStatus,
+    /// The hang detector ended the recording.
+    pub hung: bool,
+    pub total_calls: usize,
+}
+
+impl Script {
+    pub fn load(t: &TraceReader) -> Result<Script, ReplayError> {
+        if !t.has_syscall_data() {
+            return Err(ReplayError::NotReplayable(
+                "it was recorded by an older lockstep that kept no syscall data (schema < 3)"
+                    .into(),
+            ));
+        }
+        let meta = |k: &str| -> Result<String, ReplayError> { Ok(t.meta(k)?.unwrap_or_default()) };
+        if meta("aslr")? != "off" {
+            return Err(ReplayError::NotReplayable(
+                "it was recorded with address randomisation on".into(),
+            ));
+        }
+        let env: Vec<String> = serde_json::from_str(&meta("env")?)
+            .map_err(|_| ReplayError::NotReplayable("its environment is not recorded".into()))?;
+        let mut data: HashMap<u64, Vec<DataRegion>> = t
+            .syscall_data()?
+            .into_iter()
+            .map(|SyscallData { entry, regions, .. }| (entry.0, regions))
+            .collect();
+        let mut calls: HashMap<Tid, VecDeque<Call>> = HashMap::new();
+        let mut pending = BTreeSet::new();
+        let mut total_calls = 0;
+        t.each_syscall(&SyscallFilter::default(), |s| {
+            let entry_seq = s.entry.seq.0;
+            // Only a call that returned has an exit the replay will see.
+            let exit_seq = s
+                .exit
+                .filter(|_| s.outcome == SyscallOutcome::Returned)
+                .map(|e| e.seq.0);
+            if !unordered(&s.name) {
+                pending.insert(entry_seq);
+                if let Some(x) = exit_seq {
+                    pending.insert(x);
+                }
+            }
+            total_calls += 1;
+            let object = s
+                .result
+                .get("object")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            calls.entry(s.tid).or_default().push_back(Call {
+                pid: s.pid,
+                tid: s.tid,
+                nr: s.nr,
+                name: s.name,
+                args: s.args,
+                entry_seq,
+                exit_seq,
+                ret: s.ret,
+                outcome: s.outcome,
+                object,
+                data: data.remove(&entry_seq).unwrap_or_default(),
+            });
+            Ok(())
+        })?;
+        let procs = t.processes()?;
+        let root = procs
+            .iter()
+            .find(|p| p.ppid.is_none())
+            .or(procs.first())
+            .ok_or_else(|| ReplayError::NotReplayable("it holds no process".into()))?;
+        let hung = !t.query_rows("SELECT 1 FROM hang_rows LIMIT 1")?.is_empty();
+        Ok(Script {
+            argv: t.command()?,
+            exe: meta("exe")?,
+            cwd: meta("cwd")?,
+            env,
+            agent_area: meta("agent_area")?,
+            calls,
+            pending,
+            root: root.pid,
+            root_status: root.status.unwrap_or(ExitStatus::Unknown),
+            hung,
+            total_calls,
+        })
+    }
+
+    /// Whether the ordered event `seq` is the next one due.
+    pub fn due(&self, seq: u64) -> bool {
+        self.pending.first() == Some(&seq)
+    }
+
+    /// Marks the ordered event `seq` replayed.
+    pub fn done(&mut self, seq: u64) {
+        self.pending.remove(&seq);
+    }
+}
