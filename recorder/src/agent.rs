@@ -19,6 +19,8 @@ use std::sync::atomic::Ordering;
 pub struct SharedArea {
     path: PathBuf,
     base: *mut u8,
+    /// The file, open and share-locked for as long as the area lives.
+    fd: libc::c_int,
 }
 
 fn shm_dir() -> PathBuf {
@@ -28,6 +30,17 @@ fn shm_dir() -> PathBuf {
     } else {
         std::env::temp_dir()
     }
+}
+
+/// Whether some live area holds `path` (its owner keeps a shared flock on
+/// it: a replay recreates a recorded area under the recorder's dead pid).
+fn in_use(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
 }
 
 /// Removes area files left by recorders that were killed (their pid is in the name).
@@ -43,7 +56,7 @@ fn remove_stale(dir: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !Path::new(&format!("/proc/{pid}")).exists() && !in_use(&e.path()) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -96,17 +109,20 @@ impl SharedArea {
                 fd,
                 0,
             );
-            libc::close(fd);
             if p == libc::MAP_FAILED {
+                libc::close(fd);
                 let _ = std::fs::remove_file(&path);
                 return Err(RecordError::Sys {
                     syscall: "mmap(agent area)",
                     errno: nix::errno::Errno::last(),
                 });
             }
-            p as *mut u8
+            // Held (shared lock) while the area lives: see `in_use`.
+            libc::flock(fd, libc::LOCK_SH);
+            (p as *mut u8, fd)
         };
-        let area = SharedArea { path, base };
+        let (base, fd) = base;
+        let area = SharedArea { path, base, fd };
         // SAFETY: the header lies at offset 0 of a fresh, zeroed mapping
         // that nobody else has opened yet.
         unsafe {
@@ -175,8 +191,11 @@ impl SharedArea {
 
 impl Drop for SharedArea {
     fn drop(&mut self) {
-        // SAFETY: unmapping the region we mapped in `create`.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, abi::SHM_SIZE) };
+        // SAFETY: unmapping the region we mapped in `create_at` and closing its fd.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, abi::SHM_SIZE);
+            libc::close(self.fd);
+        };
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod machine;
 pub mod mapping;
 pub mod script;
+pub mod signals;
 pub mod stopat;
 pub mod sysdata;
 
@@ -54,6 +55,9 @@ pub struct ReplayOutcome {
     /// The recording ended (a recorded hang) with the program still alive.
     pub reached_recorded_end: bool,
     pub hung: bool,
+    /// Where the replayed threads were blocked at the recorded end
+    /// (recorded tid, syscall).
+    pub snapshot: Vec<(lockstep_trace::Tid, String)>,
     pub counts: machine::Counts,
     pub recorded_calls: usize,
 }
@@ -150,6 +154,7 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         stopped_at: r.stopped_at.take(),
         reached_recorded_end: ended,
         hung,
+        snapshot: std::mem::take(&mut r.snapshot),
         counts: r.counts.clone(),
         recorded_calls,
     })

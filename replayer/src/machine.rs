@@ -19,6 +19,8 @@ use lockstep_trace::{DataKind, ExitStatus, Pid, Tid};
 use std::collections::HashMap;
 use std::io::Write;
 
+mod stall;
+
 const NR_EXECVE: i64 = 59;
 const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
 
@@ -38,6 +40,8 @@ struct Live {
 #[derive(Clone, Copy, Debug)]
 enum Gate {
     Entry,
+    /// Entered an address-space call, which runs at its exit's turn.
+    Run,
     Exit(i64),
 }
 
@@ -53,6 +57,9 @@ pub enum Outcome {
 #[derive(Clone, Debug, Default)]
 pub struct Counts {
     pub stops: u64,
+    /// Times a held thread was let go before its recorded turn because the
+    /// others waited for it in the kernel.
+    pub relaxed: u64,
     pub emulated: u64,
     pub executed: u64,
     pub output_bytes: u64,
@@ -75,7 +82,10 @@ pub struct Replayer {
     /// The replay ran out of recorded events with the program still alive
     /// (a recorded hang, or a recording cut short).
     pub ended_early: bool,
+    /// Where the threads were blocked then.
+    pub snapshot: Vec<(Tid, String)>,
     last_progress_ns: u64,
+    raised: crate::signals::Raised,
     pub counts: Counts,
 }
 
@@ -110,7 +120,9 @@ impl Replayer {
             divergence: None,
             stopped_at: None,
             ended_early: false,
+            snapshot: Vec::new(),
             last_progress_ns: now_ns(),
+            raised: Default::default(),
             counts: Counts::default(),
         }
     }
@@ -132,7 +144,7 @@ impl Replayer {
         let r = match stop {
             Stop::Syscall => self.on_syscall(t),
             Stop::Event { event, sig } => self.on_event(t, event, sig),
-            Stop::Signal { sig } => t.resume(Resume::Syscall, sig),
+            Stop::Signal { sig } => self.on_signal(t, sig),
             Stop::Exited { .. } | Stop::Killed { .. } => Ok(()),
         };
         if let Err(TraceeError::Ptrace { request, errno }) = r {
@@ -142,6 +154,26 @@ impl Replayer {
             tracing::debug!(?e, "a held thread vanished");
         }
         Outcome::Continue
+    }
+
+    fn on_signal(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
+        let code = t.siginfo().map(|i| i.si_code).unwrap_or(0);
+        let deliver = self.raised.deliver(t.tid(), sig, code);
+        tracing::debug!(sig, code, deliver, "signal");
+        t.resume(Resume::Syscall, if deliver { sig } else { 0 })
+    }
+
+    /// Raises the recorded signals the thread received after the call it
+    /// just finished and before its next one.
+    fn raise_recorded(&mut self, tid: Tid) {
+        let Some(l) = self.threads.get(&tid) else {
+            return;
+        };
+        let (rec, pid) = (l.rec, l.live_pid.0);
+        let before = self.script.next_entry(rec);
+        for sig in self.script.signals.take_before(rec, before) {
+            self.raised.raise(pid, tid, sig);
+        }
     }
 
     fn on_death(&mut self, tid: Tid, stop: Stop) {
@@ -295,6 +327,19 @@ impl Replayer {
             self.kill_all();
             return t.resume(Resume::Syscall, 0);
         }
+        // An address-space call runs when the recording says it returned:
+        // two threads mapping memory at once get it in the recorded order.
+        let deferred = policy != Policy::Emulate && sysdata::shapes_address_space(&call.name);
+        if let Some(x) = call.exit_seq.filter(|&x| deferred && !self.script.due(x)) {
+            tracing::trace!(x, "address-space call waits for its exit's turn");
+            self.held.insert(tid, (t, Gate::Run));
+            return Ok(());
+        }
+        self.run(t, call, policy)
+    }
+
+    /// Lets the thread's current call happen (emulated, or for real).
+    fn run(&mut self, t: Stopped, call: Call, policy: Policy) -> Result<(), TraceeError> {
         match policy {
             Policy::Emulate => {
                 self.counts.emulated += 1;
@@ -394,6 +439,7 @@ impl Replayer {
                 }
             }
         }
+        self.raise_recorded(tid);
         t.resume(Resume::Syscall, 0)
     }
 
@@ -444,7 +490,7 @@ impl Replayer {
                 let (call, _) = self.threads.get(tid)?.current.as_ref()?;
                 let seq = match gate {
                     Gate::Entry => Some(call.entry_seq),
-                    Gate::Exit(_) => call.exit_seq,
+                    Gate::Run | Gate::Exit(_) => call.exit_seq,
                 };
                 (seq.is_none_or(|s| self.script.due(s))).then_some(*tid)
             });
@@ -452,6 +498,13 @@ impl Replayer {
             let (t, gate) = self.held.remove(&tid).expect("held");
             match gate {
                 Gate::Entry => self.enter(t)?,
+                Gate::Run => {
+                    let current = self.threads.get(&tid).and_then(|l| l.current.clone());
+                    match current {
+                        Some((call, policy)) => self.run(t, call, policy)?,
+                        None => t.resume(Resume::Syscall, 0)?,
+                    }
+                }
                 Gate::Exit(rval) => self.leave(t, rval)?,
             }
         }
@@ -523,45 +576,6 @@ impl Replayer {
             }
             _ => t.resume(Resume::Syscall, 0),
         }
-    }
-
-    /// Called when the wait was interrupted: a replay that made no progress
-    /// for a while is stuck (a divergence) or at the recorded end (a hang).
-    pub fn check_stall(&mut self, after_ns: u64) {
-        if now_ns() - self.last_progress_ns < after_ns || self.threads.is_empty() {
-            return;
-        }
-        self.last_progress_ns = now_ns();
-        let Some(&next) = self.script.pending.first() else {
-            self.ended_early = true;
-            self.kill_all();
-            return;
-        };
-        let owner = self
-            .script
-            .calls
-            .values()
-            .flat_map(|q| q.iter())
-            .chain(
-                self.threads
-                    .values()
-                    .filter_map(|l| l.current.as_ref().map(|(c, _)| c)),
-            )
-            .find(|c| c.entry_seq == next || c.exit_seq == Some(next))
-            .map(|c| (c.tid, c.name.clone()));
-        let (tid, name) = owner.unwrap_or((Tid(0), "?".into()));
-        self.diverge(Divergence {
-            seq: Some(next),
-            tid: Some(tid),
-            what: "progress".into(),
-            expected: format!("thread {} to reach its {name} (event {next})", tid.0),
-            got: format!(
-                "no thread moving for {} s ({} held at their next recorded event)",
-                after_ns / 1_000_000_000,
-                self.held.len()
-            ),
-            location: None,
-        });
     }
 }
 

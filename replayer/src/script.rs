@@ -63,7 +63,12 @@ pub struct Script {
     pub root_status: ExitStatus,
     /// The hang detector ended the recording.
     pub hung: bool,
+    /// Where each thread was blocked when the recording was declared hung
+    /// (recorded tid, syscall name), by tid.
+    pub hang_snapshot: Vec<(Tid, String)>,
     pub total_calls: usize,
+    /// The recorded signals to raise again.
+    pub signals: crate::signals::Recorded,
 }
 
 impl Script {
@@ -130,7 +135,17 @@ impl Script {
             .find(|p| p.ppid.is_none())
             .or(procs.first())
             .ok_or_else(|| ReplayError::NotReplayable("it holds no process".into()))?;
-        let hung = !t.query_rows("SELECT 1 FROM hang_rows LIMIT 1")?.is_empty();
+        let hang_snapshot: Vec<(Tid, String)> = t
+            .query_rows("SELECT tid, coalesce(syscall, 'running') FROM hang_rows ORDER BY tid")?
+            .into_iter()
+            .map(|r| {
+                (
+                    Tid(r[0].as_i64().unwrap_or(0) as i32),
+                    r[1].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect();
+        let hung = !hang_snapshot.is_empty();
         Ok(Script {
             argv: t.command()?,
             exe: meta("exe")?,
@@ -142,13 +157,27 @@ impl Script {
             root: root.pid,
             root_status: root.status.unwrap_or(ExitStatus::Unknown),
             hung,
+            hang_snapshot,
             total_calls,
+            signals: crate::signals::Recorded::new(&t.signals()?),
         })
     }
 
-    /// Whether the ordered event `seq` is the next one due.
+    /// Whether the ordered event `seq` may happen now: it is the next one,
+    /// or it was given up on (everything before a thread released early
+    /// is: see `relax`).
     pub fn due(&self, seq: u64) -> bool {
-        self.pending.first() == Some(&seq)
+        self.pending.first().is_none_or(|&first| seq <= first)
+    }
+
+    /// The entry of recorded thread `tid`'s next ordered syscall (`u64::MAX`
+    /// when it makes no more).
+    pub fn next_entry(&self, tid: Tid) -> u64 {
+        self.calls
+            .get(&tid)
+            .and_then(|q| q.iter().find(|c| !unordered(&c.name)))
+            .map(|c| c.entry_seq)
+            .unwrap_or(u64::MAX)
     }
 
     /// Marks the ordered event `seq` replayed.

@@ -73,6 +73,15 @@ pub fn pin_address(call: &Call, r: &mut libc::user_regs_struct) -> bool {
     }
 }
 
+/// Calls that change the address space, whose order between threads
+/// decides where the kernel puts things.
+pub fn shapes_address_space(name: &str) -> bool {
+    matches!(
+        name,
+        "mmap" | "munmap" | "mremap" | "mprotect" | "brk" | "madvise" | "pkey_mprotect"
+    )
+}
+
 /// Calls whose result names a thread or process: the program must see the
 /// recorded id, not the live one the kernel returned.
 pub fn returns_recorded_id(name: &str) -> bool {

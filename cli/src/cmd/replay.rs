@@ -54,12 +54,23 @@ pub fn run(a: Args) -> Result<u8> {
         eprintln!(
             "lockstep: replay reached {why}; the program was stopped there, as when recorded"
         );
+        for (tid, call) in &out.snapshot {
+            eprintln!("  thread {} blocked in {call}", tid.0);
+        }
     }
     if a.verify {
+        let relaxed = match out.counts.relaxed {
+            0 => String::new(),
+            n => format!("; {n} held threads let go before their recorded turn, as the others waited for them"),
+        };
         eprintln!(
-            "lockstep: replay verified: {} recorded syscalls ({} emulated, {} executed again), same output, same exit status",
+            "lockstep: replay verified: {} recorded syscalls ({} emulated, {} executed again), same output, same exit status{relaxed}",
             out.recorded_calls, out.counts.emulated, out.counts.executed
         );
+    }
+    if out.hung {
+        // As `record` exits when its hang detector ends the program.
+        return Ok(crate::cmd::record::HANG_EXIT);
     }
     Ok(match out.recorded {
         ExitStatus::Exited { code } => code as u8,

@@ -1,0 +1,192 @@
+//! Deterministic replay end to end: real programs recorded with `lockstep
+//! record`, replayed with `lockstep replay [--verify]`, and the replay's
+//! output and exit status compared with the recording's.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Records `argv` into `dir/trace.db` (the recorder must succeed).
+fn rec(dir: &Path, argv: &[&str], extra: &[&str]) -> (PathBuf, Run) {
+    let trace = dir.join("trace.db");
+    let mut a = vec!["record", "-q", "--force", "-o", trace.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    a.push("--");
+    a.extend_from_slice(argv);
+    let run = lockstep(dir, &a);
+    assert!(trace.exists(), "no trace: {run:?}");
+    (trace, run)
+}
+
+fn replay(dir: &Path, trace: &Path, extra: &[&str]) -> Run {
+    let mut a = vec!["replay", trace.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    lockstep(dir, &a)
+}
+
+fn native(exe: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(exe).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn output_that_differs_on_every_run_is_replayed_exactly() {
+    let dir = scratch("replay-sources");
+    let exe = fixture("replay_sources");
+    let file = dir.join("input.txt");
+    std::fs::write(&file, "only in the recording\n").unwrap();
+    let f = file.to_str().unwrap();
+    // The program really is nondeterministic: two native runs differ.
+    assert_ne!(native(&exe, &[f]), native(&exe, &[f]));
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap(), f], &[]);
+    assert_eq!(recorded.code, Some(5), "{recorded:?}");
+    assert!(recorded.stdout.contains("file only in the recording"));
+    // Deleted after recording: the replay reads what the recording read.
+    std::fs::remove_file(&file).unwrap();
+    for extra in [&[][..], &["--verify"][..]] {
+        let r = replay(&dir, &trace, extra);
+        assert_eq!(r.code, Some(5), "{extra:?}: {r:?}");
+        assert_eq!(r.stdout, recorded.stdout, "{extra:?}");
+    }
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert!(r.stderr.contains("replay verified"), "{r:?}");
+}
+
+#[test]
+fn a_shell_pipeline_replays_through_its_forks_and_execs() {
+    let dir = scratch("replay-pipeline");
+    let (trace, recorded) = rec(&dir, &["sh", "-c", "seq 1 3000 | sort -rn | head -3"], &[]);
+    assert_eq!(recorded.stdout, "3000\n2999\n2998\n", "{recorded:?}");
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, recorded.stdout);
+}
+
+#[test]
+fn a_crash_replays_to_the_same_signal() {
+    let dir = scratch("replay-segv");
+    let exe = fixture("killed_by_signal");
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+    assert_eq!(recorded.code, Some(139));
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert_eq!(r.code, Some(139), "{r:?}");
+    assert_eq!(r.stdout, "about to crash\n");
+}
+
+#[test]
+fn threads_replay_in_the_recorded_order() {
+    let dir = scratch("replay-threads");
+    let exe = fixture("counter_locked");
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+    assert_eq!(recorded.code, Some(0));
+    for _ in 0..2 {
+        let r = replay(&dir, &trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert_eq!(r.stdout, recorded.stdout);
+    }
+}
+
+#[test]
+fn a_deadlock_replays_to_the_recorded_hang() {
+    let dir = scratch("replay-deadlock");
+    let exe = fixture("abba_deadlock");
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &["--hang-timeout", "1"]);
+    assert_eq!(recorded.code, Some(124), "{recorded:?}");
+    let r = replay(&dir, &trace, &["--verify", "--stall-ms", "1000"]);
+    assert_eq!(r.code, Some(124), "{r:?}");
+    assert!(r.stderr.contains("reached the recorded hang"), "{r:?}");
+    // The same threads blocked in the same calls as the recorded snapshot.
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    let mut st = db.prepare("SELECT tid, syscall FROM hang_rows").unwrap();
+    let rows: Vec<(i64, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 3, "main and two threads");
+    for (tid, call) in rows {
+        let line = format!("thread {tid} blocked in {call}");
+        assert!(r.stderr.contains(&line), "{line}: {r:?}");
+    }
+}
+
+#[test]
+fn an_edited_trace_is_a_divergence() {
+    let dir = scratch("replay-divergence");
+    let exe = fixture("replay_sources");
+    let (trace, _) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    // Other random bytes: the program prints another number than recorded.
+    let n = db
+        .execute(
+            "UPDATE syscall_data_rows SET data = x'0102030405060708'
+             WHERE entry_seq = (SELECT entry_seq FROM syscall_rows WHERE name = 'getrandom'
+                                ORDER BY entry_seq DESC LIMIT 1)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    // The printed line is one digit shorter: the write's length differs.
+    assert!(
+        r.stderr.contains("replay diverged") && r.stderr.contains("of write"),
+        "{r:?}"
+    );
+
+    // Another syscall than the one the program makes.
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    db.execute(
+        "UPDATE syscall_rows SET nr = 39, name = 'getpid' WHERE name = 'getrandom'
+         AND entry_seq = (SELECT max(entry_seq) FROM syscall_rows WHERE name = 'getrandom')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let r = replay(&dir, &trace, &[]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(
+        r.stderr.contains("syscall: expected getpid, got getrandom"),
+        "{r:?}"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {r:?}");
+}
+
+#[test]
+fn stop_at_shows_the_registers_and_the_source_line() {
+    let dir = scratch("replay-stop-at");
+    let exe = fixture("replay_sources");
+    let (trace, _) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    let seq: i64 = db
+        .query_row(
+            "SELECT max(entry_seq) FROM syscall_rows WHERE name = 'getrandom'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let r = replay(&dir, &trace, &["--stop-at", &seq.to_string()]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("stopped at event {seq}")),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("rip 0x"), "{r:?}");
+    let line = marker_line("replay_sources", "GETRANDOM");
+    assert!(
+        r.stdout.contains("main") && r.stdout.contains(&format!("replay_sources.c:{line}")),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn what_is_not_a_trace_is_refused_in_one_line() {
+    let dir = scratch("replay-bad");
+    std::fs::write(dir.join("junk.db"), b"not a trace").unwrap();
+    let r = lockstep(&dir, &["replay", "junk.db"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+}
