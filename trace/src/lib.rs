@@ -12,6 +12,7 @@ pub mod ids;
 pub mod memory;
 pub mod model;
 pub mod reader;
+pub mod sched;
 pub mod schema;
 pub mod writer;
 
@@ -21,4 +22,7 @@ pub use ids::{Addr, Pid, Seq, Tid};
 pub use memory::{access, MemAccess, MemSegment, Via};
 pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use sched::{
+    policy_name, state_text, SchedAttr, SchedStat, SchedSwitch, SchedWakeup, Schedule,
+};
 pub use writer::TraceWriter;

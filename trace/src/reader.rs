@@ -88,8 +88,21 @@ impl TraceReader {
             "hang_rows",
             "finding_rows",
             "mem_rows",
+            "switch_rows",
+            "wakeup_rows",
+            "sched_attr_rows",
+            "schedstat_rows",
         ] {
             if table == "mem_rows" && version < 2 {
+                continue;
+            }
+            let schedule = [
+                "switch_rows",
+                "wakeup_rows",
+                "sched_attr_rows",
+                "schedstat_rows",
+            ];
+            if schedule.contains(&table) && version < 3 {
                 continue;
             }
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
