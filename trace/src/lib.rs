@@ -24,5 +24,6 @@ pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
 pub use sched::{
     policy_name, state_text, SchedAttr, SchedStat, SchedSwitch, SchedWakeup, Schedule,
+    STATE_PREEMPTED,
 };
 pub use writer::TraceWriter;
