@@ -481,6 +481,7 @@ impl Recorder {
                 // The thread is about to die; a syscall it is in never returns.
                 if let Some(th) = self.threads.get_mut(&tid) {
                     let pid = th.pid;
+                    Self::deferred(self.sched_exit(pid, tid))?;
                     if let Some(bp) = &mut self.bp {
                         bp.on_thread_exit(tid, pid, &mut self.clock);
                     }

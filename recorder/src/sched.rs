@@ -27,6 +27,9 @@ pub enum SchedMode {
     /// Tracepoints where permitted, schedstat samples otherwise (the default).
     #[default]
     Auto,
+    /// Schedstat samples only, even where tracepoints are permitted (the
+    /// fallback, selectable to compare and test it).
+    Schedstat,
     /// Neither (scheduling attributes are still read).
     Off,
 }
@@ -67,9 +70,13 @@ impl Sched {
             note: String::new(),
             switches: 0,
         };
-        if mode == SchedMode::Off {
-            s.note = "--sched=off".into();
-            return s;
+        match mode {
+            SchedMode::Off => {
+                s.note = "--sched=off".into();
+                return s;
+            }
+            SchedMode::Schedstat => return s.fallback("--sched=schedstat".into()),
+            SchedMode::Auto => {}
         }
         match Formats::load() {
             Ok(f) => s.formats = f,

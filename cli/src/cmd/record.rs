@@ -37,10 +37,10 @@ pub struct RecordOpts {
     /// How to record the kernel's schedule (for priority inversion and the
     /// timeline): `auto`/`on` (the sched_switch and sched_wakeup
     /// tracepoints through perf_event_open where permitted, per-thread
-    /// schedstat samples otherwise; the default) or `off`. `--sched` alone
-    /// means `on`.
+    /// schedstat samples otherwise; the default), `schedstat` (the
+    /// fallback only) or `off`. `--sched` alone means `on`.
     #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
-          value_parser = ["auto", "on", "off"])]
+          value_parser = ["auto", "on", "schedstat", "off"])]
     pub sched: String,
     /// The same as `--sched=off`.
     #[arg(long, conflicts_with = "sched")]
@@ -115,10 +115,11 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         sync,
         hang_timeout,
         mem,
-        sched: if o.no_sched || o.sched == "off" {
-            SchedMode::Off
-        } else {
-            SchedMode::Auto
+        sched: match o.sched.as_str() {
+            _ if o.no_sched => SchedMode::Off,
+            "off" => SchedMode::Off,
+            "schedstat" => SchedMode::Schedstat,
+            _ => SchedMode::Auto,
         },
     };
     // A status line on a terminal once the recording runs long.

@@ -102,6 +102,18 @@ impl Recorder {
         Ok(())
     }
 
+    /// `tid` is about to exit: its last schedstat sample, when sampling
+    /// (its CPU time until the end, which a wait it overlapped needs).
+    pub(super) fn sched_exit(&mut self, pid: Pid, tid: Tid) -> Result<(), RecordError> {
+        if !self.sched.as_ref().is_some_and(Sched::sampling) {
+            return Ok(());
+        }
+        if let Some(s) = sched::read_schedstat(&mut self.clock, pid, tid) {
+            self.emit(Record::SchedStat(s))?;
+        }
+        Ok(())
+    }
+
     /// Moves the tracepoints' events into the trace.
     pub(super) fn drain_sched(&mut self) -> Result<(), RecordError> {
         let Some(s) = &mut self.sched else {
