@@ -323,3 +323,73 @@ fn no_sched_records_attributes_but_no_schedule() {
         .unwrap();
     assert_eq!(ev, "off");
 }
+
+#[test]
+fn perfetto_export_has_cpu_states_and_the_inversion() {
+    let exe = fixture("mars_pathfinder");
+    let dir = scratch("sched-export");
+    let (trace, run) = record(&dir, exe.to_str().unwrap(), &[]);
+    if no_rt(&run) {
+        return;
+    }
+    let out = dir.join("p.json");
+    let r = lockstep(
+        &dir,
+        &[
+            "export",
+            trace.to_str().unwrap(),
+            "--format",
+            "perfetto",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let ev = doc["traceEvents"].as_array().unwrap();
+    let db = Connection::open(&trace).unwrap();
+    let (l, h, m) = (
+        tid_with_rt(&db, 10),
+        tid_with_rt(&db, 30),
+        tid_with_rt(&db, 20),
+    );
+    for tid in [l, h, m] {
+        let states: Vec<&str> = ev
+            .iter()
+            .filter(|e| e["cat"] == "sched" && e["args"]["tid"] == tid)
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            states.iter().any(|s| s.starts_with("running (cpu")),
+            "{tid}: {states:?}"
+        );
+        let track = ev
+            .iter()
+            .find(|e| e["cat"] == "sched" && e["args"]["tid"] == tid)
+            .unwrap()["tid"]
+            .as_i64()
+            .unwrap();
+        assert!(ev.iter().any(|e| e["ph"] == "M"
+            && e["tid"] == track
+            && e["args"]["name"] == format!("{tid}: CPU state")));
+    }
+    // L was runnable (preempted by M) for a while.
+    let runnable_ms: f64 = ev
+        .iter()
+        .filter(|e| e["cat"] == "sched" && e["args"]["tid"] == l && e["name"] == "runnable")
+        .map(|e| e["dur"].as_f64().unwrap() / 1000.0)
+        .sum();
+    assert!(runnable_ms > 150.0, "L runnable {runnable_ms} ms");
+    let begin = ev
+        .iter()
+        .find(|e| e["cat"] == "priority_inversion" && e["ph"] == "b")
+        .expect("inversion slice");
+    let end = ev
+        .iter()
+        .find(|e| e["cat"] == "priority_inversion" && e["ph"] == "e" && e["id"] == begin["id"])
+        .expect("its end");
+    assert_eq!(begin["tid"], h);
+    assert_eq!(begin["args"]["details"]["medium"]["tid"], m);
+    let dur_ms = (end["ts"].as_f64().unwrap() - begin["ts"].as_f64().unwrap()) / 1000.0;
+    assert!(dur_ms > 150.0, "{dur_ms}");
+}
