@@ -21,6 +21,8 @@ pub struct OpsBuilder {
     seq: u64,
     /// The process of what follows (0: [`PID`]).
     pid: i32,
+    /// Time added to every stamp from now on (see [`OpsBuilder::sleep_ns`]).
+    extra_ns: u64,
 }
 
 impl OpsBuilder {
@@ -32,8 +34,24 @@ impl OpsBuilder {
         self.seq += 1;
         Stamp {
             seq: Seq(self.seq),
-            ts_ns: self.seq * 1000,
+            ts_ns: self.seq * 1000 + self.extra_ns,
         }
+    }
+
+    /// Lets `ns` nanoseconds pass before the next op.
+    pub fn sleep_ns(&mut self, ns: u64) -> &mut Self {
+        self.extra_ns += ns;
+        self
+    }
+
+    /// The time the last op got.
+    pub fn now_ns_of_last(&self) -> u64 {
+        self.seq * 1000 + self.extra_ns
+    }
+
+    /// The time the next op will get.
+    pub fn next_ns(&self) -> u64 {
+        (self.seq + 1) * 1000 + self.extra_ns
     }
 
     fn pid(&self) -> i32 {

@@ -306,7 +306,10 @@ impl Tracker {
                     held.push(restored);
                 }
             }
-            Effect::ThreadStart { .. } | Effect::Join { .. } | Effect::Other => {}
+            Effect::ThreadStart { .. }
+            | Effect::Join { .. }
+            | Effect::CondSignal { .. }
+            | Effect::Other => {}
         }
     }
 

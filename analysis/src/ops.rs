@@ -77,6 +77,10 @@ pub enum Effect {
         cond: u64,
         mutex: u64,
     },
+    /// pthread_cond_signal / pthread_cond_broadcast on `cond`.
+    CondSignal {
+        cond: u64,
+    },
     /// `obj` was initialised (a new lifetime of the address begins).
     Init {
         obj: u64,
@@ -158,6 +162,9 @@ pub fn effect(op: &SyncOp) -> Effect {
                 cond: op.obj,
                 mutex: op.arg,
             }
+        }
+        ("pthread_cond_signal" | "pthread_cond_broadcast", _) => {
+            Effect::CondSignal { cond: op.obj }
         }
         (
             "pthread_mutex_init"

@@ -8,7 +8,7 @@ use lockstep_analysis::fdbuild::FdModelBuilder;
 use lockstep_analysis::fds::FdModel;
 use lockstep_analysis::racerun::RaceRun;
 use lockstep_analysis::sysaccess::syscall_segment;
-use lockstep_analysis::{deadlock, fdleak, fdwait, lockorder, Finding};
+use lockstep_analysis::{deadlock, fdleak, fdwait, inversion, lockorder, Finding};
 use lockstep_trace::{SyncOp, SyscallFilter, TraceReader};
 
 /// All findings of `trace`.
@@ -46,6 +46,8 @@ pub fn findings_with(trace: &TraceReader, progress: &Progress) -> Result<Vec<Fin
     out.extend(lockorder::findings(&ops, &spawns, &mut loc));
     out.extend(deadlock::lock_misuse(&ops, &mut loc));
     out.extend(fds);
+    progress.phase("priority inversion", 0);
+    out.extend(inversion::findings(&ops, &trace.schedule()?, &mut loc));
     if trace.has_mem()? {
         out.extend(races(trace, &ops, &spawns, &mut loc)?);
     }

@@ -22,6 +22,7 @@ pub mod maps;
 pub mod mem;
 pub mod memlog;
 pub mod memstep;
+pub mod sched;
 pub mod signals;
 pub mod sink;
 pub mod sysdata;
@@ -54,6 +55,8 @@ pub struct RecordConfig {
     pub hang_timeout: Option<std::time::Duration>,
     /// How memory accesses are recorded.
     pub mem: MemMode,
+    /// Whether the kernel's schedule is recorded (`--sched`).
+    pub sched: sched::SchedMode,
 }
 
 /// How memory accesses (for the race detector) are recorded.
@@ -213,6 +216,7 @@ pub fn record_with_progress(
     if cfg.mem == MemMode::Step {
         rec.step_memory();
     }
+    rec.capture_schedule(sched::Sched::open(cfg.sched))?;
     loop {
         match rec.step()? {
             machine::Outcome::Continue => {}

@@ -17,11 +17,13 @@ use std::rc::Rc;
 use tracing::{debug, trace};
 
 mod end;
+mod schedhooks;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
 const NR_EXECVE: i64 = 59;
 const NR_EXECVEAT: i64 = 322;
+const NR_FUTEX: i64 = 202;
 const PROT_EXEC: u64 = 4;
 
 /// A syscall whose entry was seen and whose exit was not yet.
@@ -101,6 +103,8 @@ pub struct Recorder {
     memlog: Option<crate::memlog::MemLog>,
     /// `--mem=step`: single-stepping of the executables' code.
     memstep: Option<crate::memstep::MemStep>,
+    /// The schedule capture (`--sched`).
+    sched: Option<crate::sched::Sched>,
     pub counts: Counts,
     /// The recorder's own stdout and stderr, to keep what the program writes there.
     terminal: crate::sysdata::Terminal,
@@ -135,6 +139,7 @@ impl Recorder {
             bp: bp.map(Breakpoints::new),
             memlog,
             memstep: None,
+            sched: None,
             counts: Counts::default(),
             terminal: crate::sysdata::Terminal::of_this_process(),
         };
@@ -198,6 +203,7 @@ impl Recorder {
     /// Hands old records to the writer (called when the wait was interrupted).
     pub fn tick(&mut self) -> Result<(), RecordError> {
         self.drain_agent()?;
+        self.drain_sched()?;
         self.sink.tick()
     }
 
@@ -255,6 +261,7 @@ impl Recorder {
         self.last_progress_ns = crate::clock::monotonic_ns();
         self.drain_agent()?;
         if self.counts.stops.is_multiple_of(64) {
+            self.drain_sched()?;
             self.sink.tick()?;
         }
         let _span = tracing::trace_span!("stop", tid = tid.0, seq = self.clock.issued()).entered();
@@ -365,6 +372,9 @@ impl Recorder {
                     },
                     _ => Vec::new(),
                 };
+                if nr == NR_FUTEX && self.sched.as_ref().is_some_and(|s| s.sampling()) {
+                    Self::deferred(self.sched_sample(pid))?;
+                }
                 let thread = self.threads.get_mut(&tid).expect("thread present");
                 thread.pending = Some(Pending {
                     tid,
@@ -398,12 +408,14 @@ impl Recorder {
                     {
                         self.root_exec_error = Some(-rval);
                     }
+                    let (name, args) = (p.name.clone(), p.args);
                     Self::deferred(self.finish_syscall(
                         pid,
                         p,
                         Some(rval),
                         SyscallOutcome::Returned,
                     ))?;
+                    Self::deferred(self.sched_syscall(pid, tid, &name, &args, rval))?;
                 }
             }
             SyscallInfo::None => {}
@@ -487,6 +499,7 @@ impl Recorder {
                 // The thread is about to die; a syscall it is in never returns.
                 if let Some(th) = self.threads.get_mut(&tid) {
                     let pid = th.pid;
+                    Self::deferred(self.sched_exit(pid, tid))?;
                     if let Some(bp) = &mut self.bp {
                         bp.on_thread_exit(tid, pid, &mut self.clock);
                     }
@@ -513,6 +526,7 @@ impl Recorder {
                     return Ok(());
                 }
                 if self.expected.remove(&tid) {
+                    Self::deferred(self.sched_first_stop(tid))?;
                     // Breakpoint path: a thread made by a recorded pthread_create starts.
                     if let (Some(bp), Some(th)) = (&mut self.bp, self.threads.get(&tid)) {
                         bp.on_first_stop(&t, th.pid, &mut self.clock)?;
@@ -575,6 +589,7 @@ impl Recorder {
                 started: true,
             },
         );
+        self.sched_thread(pid, child);
         self.emit(Record::Spawn(Spawn {
             at,
             kind,
@@ -596,6 +611,9 @@ impl Recorder {
         if let Some(m) = &mut self.memstep {
             let routine = self.bp.as_ref().and_then(|bp| bp.starts.get(&child));
             m.on_spawn(child, pid, creator_pid, routine.copied());
+        }
+        if self.parked.contains_key(&child) {
+            self.sched_first_stop(child)?;
         }
         match self.parked.remove(&child) {
             Some(stopped) => match self

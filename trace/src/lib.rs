@@ -12,6 +12,7 @@ pub mod ids;
 pub mod memory;
 pub mod model;
 pub mod reader;
+pub mod sched;
 pub mod schema;
 pub mod sysdata;
 pub mod writer;
@@ -22,5 +23,9 @@ pub use ids::{Addr, Pid, Seq, Tid};
 pub use memory::{access, MemAccess, MemSegment, Via};
 pub use model::*;
 pub use reader::{ProcessInfo, SyscallFilter, SyscallStat, TraceReader};
+pub use sched::{
+    policy_name, state_text, SchedAttr, SchedStat, SchedSwitch, SchedWakeup, Schedule,
+    STATE_PREEMPTED,
+};
 pub use sysdata::{DataKind, DataRegion, SyscallData};
 pub use writer::TraceWriter;

@@ -288,6 +288,14 @@ pub enum Record {
         pid: Pid,
         maps: Vec<Mapping>,
     },
+    /// A context switch into or out of a traced thread.
+    SchedSwitch(crate::sched::SchedSwitch),
+    /// A wakeup of a traced thread.
+    SchedWakeup(crate::sched::SchedWakeup),
+    /// A thread's scheduling attributes.
+    SchedAttr(Box<crate::sched::SchedAttr>),
+    /// A thread's schedstat sample.
+    SchedStat(crate::sched::SchedStat),
     /// A key of the trace's metadata (command line, start time, ...).
     Meta {
         key: String,

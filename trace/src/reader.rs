@@ -89,9 +89,22 @@ impl TraceReader {
             "finding_rows",
             "mem_rows",
             "syscall_data_rows",
+            "switch_rows",
+            "wakeup_rows",
+            "sched_attr_rows",
+            "schedstat_rows",
         ] {
             if (table == "mem_rows" && version < 2) || (table == "syscall_data_rows" && version < 3)
             {
+                continue;
+            }
+            let schedule = [
+                "switch_rows",
+                "wakeup_rows",
+                "sched_attr_rows",
+                "schedstat_rows",
+            ];
+            if schedule.contains(&table) && version < 3 {
                 continue;
             }
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {

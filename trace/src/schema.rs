@@ -13,7 +13,9 @@ pub const SCHEMA_VERSION: i64 = 3;
 /// 2: `mem_rows` / `mem_batches` (memory accesses), heap and atomic sync
 ///    ops (`object_kind` `heap` and `atomic` in `sync_ops`);
 /// 3: `syscall_data_rows` / `syscall_data` (the bytes syscalls moved, for
-///    replay), the `env` and `aslr` meta keys.
+///    replay), the `env` and `aslr` meta keys; the schedule: `switch_rows`,
+///    `wakeup_rows`, `sched_attr_rows`, `schedstat_rows` and their views
+///    (`sched_switches`, `sched_wakeups`, `sched_attrs`, `schedstats`).
 pub const MIN_READABLE_VERSION: i64 = 1;
 
 /// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
@@ -302,4 +304,65 @@ UNION ALL SELECT seq, ts_ns, pid, tid, 'sync', op || ' ' || phase || printf(' 0x
 UNION ALL SELECT entry_seq, entry_ns, pid, tid, 'syscall_entry', name || '(' || text || ')' FROM syscall_rows
 UNION ALL SELECT exit_seq, exit_ns, pid, tid, 'syscall_exit', name || ' = ' || coalesce(ret, '?') || coalesce(' ' || error, '')
     FROM syscall_rows WHERE exit_seq IS NOT NULL;
+-- The schedule (version 3). Context switches and wakeups of traced threads
+-- from the sched:sched_switch / sched:sched_wakeup tracepoints (ts_ns on the
+-- trace's clock, CLOCK_MONOTONIC), scheduling attributes of each thread at
+-- its start and after each change, and /proc schedstat samples (the
+-- fallback evidence when the tracepoints cannot be opened).
+CREATE TABLE switch_rows (
+    ts_ns      INTEGER NOT NULL,
+    cpu        INTEGER NOT NULL,
+    prev_tid   INTEGER NOT NULL,
+    prev_prio  INTEGER NOT NULL,
+    prev_state INTEGER NOT NULL,
+    next_tid   INTEGER NOT NULL,
+    next_prio  INTEGER NOT NULL
+);
+CREATE TABLE wakeup_rows (
+    ts_ns      INTEGER NOT NULL,
+    cpu        INTEGER NOT NULL,
+    waker_tid  INTEGER NOT NULL,
+    tid        INTEGER NOT NULL,
+    prio       INTEGER NOT NULL,
+    target_cpu INTEGER NOT NULL
+);
+CREATE TABLE sched_attr_rows (
+    seq         INTEGER PRIMARY KEY,
+    ts_ns       INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    tid         INTEGER NOT NULL,
+    policy      TEXT NOT NULL,
+    rt_priority INTEGER NOT NULL,
+    nice        INTEGER NOT NULL,
+    affinity    TEXT NOT NULL,
+    cause       TEXT NOT NULL
+);
+CREATE TABLE schedstat_rows (
+    seq     INTEGER PRIMARY KEY,
+    ts_ns   INTEGER NOT NULL,
+    pid     INTEGER NOT NULL,
+    tid     INTEGER NOT NULL,
+    cpu_ns  INTEGER NOT NULL,
+    wait_ns INTEGER NOT NULL,
+    slices  INTEGER NOT NULL
+);
+
+CREATE VIEW sched_switches AS
+SELECT ts_ns, cpu, prev_tid, prev_prio, prev_state,
+       CASE WHEN prev_state & 255 = 0 THEN (CASE WHEN prev_state & 256 THEN 'R+' ELSE 'R' END)
+            WHEN prev_state & 1 THEN 'S' WHEN prev_state & 2 THEN 'D'
+            WHEN prev_state & 4 THEN 'T' WHEN prev_state & 8 THEN 't'
+            WHEN prev_state & 16 THEN 'X' WHEN prev_state & 32 THEN 'Z'
+            WHEN prev_state & 64 THEN 'P' ELSE 'I' END AS prev_state_text,
+       next_tid, next_prio
+FROM switch_rows;
+
+CREATE VIEW sched_wakeups AS
+SELECT ts_ns, cpu, waker_tid, tid, prio, target_cpu FROM wakeup_rows;
+
+CREATE VIEW sched_attrs AS
+SELECT seq, ts_ns, pid, tid, policy, rt_priority, nice, affinity, cause FROM sched_attr_rows;
+
+CREATE VIEW schedstats AS
+SELECT seq, ts_ns, pid, tid, cpu_ns, wait_ns, slices FROM schedstat_rows;
 "#;

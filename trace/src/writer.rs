@@ -316,6 +316,9 @@ impl TraceWriter {
 
     fn insert_other(&self, rec: &Record) -> Result<(), rusqlite::Error> {
         let c = &self.conn;
+        if crate::sched::insert(c, rec)? {
+            return Ok(());
+        }
         match rec {
             Record::Meta { key, value } => {
                 c.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
@@ -481,6 +484,10 @@ impl TraceWriter {
                     (!s.stack.is_empty()).then(|| serde_json::to_string(&s.stack).expect("stack serializes")),
                 ])?;
             }
+            Record::SchedSwitch(_)
+            | Record::SchedWakeup(_)
+            | Record::SchedAttr(_)
+            | Record::SchedStat(_) => unreachable!("inserted by sched::insert"),
         }
         Ok(())
     }

@@ -41,9 +41,9 @@ pub const ENTRIES: &[Entry] = &[
     },
     Entry {
         kind: "priority_inversion",
-        what: "A high-priority thread waited for a lock held by a low-priority thread while a medium-priority thread ran, so the high-priority thread in effect ran at the lowest priority.",
+        what: "A high-priority thread H waited for a lower-priority thread L (a mutex L held, or a condvar hand-off only L made) while a thread M of a priority between them, not using that lock, ran, so H in effect ran at L's priority. Error for real-time threads (SCHED_FIFO/RR); a warning for nice values of SCHED_OTHER threads; a note through a PRIO_INHERIT/PRIO_PROTECT mutex. The details say which evidence it rests on: the kernel's sched_switch tracepoints (M ran while L was runnable), schedstat CPU time, or the sync ops only.",
         why: "The low-priority holder cannot run (and release the lock) while the medium one uses the CPU: the wait of the high-priority thread is unbounded (the Mars Pathfinder reset its computer over and over because of it).",
-        fix: "Make the lock a priority-inheritance mutex (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT)) or a priority-ceiling one (PTHREAD_PRIO_PROTECT), or keep critical sections that high-priority threads share with low-priority ones very short.",
+        fix: "Make the lock a priority-inheritance mutex (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT)) or a priority-ceiling one (PTHREAD_PRIO_PROTECT), or keep critical sections that high-priority threads share with low-priority ones very short. A condvar has no owner to boost: raise the signalling thread's priority for the hand-off, or keep M off that CPU.",
         example: "L (prio 10): lock(bus) ... ;   H (prio 30): lock(bus) -> waits;   M (prio 20): computes for 200 ms\n  -> H waits for M. fix: pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT) for bus.",
     },
     Entry {

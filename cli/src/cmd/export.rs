@@ -6,10 +6,15 @@
 //! from each unlock to the next acquisition of the same lock by another
 //! thread (lock hand-offs) and from each pipe write to the read that got
 //! its data; findings as global instant events with their locations.
+//! When the trace has the kernel's schedule, each thread gets a second
+//! track beside it, "CPU state": running (on which CPU), runnable
+//! (waiting for a CPU) and blocked slices from `sched_switch`; each
+//! priority inversion is an async slice over H's wait on the process.
 
 use crate::locate::TraceLocator;
 use anyhow::{Context, Result};
 use lockstep_analysis::finding::Locator;
+use lockstep_analysis::schedule::{State, Timeline};
 use lockstep_trace::{SyscallFilter, TraceReader};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -69,9 +74,14 @@ pub fn timeline_events(t: &TraceReader) -> Result<Vec<Value>> {
     Ok(timeline(t)?.0)
 }
 
+/// The time (CLOCK_MONOTONIC ns) the events' `ts` count from.
+pub fn origin_ns(t: &TraceReader) -> Result<u64> {
+    Ok(t.spawns()?.first().map(|s| s.at.ts_ns).unwrap_or(0))
+}
+
 fn timeline(t: &TraceReader) -> Result<(Vec<Value>, Clock, u64)> {
     let spawns = t.spawns()?;
-    let origin = spawns.first().map(|s| s.at.ts_ns).unwrap_or(0);
+    let origin = origin_ns(t)?;
     let clock = Clock { origin };
     let mut ev: Vec<Value> = Vec::new();
     // Process and thread names.
@@ -113,7 +123,49 @@ fn timeline(t: &TraceReader) -> Result<(Vec<Value>, Clock, u64)> {
         .max()
         .unwrap_or(origin);
     sync_spans(t, &clock, end_ns, &mut ev)?;
+    sched_states(t, &spawns, &clock, &mut ev)?;
     Ok((ev, clock, end_ns))
+}
+
+/// The pseudo-tid of thread `tid`'s CPU-state track (above any real tid:
+/// pid_max is at most 2^22).
+pub const SCHED_TRACK: i32 = 10_000_000;
+
+/// The CPU-state track of every thread, from the kernel's switches.
+fn sched_states(
+    t: &TraceReader,
+    spawns: &[lockstep_trace::Spawn],
+    clock: &Clock,
+    ev: &mut Vec<Value>,
+) -> Result<()> {
+    let sched = t.schedule()?;
+    if sched.switches.is_empty() {
+        return Ok(());
+    }
+    let tl = Timeline::build(&sched);
+    for (i, s) in spawns.iter().enumerate() {
+        let (pid, tid) = (s.pid.0, s.tid.0);
+        let track = tid + SCHED_TRACK;
+        ev.push(
+            json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": track,
+            "args": {"name": format!("{tid}: CPU state")}}),
+        );
+        ev.push(json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": 2 * i}}));
+        ev.push(json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": track, "args": {"sort_index": 2 * i + 1}}));
+        for sp in tl.spans(tid) {
+            let (name, cname) = match sp.state {
+                State::Running { cpu } => (format!("running (cpu {cpu})"), "thread_state_running"),
+                State::Runnable => ("runnable".to_string(), "thread_state_runnable"),
+                State::Blocked => ("blocked".to_string(), "thread_state_sleeping"),
+            };
+            ev.push(
+                json!({"ph": "X", "name": name, "cat": "sched", "cname": cname,
+                "pid": pid, "tid": track, "ts": clock.us(sp.start),
+                "dur": (sp.end - sp.start) as f64 / 1000.0, "args": {"tid": tid}}),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Syscalls as complete slices; pipe writes → reads as flows.
@@ -243,9 +295,27 @@ fn finding_instants(
     end_ns: u64,
     ev: &mut Vec<Value>,
 ) -> Result<()> {
-    for f in crate::analyze::findings(t)? {
+    for (n, f) in crate::analyze::findings(t)?.into_iter().enumerate() {
         let pid = f.pids.first().copied().unwrap_or(0);
         let tid = f.tids.first().copied().unwrap_or(pid);
+        if let (Some(start), Some(wait)) = (
+            f.details["wait_start_ns"].as_u64(),
+            f.details["wait_ns"].as_u64(),
+        ) {
+            // The inversion itself: an async slice over H's wait.
+            let name = format!("priority inversion ({:?})", f.severity);
+            let common =
+                json!({"cat": "priority_inversion", "id": n, "name": name, "pid": pid, "tid": tid});
+            let mut b = common.clone();
+            b["ph"] = "b".into();
+            b["ts"] = clock.us(start).into();
+            b["args"] = json!({"summary": f.summary, "details": f.details});
+            let mut e = common;
+            e["ph"] = "e".into();
+            e["ts"] = clock.us(start + wait).into();
+            ev.push(b);
+            ev.push(e);
+        }
         ev.push(json!({"ph": "i", "s": "p", "name": format!("{} ({:?})", f.kind, f.severity), "cat": "finding",
             "pid": pid, "tid": tid, "ts": clock.us(end_ns),
             "args": {"summary": f.summary, "locations": f.locations, "details": f.details}}));

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use lockstep_recorder::affinity::CpuBinding;
+use lockstep_recorder::sched::SchedMode;
 use lockstep_recorder::{record_with_progress, MemMode, RecordConfig, Recording, SyncMode};
 use std::path::PathBuf;
 
@@ -33,6 +34,17 @@ pub struct RecordOpts {
     /// tested against), or `off`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "agent", "step", "off"])]
     pub mem: String,
+    /// How to record the kernel's schedule (for priority inversion and the
+    /// timeline): `auto`/`on` (the sched_switch and sched_wakeup
+    /// tracepoints through perf_event_open where permitted, per-thread
+    /// schedstat samples otherwise; the default), `schedstat` (the
+    /// fallback only) or `off`. `--sched` alone means `on`.
+    #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
+          value_parser = ["auto", "on", "schedstat", "off"])]
+    pub sched: String,
+    /// The same as `--sched=off`.
+    #[arg(long, conflicts_with = "sched")]
+    pub no_sched: bool,
     /// End the program when no thread makes progress for this many seconds
     /// and every thread is blocked; the trace gets a snapshot of the hang
     /// and `record` exits with status 124. 0 disables.
@@ -103,6 +115,12 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         sync,
         hang_timeout,
         mem,
+        sched: match o.sched.as_str() {
+            _ if o.no_sched => SchedMode::Off,
+            "off" => SchedMode::Off,
+            "schedstat" => SchedMode::Schedstat,
+            _ => SchedMode::Auto,
+        },
     };
     // A status line on a terminal once the recording runs long.
     let mut meter = crate::progress::RecordMeter::new(!o.quiet && crate::report::style::is_tty(2));

@@ -79,6 +79,9 @@ svg .sys{fill:#ffe082}
 svg .held{fill:#64b5f6}
 svg .blk{fill:#ef9a9a}
 svg .tick{stroke:#455a64;stroke-width:1}
+svg .cpu-run{fill:#2e7d32}
+svg .cpu-rdy{fill:#fb8c00}
+svg .inv{fill:#d32f2f;fill-opacity:.12;stroke:#b71c1c;stroke-dasharray:4 2}
 svg .hl{stroke:#b71c1c;stroke-width:2.5}
 svg .proc text.ph{font-weight:700}
 svg .edge{fill:none;stroke:#78909c;stroke-width:1.6}
@@ -158,7 +161,8 @@ pub fn page(trace: &TraceReader, rep: &Report<'_>) -> Result<String> {
         finding(&mut h, i, f, &mut sources);
     }
     h.push_str("<h2>Timeline of the threads</h2>");
-    h.push_str(&timeline::svg(&events, &rep.findings));
+    let origin = crate::cmd::export::origin_ns(trace)?;
+    h.push_str(&timeline::svg(&events, &rep.findings, origin));
     h.push_str("<h2>Lock-order graph</h2>");
     h.push_str(&graph::svg(&rep.findings));
     h.push_str("<h2>Processes, pipes and who holds which end</h2>");

@@ -2,8 +2,12 @@
 //! shows when the thread lived (running), its long syscalls (blocked in
 //! the kernel), the locks it held and the locks it waited for, and its
 //! sync operations as ticks. Spans of the locks and threads of a deadlock
-//! or lock-order inversion are outlined in red. Drawn from the same trace
-//! events as `lockstep export` (microseconds since the first event).
+//! or lock-order inversion are outlined in red. With the kernel's schedule
+//! a thin strip under each row shows when the thread ran (green) and when
+//! it was runnable but waiting for a CPU (orange); a priority inversion is
+//! a dashed red band over H's wait on the rows of H, L and M. Drawn from
+//! the same trace events as `lockstep export` (microseconds since the
+//! first event).
 
 use super::{clip, esc};
 use lockstep_analysis::Finding;
@@ -36,6 +40,13 @@ fn hot_set(findings: &[&Finding]) -> (HashSet<i32>, HashSet<String>) {
     let mut locks = HashSet::new();
     let bare = |s: &str| s.split_once(' ').map_or(s, |(_, n)| n).to_string();
     for f in findings {
+        if f.kind == "priority_inversion" {
+            tids.extend(f.tids.iter().copied());
+            if let Some(l) = f.details["lock"].as_str() {
+                locks.insert(bare(l));
+            }
+            continue;
+        }
         if f.kind != "deadlock" && f.kind != "lock_order_inversion" {
             continue;
         }
@@ -64,8 +75,26 @@ fn span_lock(name: &str) -> &str {
         .trim_end_matches(" (until the end)")
 }
 
-/// The timeline as an SVG element.
-pub fn svg(events: &[Value], findings: &[&Finding]) -> String {
+/// The priority inversions as (start µs, end µs, tids, summary), `ts`
+/// counting from `origin_ns`.
+fn inversions(findings: &[&Finding], origin_ns: u64) -> Vec<(f64, f64, Vec<i32>, String)> {
+    findings
+        .iter()
+        .filter(|f| f.kind == "priority_inversion")
+        .filter_map(|f| {
+            let start = f.details["wait_start_ns"].as_u64()?;
+            let end = start + f.details["wait_ns"].as_u64()?;
+            let us = |ns: u64| ns.saturating_sub(origin_ns) as f64 / 1000.0;
+            Some((us(start), us(end), f.tids.clone(), f.summary.clone()))
+        })
+        .collect()
+}
+
+/// The timeline as an SVG element; events' `ts` count from `origin_ns`.
+pub fn svg(events: &[Value], findings: &[&Finding], origin_ns: u64) -> String {
+    let sched_track = crate::cmd::export::SCHED_TRACK;
+    let mut cpu: HashMap<i32, Vec<(f64, f64, &'static str, String)>> = HashMap::new();
+    let inv = inversions(findings, origin_ns);
     let mut procs: BTreeMap<i64, String> = BTreeMap::new();
     let mut threads: Vec<(i64, i32, String)> = Vec::new();
     let mut extent: HashMap<i32, (f64, f64)> = HashMap::new();
@@ -85,6 +114,18 @@ pub fn svg(events: &[Value], findings: &[&Finding]) -> String {
         match e["ph"].as_str() {
             Some("M") if name == "process_name" => {
                 procs.insert(pid, e["args"]["name"].as_str().unwrap_or("").to_string());
+            }
+            Some("M") if name == "thread_name" && tid >= sched_track => {}
+            Some("X") if e["cat"] == "sched" => {
+                let class = match name.split(' ').next() {
+                    Some("running") => "cpu-run",
+                    Some("runnable") => "cpu-rdy",
+                    _ => continue,
+                };
+                let real = e["args"]["tid"].as_i64().unwrap_or(0) as i32;
+                cpu.entry(real)
+                    .or_default()
+                    .push((ts, dur, class, name.to_string()));
             }
             Some("M") if name == "thread_name" => {
                 threads.push((
@@ -221,6 +262,29 @@ pub fn svg(events: &[Value], findings: &[&Finding]) -> String {
                 fmt_us(sp.dur)
             );
         }
+        for (ts, dur, class, name) in cpu.get(tid).into_iter().flatten().take(MAX_SPANS) {
+            let _ = write!(
+                s,
+                "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"3\"><title>{} ({})</title></rect>",
+                x(*ts),
+                y + 18.5,
+                (x(ts + dur) - x(*ts)).max(0.5),
+                esc(name),
+                fmt_us(*dur)
+            );
+        }
+        for (a, b, tids, summary) in inv.iter().filter(|i| i.2.contains(tid)) {
+            let _ = write!(
+                s,
+                "<rect class=\"inv\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"20\"><title>priority inversion ({}): {}</title></rect>",
+                x(*a),
+                y + 1.0,
+                (x(*b) - x(*a)).max(1.5),
+                ["waits (H)", "holder (L)", "runs meanwhile (M)"]
+                    [tids.iter().position(|t| t == tid).unwrap_or(0).min(2)],
+                esc(summary)
+            );
+        }
         if let Some(tk) = ticks.get(tid) {
             let stride = tk.len().div_ceil(MAX_TICKS).max(1);
             for (ts, name) in tk.iter().step_by(stride) {
@@ -252,7 +316,7 @@ pub fn svg(events: &[Value], findings: &[&Finding]) -> String {
     s
 }
 
-const LEGEND: &str = "<div class=\"legend\"><span><i style=\"background:#c8e6c9\"></i>alive</span><span><i style=\"background:#ffe082\"></i>blocked in a syscall</span><span><i style=\"background:#64b5f6\"></i>holds a lock</span><span><i style=\"background:#ef9a9a\"></i>waits for a lock</span><span><i style=\"border:2px solid #b71c1c\"></i>part of the deadlock / inversion</span><span>| sync operation</span></div>";
+const LEGEND: &str = "<div class=\"legend\"><span><i style=\"background:#c8e6c9\"></i>alive</span><span><i style=\"background:#ffe082\"></i>blocked in a syscall</span><span><i style=\"background:#64b5f6\"></i>holds a lock</span><span><i style=\"background:#ef9a9a\"></i>waits for a lock</span><span><i style=\"border:2px solid #b71c1c\"></i>part of the deadlock / inversion</span><span><i style=\"background:#2e7d32\"></i>on a CPU</span><span><i style=\"background:#fb8c00\"></i>runnable, waiting for a CPU</span><span><i style=\"background:rgba(211,47,47,.12);border:1px dashed #b71c1c\"></i>priority inversion</span><span>| sync operation</span></div>";
 
 /// A round step (1, 2 or 5 times a power of ten) near `raw`.
 fn nice_step(raw: f64) -> f64 {

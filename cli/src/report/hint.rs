@@ -252,11 +252,24 @@ fn priority_inversion(d: &Value) -> Option<String> {
     let low = d
         .get("low")
         .and_then(|l| l.get("tid"))
-        .map(|t| format!(" so that thread {t} runs at the waiter's priority while it holds it"))
-        .unwrap_or_default();
-    Some(format!(
-        "make {lock} a priority-inheritance mutex (pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT)){low}"
-    ))
+        .map(|t| format!("thread {t}"));
+    let low = low.unwrap_or_else(|| "the lower-priority thread".into());
+    let mid = d.get("medium").and_then(|m| m.get("tid"));
+    let mid = mid
+        .map(|t| format!("thread {t}"))
+        .unwrap_or_else(|| "the thread between".into());
+    Some(match (s(d, "via"), s(d, "protocol")) {
+        (Some("condvar"), _) => format!(
+            "no thread owns {lock}, so priority inheritance cannot help: run {low} at the waiter's priority for the hand-off (pthread_setschedprio), or keep {mid} off its CPU"
+        ),
+        (_, Some(p)) if p != "none" => format!(
+            "{lock} already uses PTHREAD_PRIO_{}: the wait is bounded by {low}'s critical section; keep it short",
+            p.to_uppercase()
+        ),
+        _ => format!(
+            "make {lock} a priority-inheritance mutex (pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT)) so that {low} runs at the waiter's priority while it holds it, ahead of {mid}"
+        ),
+    })
 }
 
 /// Every lock name in a `locks`/`locks_held`/`held` list of `v` or of its

@@ -83,6 +83,7 @@ impl Recorder {
             }
         }
         self.drain_agent()?;
+        self.finish_sched()?;
         if let Some(m) = &mut self.memlog {
             m.import_all(&mut self.sink)?;
             (self.counts.mem_segments, self.counts.mem_accesses) = (m.segments, m.accesses);
