@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod reader;
 pub mod schema;
+pub mod syncrows;
 pub mod writer;
 
 pub use error::TraceError;
