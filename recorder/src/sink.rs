@@ -49,12 +49,12 @@ impl Sink {
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(batch) => {
-                            for rec in &batch {
-                                writer.write(rec)?;
-                                written += match rec {
+                            for rec in batch {
+                                written += match &rec {
                                     Record::SyncEvents(events) => events.len() as u64,
                                     _ => 1,
                                 };
+                                writer.write_owned(rec)?;
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => writer.flush()?,

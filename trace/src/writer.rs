@@ -23,11 +23,12 @@ pub struct TraceWriter {
     /// Sync rows, their names and stacks.
     sync: SyncRows,
     /// Memory segments waiting to be written, a batch per thread.
-    pending_mem: HashMap<(i32, i32, String), MemBatch>,
+    pending_mem: HashMap<(i32, i32), MemBatch>,
 }
 
 /// Consecutive memory segments of one thread, packed for one row.
 struct MemBatch {
+    mechanism: String,
     first: Stamp,
     last_seq: u64,
     segments: i64,
@@ -107,14 +108,35 @@ impl TraceWriter {
 
     /// Appends one record; commits every [`BATCH_ROWS`] rows.
     pub fn write(&mut self, rec: &Record) -> Result<(), TraceError> {
+        self.begin()?;
+        self.insert(rec).map_err(self.sq())?;
+        self.added(match rec {
+            Record::SyncEvents(events) => events.len(),
+            _ => 1,
+        })
+    }
+
+    /// [`TraceWriter::write`] of a record the caller gives up: a memory
+    /// segment's accesses are kept without a copy.
+    pub fn write_owned(&mut self, rec: Record) -> Result<(), TraceError> {
+        let Record::Mem(m) = rec else {
+            return self.write(&rec);
+        };
+        self.begin()?;
+        self.add_mem(*m).map_err(self.sq())?;
+        self.added(1)
+    }
+
+    fn begin(&mut self) -> Result<(), TraceError> {
         if self.in_tx == 0 {
             self.conn.execute_batch("BEGIN").map_err(self.sq())?;
         }
-        self.insert(rec).map_err(self.sq())?;
-        self.in_tx += match rec {
-            Record::SyncEvents(events) => events.len(),
-            _ => 1,
-        };
+        Ok(())
+    }
+
+    /// Counts `rows` more in the transaction; commits when it is full.
+    fn added(&mut self, rows: usize) -> Result<(), TraceError> {
+        self.in_tx += rows;
         if self.in_tx >= BATCH_ROWS {
             self.flush()?;
         }
@@ -178,36 +200,46 @@ impl TraceWriter {
             _ => {}
         }
         if let Record::Mem(m) = rec {
-            let key = (m.pid.0, m.tid.0, m.mechanism.clone());
-            let batch = self
-                .pending_mem
-                .entry(key.clone())
-                .or_insert_with(|| MemBatch {
-                    first: m.at,
-                    last_seq: m.at.seq.0,
-                    segments: 0,
-                    accesses: 0,
-                    blob: Vec::new(),
-                    earlier: Default::default(),
-                });
-            crate::memory::pack_segment(&mut batch.blob, m, batch.earlier.make_contiguous());
-            if batch.earlier.len() == crate::memory::REPEAT_WINDOW {
-                batch.earlier.pop_front();
-            }
-            batch.earlier.push_back(m.accesses.clone());
-            batch.last_seq = m.at.seq.0;
-            batch.segments += 1;
-            batch.accesses += m.accesses.len() as i64;
-            if batch.blob.len() >= MEM_BATCH_BYTES {
-                self.insert_mem_batch(&key)?;
-            }
-            return Ok(());
+            return self.add_mem((**m).clone());
         }
         self.insert_other(rec)
     }
 
+    /// Adds a memory segment to its thread's batch.
+    fn add_mem(&mut self, m: crate::memory::MemSegment) -> Result<(), rusqlite::Error> {
+        let key = (m.pid.0, m.tid.0);
+        if self
+            .pending_mem
+            .get(&key)
+            .is_some_and(|b| b.mechanism != m.mechanism)
+        {
+            self.insert_mem_batch(&key)?;
+        }
+        let batch = self.pending_mem.entry(key).or_insert_with(|| MemBatch {
+            mechanism: m.mechanism.clone(),
+            first: m.at,
+            last_seq: m.at.seq.0,
+            segments: 0,
+            accesses: 0,
+            blob: Vec::new(),
+            earlier: Default::default(),
+        });
+        crate::memory::pack_segment(&mut batch.blob, &m, batch.earlier.make_contiguous());
+        if batch.earlier.len() == crate::memory::REPEAT_WINDOW {
+            batch.earlier.pop_front();
+        }
+        batch.last_seq = m.at.seq.0;
+        batch.segments += 1;
+        batch.accesses += m.accesses.len() as i64;
+        batch.earlier.push_back(m.accesses);
+        if batch.blob.len() >= MEM_BATCH_BYTES {
+            self.insert_mem_batch(&key)?;
+        }
+        Ok(())
+    }
+
     /// Writes the pending batch of `key` as one row.
-    fn insert_mem_batch(&mut self, key: &(i32, i32, String)) -> Result<(), rusqlite::Error> {
+    fn insert_mem_batch(&mut self, key: &(i32, i32)) -> Result<(), rusqlite::Error> {
         let Some(b) = self.pending_mem.remove(key) else {
             return Ok(());
         };
@@ -222,7 +254,7 @@ impl TraceWriter {
                 b.first.ts_ns as i64,
                 key.0,
                 key.1,
-                key.2,
+                b.mechanism,
                 b.segments,
                 b.accesses,
                 b.blob
