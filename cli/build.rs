@@ -20,6 +20,8 @@ fn main() {
         "agent/Cargo.lock",
         "agent-abi/src",
         "agent-abi/Cargo.toml",
+        "unwind/src",
+        "unwind/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }

@@ -48,6 +48,7 @@ pub mod vdso;
 /// libraries' constructors) initialise the agent lazily instead.
 extern "C" fn constructor() {
     if shm::get().is_some() {
+        stack::cfi::init();
         local::prepare_current_thread();
         mem::init();
     }

@@ -255,13 +255,6 @@ impl Rec {
 /// (see the module docs on unwinding).
 #[inline(always)]
 pub fn begin(f: Frame, op: Op, shape: Shape, detail: impl FnOnce() -> Detail) -> Option<Rec> {
-    // The unwinder's own calls (see stack::cfi: its mutexes, pthread_once)
-    // are not the program's. The one sync call a signal handler may make
-    // meanwhile, sem_post (the only async-signal-safe one), is counted as
-    // dropped below, as usual.
-    if crate::stack::unwinding() && op != Op::SemPost {
-        return None;
-    }
     let shm = shm::get()?;
     // A first event may claim a ring and learn the stack bounds, which can
     // touch errno: keep the caller's (a signal handler's caller's) errno.

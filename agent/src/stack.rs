@@ -103,7 +103,7 @@ impl Bounds {
 /// one in the interposer's frame `f`; the rest stays 0.
 /// Whether the frame-pointer walk can be trusted from a call site, learnt
 /// once per call site: the first event from a site is also unwound with
-/// DWARF CFI (.eh_frame), and if the two disagree on the caller's frame,
+/// DWARF CFI (.eh_frame, [`cfi`]), and if the two disagree on the caller's frame,
 /// the function around the site was built without frame pointers (its rbp
 /// is some ancestor's, so the walk would skip frames) and every later event
 /// from it is unwound with CFI. A fixed lock-free table, no allocation.
@@ -165,10 +165,10 @@ pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
     }
     match sites::get(site) {
         sites::FP_OK => {}
-        sites::USE_CFI => cfi::walk(out),
+        sites::USE_CFI => cfi::walk(f, bounds, out),
         _ => {
             let mut alt = *out;
-            cfi::walk(&mut alt);
+            cfi::walk(f, bounds, &mut alt);
             if alt[1] == out[1] {
                 sites::set(site, sites::FP_OK);
             } else {
@@ -234,90 +234,121 @@ fn walk_fp(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) -> usize {
     n
 }
 
-/// DWARF CFI unwinding (.eh_frame, through libgcc's unwinder, which every
-/// glibc process has) for callers without frame pointers: slower than the
-/// frame-pointer walk (microseconds), so used only when that walk stops
-/// short. Frames up to the call site (`out[0]`, known exactly from the
-/// interposer's own frame) are the agent's and are skipped.
-mod cfi {
-    use core::cell::Cell;
-    use core::ffi::c_void;
+/// DWARF CFI unwinding (.eh_frame, through gimli: `lockstep-unwind`) for
+/// callers without frame pointers: slower than the frame-pointer walk (a
+/// binary search and a CFI program per frame), so used only where that
+/// walk is wrong. No allocation, no lock, no system call: the object of a
+/// code address comes from glibc's `_dl_find_object` (lock-free and
+/// async-signal-safe, glibc >= 2.35; without it, frame pointers only), and
+/// the stack is read only between the interposer's stack pointer and the
+/// top of the thread's stack.
+pub mod cfi {
+    use super::{read_frame, Bounds, Frame, OWN_FRAME_MAX};
+    use core::sync::atomic::{AtomicUsize, Ordering};
     use lockstep_agent_abi::STACK_DEPTH;
+    use lockstep_unwind::{Image, Memory, Objects, Regs};
 
-    std::thread_local! {
-        /// Set while this thread runs libgcc's unwinder, which locks its own
-        /// mutexes through pthread_mutex_lock: those calls are the agent's
-        /// own, not the program's, and are neither recorded nor counted.
-        pub static UNWINDING: Cell<bool> = const { Cell::new(false) };
-    }
-
+    /// glibc's `struct dl_find_object` (<dlfcn.h>, x86-64).
     #[repr(C)]
-    struct Context {
-        _private: [u8; 0],
+    struct DlFindObject {
+        flags: u64,
+        map_start: *const u8,
+        map_end: *const u8,
+        link_map: *const u8,
+        eh_frame: *const u8,
+        reserved: [u64; 7],
     }
-    type TraceFn = extern "C" fn(*mut Context, *mut c_void) -> i32;
-    extern "C" {
-        fn _Unwind_Backtrace(f: TraceFn, arg: *mut c_void) -> i32;
-        fn _Unwind_GetIP(ctx: *mut Context) -> usize;
-    }
-    /// _URC_NO_REASON: go on; _URC_END_OF_STACK: stop.
-    const GO_ON: i32 = 0;
-    const STOP: i32 = 5;
+    type FindFn = unsafe extern "C" fn(*const u8, *mut DlFindObject) -> i32;
 
-    struct State<'a> {
-        out: &'a mut [u64; STACK_DEPTH],
-        n: usize,
-        found: bool,
+    /// `_dl_find_object`, looked up once by [`init`] (0: not available).
+    static FIND: AtomicUsize = AtomicUsize::new(0);
+
+    /// Looks `_dl_find_object` up (dlsym may lock and allocate: call it
+    /// from the constructor, not from an interposer).
+    pub fn init() {
+        // SAFETY: dlsym with a NUL-terminated name; the result is only
+        // called through the type glibc declares.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+        FIND.store(p as usize, Ordering::Release);
     }
 
-    extern "C" fn each(ctx: *mut Context, arg: *mut c_void) -> i32 {
-        // SAFETY: `arg` is the &mut State passed to _Unwind_Backtrace below,
-        // alive for the whole call.
-        let st = unsafe { &mut *(arg as *mut State<'_>) };
-        // SAFETY: `ctx` is the unwinder's context for the current frame.
-        let ip = unsafe { _Unwind_GetIP(ctx) } as u64;
-        if !st.found {
-            st.found = ip == st.out[0];
-            if st.found {
-                st.n = 1;
+    /// The loaded objects, as glibc knows them; code in the memory
+    /// capture's relocated copies stands for the original code.
+    struct Loaded(FindFn);
+
+    impl Objects for Loaded {
+        fn find(&self, pc: u64) -> Option<Image<'_>> {
+            // SAFETY: all-zero bytes are a valid out-struct.
+            let mut o: DlFindObject = unsafe { core::mem::zeroed() };
+            // SAFETY: `_dl_find_object` only reads its tables and fills `o`.
+            if unsafe { (self.0)(pc as *const u8, &mut o) } != 0 || o.eh_frame.is_null() {
+                return None;
             }
-            return GO_ON;
+            let len = (o.map_end as usize).checked_sub(o.map_start as usize)?;
+            // SAFETY: [map_start, map_end) is the object's mapping, alive
+            // while it is loaded (an object unloaded during the walk is the
+            // program's use-after-dlclose); gimli reads only its unwind
+            // tables in it, which are mapped and readable.
+            let bytes = unsafe { core::slice::from_raw_parts(o.map_start, len) };
+            Some(Image {
+                start: o.map_start as u64,
+                bytes,
+                eh_frame_hdr: o.eh_frame as u64,
+            })
         }
-        if ip == 0 || st.n == STACK_DEPTH {
-            return STOP;
+
+        fn original(&self, pc: u64) -> u64 {
+            crate::mem::sites::get().map_or(pc, |m| m.original(pc))
         }
-        st.out[st.n] = ip;
-        st.n += 1;
-        GO_ON
     }
 
+    /// The live part of the thread's stack, `[lo, hi)`.
+    struct LiveStack {
+        lo: u64,
+        hi: u64,
+    }
+
+    impl Memory for LiveStack {
+        fn read_u64(&self, addr: u64) -> Option<u64> {
+            if addr < self.lo || addr.checked_add(8)? > self.hi {
+                return None;
+            }
+            // SAFETY: [addr, addr + 8) lies between the interposer's stack
+            // pointer and the top of the thread's stack, which is mapped.
+            Some(unsafe { core::ptr::read_unaligned(addr as *const u64) })
+        }
+    }
+
+    /// Unwinds from the interposer's frame `f` into `out` (`out[0]`, the
+    /// call site, is already there); leaves `out` alone when the unwind
+    /// does not get past the call site.
     #[inline(never)]
-    pub fn walk(out: &mut [u64; STACK_DEPTH]) {
-        let mut st = State {
-            out,
-            n: 0,
-            found: false,
-        };
-        UNWINDING.with(|u| u.set(true));
-        // SAFETY: the callback only touches `st`, which outlives the call.
-        unsafe { _Unwind_Backtrace(each, &mut st as *mut State<'_> as *mut c_void) };
-        UNWINDING.with(|u| u.set(false));
-        if !st.found {
-            // The unwinder did not get as far as the call site: keep what
-            // the frame-pointer walk found.
+    pub fn walk(f: Frame, bounds: Bounds, out: &mut [u64; STACK_DEPTH]) {
+        let find = FIND.load(Ordering::Acquire);
+        let own_ok = f.fp % 8 == 0 && f.fp >= f.sp && f.fp - f.sp <= OWN_FRAME_MAX - 16;
+        if find == 0 || !own_ok || !bounds.contains(f.sp) {
             return;
         }
-        let n = st.n;
-        for slot in st.out[n..].iter_mut() {
-            *slot = 0;
+        // SAFETY: a non-zero FIND is `_dl_find_object`, of this type.
+        let objects = Loaded(unsafe { core::mem::transmute::<usize, FindFn>(find) });
+        // SAFETY: the interposer's own frame, checked just above as in
+        // walk_fp: 16 bytes just above the captured stack pointer.
+        let (rbp, pc) = unsafe { read_frame(f.fp) };
+        let regs = Regs {
+            pc: pc as u64,
+            rsp: (f.fp + 16) as u64,
+            rbp: rbp as u64,
+        };
+        let stack = LiveStack {
+            lo: f.sp as u64,
+            hi: bounds.hi as u64,
+        };
+        let mut alt = [0u64; STACK_DEPTH];
+        let n = lockstep_unwind::unwind(&objects, &stack, regs, &mut alt);
+        if n > 1 {
+            *out = alt;
         }
     }
-}
-
-/// Whether the calling thread is inside the agent's own CFI unwinding.
-#[inline(always)]
-pub fn unwinding() -> bool {
-    cfi::UNWINDING.with(|u| u.get())
 }
 
 /// Reads the saved frame pointer and return address of the frame at `fp`.

@@ -9,7 +9,7 @@
 
 use crate::error::RecordError;
 use lockstep_agent_abi as abi;
-use lockstep_trace::{Pid, Seq, Stamp, SyncOp, Tid};
+use lockstep_trace::{Pid, Seq, Stamp, SyncEvent, SyncOp, Tid, SYNC_EVENT_FRAMES};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -159,8 +159,10 @@ impl SharedArea {
         self.header().dropped.load(Ordering::Relaxed)
     }
 
-    /// Moves every published event out of the rings into `out`.
-    pub fn drain(&self, out: &mut Vec<SyncOp>) {
+    /// Moves every published event out of the rings: into `out`, or into
+    /// `odd` for the rare event whose op or phase code this recorder does
+    /// not know (a newer agent), which keeps its code in its name.
+    pub fn drain(&self, out: &mut Vec<SyncEvent>, odd: &mut Vec<SyncOp>) {
         let claimed =
             (self.header().rings_claimed.load(Ordering::Acquire) as usize).min(abi::MAX_RINGS);
         for i in 0..claimed {
@@ -182,7 +184,10 @@ impl SharedArea {
                         self.base.add(abi::event_offset(i, slot as usize)) as *const abi::Event
                     )
                 };
-                out.push(to_sync_op(&ev));
+                match to_sync_event(&ev) {
+                    Some(e) => out.push(e),
+                    None => odd.push(to_sync_op(&ev)),
+                }
             }
             ring.tail.store(head, Ordering::Release);
         }
@@ -198,6 +203,30 @@ impl Drop for SharedArea {
         };
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The event with static names, `None` for unknown codes.
+fn to_sync_event(ev: &abi::Event) -> Option<SyncEvent> {
+    const _: () = assert!(abi::STACK_DEPTH <= SYNC_EVENT_FRAMES);
+    let mut frames = [0u64; SYNC_EVENT_FRAMES];
+    frames[..abi::STACK_DEPTH].copy_from_slice(&ev.stack);
+    Some(SyncEvent {
+        at: Stamp {
+            seq: Seq(ev.seq),
+            ts_ns: ev.ts_ns,
+        },
+        pid: Pid(ev.pid),
+        tid: Tid(ev.tid),
+        op: abi::Op::from_code(ev.op)?.name(),
+        phase: abi::Phase::from_code(ev.phase)?.name(),
+        mechanism: "agent",
+        obj: ev.obj,
+        arg: ev.arg,
+        arg2: ev.arg2,
+        flags: ev.flags as u32,
+        ret: ev.ret,
+        frames,
+    })
 }
 
 fn to_sync_op(ev: &abi::Event) -> SyncOp {

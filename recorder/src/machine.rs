@@ -79,7 +79,6 @@ pub struct Recorder {
     sink: Sink,
     /// The agent's shared area, drained at every stop.
     area: Option<Rc<SharedArea>>,
-    drained: Vec<SyncOp>,
     threads: HashMap<Tid, Thread>,
     /// Parents of processes, for CLONE_PARENT.
     parents: HashMap<Pid, Option<Pid>>,
@@ -125,7 +124,6 @@ impl Recorder {
             clock: area.clone().map(SeqClock::shared).unwrap_or_default(),
             sink,
             area,
-            drained: Vec::new(),
             threads: HashMap::new(),
             parents: HashMap::new(),
             parked: HashMap::new(),
@@ -212,18 +210,23 @@ impl Recorder {
         let Some(area) = &self.area else {
             return Ok(());
         };
-        area.drain(&mut self.drained);
-        if self.drained.is_empty() {
+        let mut events = Vec::new();
+        let mut odd = Vec::new();
+        area.drain(&mut events, &mut odd);
+        if events.is_empty() && odd.is_empty() {
             return Ok(());
         }
-        self.counts.sync_ops += self.drained.len() as u64;
+        self.counts.sync_ops += (events.len() + odd.len()) as u64;
         self.last_progress_ns = crate::clock::monotonic_ns();
-        let ops = std::mem::take(&mut self.drained);
-        for op in ops {
-            if let Some(m) = &mut self.memstep {
-                m.on_agent_op(&op);
-            }
+        if let Some(m) = &mut self.memstep {
+            events.iter().for_each(|e| m.on_agent_op(&e.to_op()));
+            odd.iter().for_each(|o| m.on_agent_op(o));
+        }
+        for op in odd {
             self.sink.send(Record::Sync(Box::new(op)))?;
+        }
+        if !events.is_empty() {
+            self.sink.send(Record::SyncEvents(events))?;
         }
         Ok(())
     }

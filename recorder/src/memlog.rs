@@ -6,7 +6,8 @@
 //! [`abi::MemRecord`] and its [`abi::MemEntry`]s). The recorder imports a
 //! thread's file when the thread is gone, and every file left at the end of
 //! the recording (a hang kill, a signal, a crash, exec'd processes), and
-//! deletes it.
+//! deletes it. Files are read as a stream, a record at a time: a
+//! sync-heavy thread's file can hold millions of segments.
 //!
 //! The file is written by the program, so nothing in it is trusted: the
 //! magic is checked, `committed` is clamped to the file's size, a record
@@ -18,6 +19,7 @@ use crate::RecordError;
 use lockstep_agent_abi as abi;
 use lockstep_trace::memory::ACCESS_BYTES;
 use lockstep_trace::{MemAccess, MemSegment, Pid, Record, Seq, Stamp, Tid};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 const HEADER: usize = std::mem::size_of::<abi::MemFileHeader>();
@@ -44,6 +46,15 @@ pub struct Parsed {
     pub truncated: bool,
 }
 
+/// What reading one file found, besides its segments.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Entries dropped for an unknown `via` code.
+    pub bad_entries: u64,
+    /// A record was cut short (only complete records are kept).
+    pub truncated: bool,
+}
+
 fn u64_at(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
 }
@@ -52,51 +63,74 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"))
 }
 
-/// Parses the contents of one memory file.
+/// Parses the contents of one memory file held in memory.
 pub fn parse(buf: &[u8]) -> Result<Parsed, MemFileError> {
-    if buf.len() < HEADER {
-        return Err(MemFileError::Short(buf.len()));
+    let mut segments = Vec::new();
+    let damage = read_segments(buf, buf.len() as u64, &mut |s| {
+        segments.push(s);
+        true
+    })?;
+    Ok(Parsed {
+        segments,
+        bad_entries: damage.bad_entries,
+        truncated: damage.truncated,
+    })
+}
+
+/// Reads a memory file of `len` bytes from `r` one record at a time,
+/// handing each segment to `each` (which returns false to stop): memory
+/// stays bounded by the largest record, whatever the file's size.
+pub fn read_segments(
+    mut r: impl Read,
+    len: u64,
+    each: &mut dyn FnMut(MemSegment) -> bool,
+) -> Result<Damage, MemFileError> {
+    let mut head = [0u8; HEADER];
+    if len < HEADER as u64 || r.read_exact(&mut head).is_err() {
+        return Err(MemFileError::Short(len.min(HEADER as u64) as usize));
     }
-    let magic = u64_at(buf, 0);
+    let magic = u64_at(&head, 0);
     if magic != abi::MEM_MAGIC {
         return Err(MemFileError::Magic(magic));
     }
-    let pid = Pid(u32_at(buf, 8) as i32);
-    let tid = Tid(u32_at(buf, 12) as i32);
+    let pid = Pid(u32_at(&head, 8) as i32);
+    let tid = Tid(u32_at(&head, 12) as i32);
     // `committed` is the program's word: never read past the file.
-    let committed = u64_at(buf, 16).min((buf.len() - HEADER) as u64) as usize;
-    let body = &buf[HEADER..HEADER + committed];
-    let mut out = Parsed::default();
-    let mut at = 0usize;
-    while at < body.len() {
-        if body.len() - at < RECORD {
+    let mut left = u64_at(&head, 16).min(len - HEADER as u64);
+    let mut out = Damage::default();
+    let mut rec = [0u8; RECORD];
+    let mut entries = Vec::new();
+    while left > 0 {
+        if left < RECORD as u64 || r.read_exact(&mut rec).is_err() {
             out.truncated = true;
             break;
         }
-        let seq = u64_at(body, at);
-        let ts_ns = u64_at(body, at + 8);
-        let count = u32_at(body, at + 16) as usize;
-        let entries = at + RECORD;
-        let Some(end) = count
-            .checked_mul(ENTRY)
-            .and_then(|n| n.checked_add(entries))
-            .filter(|&e| e <= body.len())
-        else {
+        left -= RECORD as u64;
+        let seq = u64_at(&rec, 0);
+        let ts_ns = u64_at(&rec, 8);
+        let count = u32_at(&rec, 16) as u64;
+        let size = count * ENTRY as u64;
+        if size > left {
             out.truncated = true;
             break;
-        };
-        let mut accesses = Vec::with_capacity(count);
-        for e in body[entries..end].chunks_exact(ENTRY) {
+        }
+        entries.resize(size as usize, 0);
+        if r.read_exact(&mut entries).is_err() {
+            out.truncated = true;
+            break;
+        }
+        left -= size;
+        let mut accesses = Vec::with_capacity(count as usize);
+        for e in entries.chunks_exact(ENTRY) {
             match MemAccess::from_bytes(e) {
                 Some(a) => accesses.push(a),
                 None => out.bad_entries += 1,
             }
         }
-        at = end;
         if accesses.is_empty() {
             continue;
         }
-        out.segments.push(MemSegment {
+        let seg = MemSegment {
             at: Stamp {
                 seq: Seq(seq),
                 ts_ns,
@@ -105,7 +139,10 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, MemFileError> {
             tid,
             mechanism: "agent".into(),
             accesses,
-        });
+        };
+        if !each(seg) {
+            break;
+        }
     }
     Ok(out)
 }
@@ -171,30 +208,34 @@ impl MemLog {
     /// Imports one file (a bad file is logged and skipped: the recording
     /// goes on) and deletes it.
     fn import(&mut self, path: &Path, sink: &mut Sink) -> Result<(), RecordError> {
-        let parsed = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| parse(&b).map_err(|e| e.to_string()));
-        let _ = std::fs::remove_file(path);
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "memory file not imported: {e}");
-                return Ok(());
-            }
+        let mut sent = Ok(());
+        let (mut segments, mut accesses) = (0u64, 0u64);
+        let mut each = |seg: MemSegment| {
+            segments += 1;
+            accesses += seg.accesses.len() as u64;
+            sent = sink.send(Record::Mem(Box::new(seg)));
+            sent.is_ok()
         };
-        if parsed.truncated || parsed.bad_entries > 0 {
-            tracing::warn!(
+        let read = std::fs::File::open(path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)))
+            .map_err(|e| e.to_string())
+            .and_then(|(len, f)| {
+                read_segments(BufReader::with_capacity(1 << 16, f), len, &mut each)
+                    .map_err(|e| e.to_string())
+            });
+        let _ = std::fs::remove_file(path);
+        sent?;
+        self.segments += segments;
+        self.accesses += accesses;
+        match read {
+            Err(e) => tracing::warn!(path = %path.display(), "memory file not imported: {e}"),
+            Ok(d) if d.truncated || d.bad_entries > 0 => tracing::warn!(
                 path = %path.display(),
-                truncated = parsed.truncated,
-                bad_entries = parsed.bad_entries,
+                truncated = d.truncated,
+                bad_entries = d.bad_entries,
                 "memory file damaged; complete records imported"
-            );
-        }
-        tracing::debug!(path = %path.display(), segments = parsed.segments.len(), "memory file imported");
-        for seg in parsed.segments {
-            self.segments += 1;
-            self.accesses += seg.accesses.len() as u64;
-            sink.send(Record::Mem(Box::new(seg)))?;
+            ),
+            Ok(_) => tracing::debug!(path = %path.display(), segments, "memory file imported"),
         }
         Ok(())
     }

@@ -15,8 +15,9 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Records per batch handed to the writer thread.
-const BATCH: usize = 1024;
+/// Rows per batch handed to the writer thread (a [`Record::SyncEvents`]
+/// counts its events).
+const BATCH: usize = 4096;
 /// The oldest a record may be before its batch is handed over.
 pub const MAX_AGE_NS: u64 = 200_000_000;
 
@@ -25,6 +26,8 @@ pub struct Sink {
     tx: Option<SyncSender<Vec<Record>>>,
     handle: Option<JoinHandle<Result<u64, TraceError>>>,
     batch: Vec<Record>,
+    /// The rows in `batch`.
+    rows: usize,
     /// When the oldest record of `batch` was queued.
     batch_since: u64,
 }
@@ -34,7 +37,7 @@ impl Sink {
     /// `avoid_cpu` is the CPU of the tracer and tracees, which the writer
     /// leaves to them when it can.
     pub fn start(mut writer: TraceWriter, avoid_cpu: Option<usize>) -> Sink {
-        let (tx, rx) = sync_channel::<Vec<Record>>(64);
+        let (tx, rx) = sync_channel::<Vec<Record>>(16);
         let handle = std::thread::Builder::new()
             .name("lockstep-writer".into())
             .spawn(move || {
@@ -46,10 +49,13 @@ impl Sink {
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(batch) => {
-                            for rec in &batch {
-                                writer.write(rec)?;
+                            for rec in batch {
+                                written += match &rec {
+                                    Record::SyncEvents(events) => events.len() as u64,
+                                    _ => 1,
+                                };
+                                writer.write_owned(rec)?;
                             }
-                            written += batch.len() as u64;
                         }
                         Err(RecvTimeoutError::Timeout) => writer.flush()?,
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -62,7 +68,8 @@ impl Sink {
         Sink {
             tx: Some(tx),
             handle: Some(handle),
-            batch: Vec::with_capacity(BATCH),
+            batch: Vec::new(),
+            rows: 0,
             batch_since: 0,
         }
     }
@@ -72,8 +79,12 @@ impl Sink {
         if self.batch.is_empty() {
             self.batch_since = monotonic_ns();
         }
+        self.rows += match &rec {
+            Record::SyncEvents(events) => events.len(),
+            _ => 1,
+        };
         self.batch.push(rec);
-        if self.batch.len() >= BATCH {
+        if self.rows >= BATCH {
             self.hand_over()?;
         }
         Ok(())
@@ -92,7 +103,8 @@ impl Sink {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let batch = std::mem::take(&mut self.batch);
+        self.rows = 0;
         let tx = self.tx.as_ref().expect("sink used after close");
         tx.send(batch)
             .map_err(|_| RecordError::Writer("the writer thread ended early".into()))

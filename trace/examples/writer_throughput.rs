@@ -1,5 +1,6 @@
 //! Measures how fast TraceWriter stores sync ops (rows per second), the
-//! recorder's upper bound for recording uncontended locking.
+//! recorder's upper bound for recording uncontended locking (the agent
+//! path's records: [`SyncEvent`]s, a ring's drain per record).
 //! `cargo run --release -p lockstep-trace --example writer_throughput [N]`
 
 use lockstep_trace::*;
@@ -13,9 +14,11 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("lockstep-writer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("t.db");
-    let ops: Vec<Record> = (0..n)
+    let ops: Vec<SyncEvent> = (0..n)
         .map(|i| {
-            Record::Sync(Box::new(SyncOp {
+            let mut frames = [0; SYNC_EVENT_FRAMES];
+            frames[..3].copy_from_slice(&[0x5555_1000 + (i % 3), 0x5555_2000, 0x7fff_0000]);
+            SyncEvent {
                 at: Stamp {
                     seq: Seq(i + 1),
                     ts_ns: i * 100,
@@ -26,23 +29,23 @@ fn main() {
                     "pthread_mutex_unlock"
                 } else {
                     "pthread_mutex_lock"
-                }
-                .into(),
-                phase: ["request", "acquired", "released"][(i % 3) as usize].into(),
+                },
+                phase: ["request", "acquired", "released"][(i % 3) as usize],
                 obj: 0x5555_0000 + (i % 2) * 0x40,
                 arg: 0,
                 arg2: 0,
                 flags: 0,
                 ret: 0,
-                stack: vec![0x5555_1000 + (i % 3), 0x5555_2000, 0x7fff_0000],
-                mechanism: "agent".into(),
-            }))
+                frames,
+                mechanism: "agent",
+            }
         })
         .collect();
     let start = Instant::now();
     let mut w = TraceWriter::create(&path, true).unwrap();
-    for r in &ops {
-        w.write(r).unwrap();
+    // As the recorder hands them over: one record per drain of a ring.
+    for chunk in ops.chunks(8192) {
+        w.write(&Record::SyncEvents(chunk.to_vec())).unwrap();
     }
     let written = start.elapsed();
     w.finish().unwrap();

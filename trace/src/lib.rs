@@ -14,6 +14,7 @@ pub mod model;
 pub mod reader;
 pub mod sched;
 pub mod schema;
+pub mod syncrows;
 pub mod sysdata;
 pub mod writer;
 

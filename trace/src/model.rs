@@ -229,6 +229,60 @@ pub struct SyncOp {
     pub mechanism: String,
 }
 
+/// Return addresses a [`SyncEvent`] holds inline (the agent's depth).
+pub const SYNC_EVENT_FRAMES: usize = 8;
+
+/// A [`SyncOp`] as the recorder's agent path hands it to the writer: no
+/// heap (static names, the stack inline), so that millions of them cost no
+/// allocation between the shared-memory rings and the trace. Stored as the
+/// same `sync_rows` row; readers get [`SyncOp`]s back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncEvent {
+    pub at: Stamp,
+    pub pid: Pid,
+    pub tid: Tid,
+    pub op: &'static str,
+    pub phase: &'static str,
+    pub mechanism: &'static str,
+    pub obj: u64,
+    pub arg: u64,
+    pub arg2: u64,
+    pub flags: u32,
+    pub ret: i32,
+    /// Return addresses, innermost first; the first 0 ends the stack.
+    pub frames: [u64; SYNC_EVENT_FRAMES],
+}
+
+impl SyncEvent {
+    /// The call stack: `frames` up to the first 0.
+    pub fn stack(&self) -> &[u64] {
+        let n = self
+            .frames
+            .iter()
+            .position(|&a| a == 0)
+            .unwrap_or(SYNC_EVENT_FRAMES);
+        &self.frames[..n]
+    }
+
+    /// The same op with owned fields.
+    pub fn to_op(&self) -> SyncOp {
+        SyncOp {
+            at: self.at,
+            pid: self.pid,
+            tid: self.tid,
+            op: self.op.into(),
+            phase: self.phase.into(),
+            obj: self.obj,
+            arg: self.arg,
+            arg2: self.arg2,
+            flags: self.flags,
+            ret: self.ret,
+            stack: self.stack().to_vec(),
+            mechanism: self.mechanism.into(),
+        }
+    }
+}
+
 /// One file-backed executable mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
@@ -278,6 +332,9 @@ pub enum Record {
     /// or written by the program to the recording's terminal).
     SyscallData(Box<crate::sysdata::SyscallData>),
     Sync(Box<SyncOp>),
+    /// Sync ops of the agent path, in drain order (one record per drain).
+    #[serde(skip)]
+    SyncEvents(Vec<SyncEvent>),
     Hang(Hang),
     /// The memory accesses of one thread between two of its sync operations.
     Mem(Box<crate::memory::MemSegment>),

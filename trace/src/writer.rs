@@ -4,6 +4,7 @@
 use crate::error::TraceError;
 use crate::model::*;
 use crate::schema::{APPLICATION_ID, CREATE, INDEX_AT_END, SCHEMA_VERSION};
+use crate::syncrows::SyncRows;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,19 +20,15 @@ pub struct TraceWriter {
     conn: Connection,
     path: PathBuf,
     in_tx: usize,
-    /// Interned sync op / phase / mechanism names.
-    names: HashMap<String, i64>,
-    /// Interned call stacks.
-    stacks: HashMap<Vec<u64>, i64>,
-    /// Sync rows waiting for a multi-row insert.
-    pending_sync: Vec<[i64; SYNC_COLUMNS]>,
-    multi_insert_sql: Option<String>,
+    /// Sync rows, their names and stacks.
+    sync: SyncRows,
     /// Memory segments waiting to be written, a batch per thread.
-    pending_mem: HashMap<(i32, i32, String), MemBatch>,
+    pending_mem: HashMap<(i32, i32), MemBatch>,
 }
 
 /// Consecutive memory segments of one thread, packed for one row.
 struct MemBatch {
+    mechanism: String,
     first: Stamp,
     last_seq: u64,
     segments: i64,
@@ -43,10 +40,6 @@ struct MemBatch {
 
 /// A batch is written once its blob reaches this size.
 const MEM_BATCH_BYTES: usize = 256 * 1024;
-
-const SYNC_COLUMNS: usize = 14;
-/// Rows per multi-row INSERT (14 × 64 parameters, well under SQLite's limit).
-const SYNC_ROWS_PER_INSERT: usize = 64;
 
 impl TraceWriter {
     /// Creates a new, empty trace at `path`. An existing file is an error
@@ -100,10 +93,7 @@ impl TraceWriter {
             conn,
             path: path.to_path_buf(),
             in_tx: 0,
-            names: HashMap::new(),
-            stacks: HashMap::new(),
-            pending_sync: Vec::with_capacity(SYNC_ROWS_PER_INSERT),
-            multi_insert_sql: None,
+            sync: SyncRows::default(),
             pending_mem: HashMap::new(),
         })
     }
@@ -116,13 +106,37 @@ impl TraceWriter {
         move |e| TraceError::sqlite(&self.path, e)
     }
 
-    /// Appends one record; commits every [`BATCH_ROWS`] records.
+    /// Appends one record; commits every [`BATCH_ROWS`] rows.
     pub fn write(&mut self, rec: &Record) -> Result<(), TraceError> {
+        self.begin()?;
+        self.insert(rec).map_err(self.sq())?;
+        self.added(match rec {
+            Record::SyncEvents(events) => events.len(),
+            _ => 1,
+        })
+    }
+
+    /// [`TraceWriter::write`] of a record the caller gives up: a memory
+    /// segment's accesses are kept without a copy.
+    pub fn write_owned(&mut self, rec: Record) -> Result<(), TraceError> {
+        let Record::Mem(m) = rec else {
+            return self.write(&rec);
+        };
+        self.begin()?;
+        self.add_mem(*m).map_err(self.sq())?;
+        self.added(1)
+    }
+
+    fn begin(&mut self) -> Result<(), TraceError> {
         if self.in_tx == 0 {
             self.conn.execute_batch("BEGIN").map_err(self.sq())?;
         }
-        self.insert(rec).map_err(self.sq())?;
-        self.in_tx += 1;
+        Ok(())
+    }
+
+    /// Counts `rows` more in the transaction; commits when it is full.
+    fn added(&mut self, rows: usize) -> Result<(), TraceError> {
+        self.in_tx += rows;
         if self.in_tx >= BATCH_ROWS {
             self.flush()?;
         }
@@ -141,12 +155,12 @@ impl TraceWriter {
                 self.insert_mem_batch(&k).map_err(self.sq())?;
             }
         }
-        if !self.pending_sync.is_empty() {
+        if !self.sync.is_empty() {
             if self.in_tx == 0 {
                 self.conn.execute_batch("BEGIN").map_err(self.sq())?;
                 self.in_tx = 1;
             }
-            self.insert_pending_sync().map_err(self.sq())?;
+            self.sync.flush(&self.conn).map_err(self.sq())?;
         }
         if self.in_tx > 0 {
             self.conn.execute_batch("COMMIT").map_err(self.sq())?;
@@ -174,96 +188,58 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// The code of a sync name, interning it on first use.
-    fn name_code(&mut self, name: &str) -> Result<i64, rusqlite::Error> {
-        if let Some(&c) = self.names.get(name) {
-            return Ok(c);
-        }
-        let code = self.names.len() as i64 + 1;
-        self.conn
-            .prepare_cached("INSERT INTO sync_names(code, name) VALUES (?1, ?2)")?
-            .execute(params![code, name])?;
-        self.names.insert(name.to_string(), code);
-        Ok(code)
-    }
-
-    /// The id of a call stack, interning it on first use.
-    fn stack_id(&mut self, frames: &[u64]) -> Result<i64, rusqlite::Error> {
-        if let Some(&id) = self.stacks.get(frames) {
-            return Ok(id);
-        }
-        let id = self.stacks.len() as i64 + 1;
-        let mut blob = Vec::with_capacity(frames.len() * 8);
-        for a in frames {
-            blob.extend_from_slice(&a.to_le_bytes());
-        }
-        self.conn
-            .prepare_cached("INSERT INTO stacks(id, frames) VALUES (?1, ?2)")?
-            .execute(params![id, blob])?;
-        self.stacks.insert(frames.to_vec(), id);
-        Ok(id)
-    }
-
     fn insert(&mut self, rec: &Record) -> Result<(), rusqlite::Error> {
-        if let Record::Sync(o) = rec {
-            let (op, phase, mech) = (
-                self.name_code(&o.op)?,
-                self.name_code(&o.phase)?,
-                self.name_code(&o.mechanism)?,
-            );
-            let stack = self.stack_id(&o.stack)?;
-            self.pending_sync.push([
-                o.at.seq.0 as i64,
-                o.at.ts_ns as i64,
-                o.pid.0 as i64,
-                o.tid.0 as i64,
-                op,
-                phase,
-                o.obj as i64,
-                o.arg as i64,
-                o.arg2 as i64,
-                o.flags as i64,
-                o.ret as i64,
-                o.stack.first().copied().unwrap_or(0) as i64,
-                stack,
-                mech,
-            ]);
-            if self.pending_sync.len() == SYNC_ROWS_PER_INSERT {
-                self.insert_pending_sync()?;
+        match rec {
+            Record::Sync(o) => return self.sync.push_op(&self.conn, o),
+            Record::SyncEvents(events) => {
+                for e in events {
+                    self.sync.push_event(&self.conn, e)?;
+                }
+                return Ok(());
             }
-            return Ok(());
+            _ => {}
         }
         if let Record::Mem(m) = rec {
-            let key = (m.pid.0, m.tid.0, m.mechanism.clone());
-            let batch = self
-                .pending_mem
-                .entry(key.clone())
-                .or_insert_with(|| MemBatch {
-                    first: m.at,
-                    last_seq: m.at.seq.0,
-                    segments: 0,
-                    accesses: 0,
-                    blob: Vec::new(),
-                    earlier: Default::default(),
-                });
-            crate::memory::pack_segment(&mut batch.blob, m, batch.earlier.make_contiguous());
-            if batch.earlier.len() == crate::memory::REPEAT_WINDOW {
-                batch.earlier.pop_front();
-            }
-            batch.earlier.push_back(m.accesses.clone());
-            batch.last_seq = m.at.seq.0;
-            batch.segments += 1;
-            batch.accesses += m.accesses.len() as i64;
-            if batch.blob.len() >= MEM_BATCH_BYTES {
-                self.insert_mem_batch(&key)?;
-            }
-            return Ok(());
+            return self.add_mem((**m).clone());
         }
         self.insert_other(rec)
     }
 
+    /// Adds a memory segment to its thread's batch.
+    fn add_mem(&mut self, m: crate::memory::MemSegment) -> Result<(), rusqlite::Error> {
+        let key = (m.pid.0, m.tid.0);
+        if self
+            .pending_mem
+            .get(&key)
+            .is_some_and(|b| b.mechanism != m.mechanism)
+        {
+            self.insert_mem_batch(&key)?;
+        }
+        let batch = self.pending_mem.entry(key).or_insert_with(|| MemBatch {
+            mechanism: m.mechanism.clone(),
+            first: m.at,
+            last_seq: m.at.seq.0,
+            segments: 0,
+            accesses: 0,
+            blob: Vec::new(),
+            earlier: Default::default(),
+        });
+        crate::memory::pack_segment(&mut batch.blob, &m, batch.earlier.make_contiguous());
+        if batch.earlier.len() == crate::memory::REPEAT_WINDOW {
+            batch.earlier.pop_front();
+        }
+        batch.last_seq = m.at.seq.0;
+        batch.segments += 1;
+        batch.accesses += m.accesses.len() as i64;
+        batch.earlier.push_back(m.accesses);
+        if batch.blob.len() >= MEM_BATCH_BYTES {
+            self.insert_mem_batch(&key)?;
+        }
+        Ok(())
+    }
+
     /// Writes the pending batch of `key` as one row.
-    fn insert_mem_batch(&mut self, key: &(i32, i32, String)) -> Result<(), rusqlite::Error> {
+    fn insert_mem_batch(&mut self, key: &(i32, i32)) -> Result<(), rusqlite::Error> {
         let Some(b) = self.pending_mem.remove(key) else {
             return Ok(());
         };
@@ -278,39 +254,11 @@ impl TraceWriter {
                 b.first.ts_ns as i64,
                 key.0,
                 key.1,
-                key.2,
+                b.mechanism,
                 b.segments,
                 b.accesses,
                 b.blob
             ])?;
-        Ok(())
-    }
-
-    /// Inserts the buffered sync rows: full groups with one multi-row
-    /// statement (far fewer statement executions), the rest one by one.
-    fn insert_pending_sync(&mut self) -> Result<(), rusqlite::Error> {
-        const COLS: &str = "seq, ts_ns, pid, tid, op, phase, obj, arg, arg2, flags, ret, call_site, stack, mechanism";
-        let rows = std::mem::take(&mut self.pending_sync);
-        if rows.len() == SYNC_ROWS_PER_INSERT {
-            let sql = self.multi_insert_sql.get_or_insert_with(|| {
-                let one = format!("({})", vec!["?"; SYNC_COLUMNS].join(","));
-                format!(
-                    "INSERT INTO sync_rows({COLS}) VALUES {}",
-                    vec![one; SYNC_ROWS_PER_INSERT].join(",")
-                )
-            });
-            let mut st = self.conn.prepare_cached(sql)?;
-            st.execute(rusqlite::params_from_iter(rows.iter().flatten()))?;
-        } else {
-            let one = format!(
-                "INSERT INTO sync_rows({COLS}) VALUES ({})",
-                vec!["?"; SYNC_COLUMNS].join(",")
-            );
-            let mut st = self.conn.prepare_cached(&one)?;
-            for r in &rows {
-                st.execute(rusqlite::params_from_iter(r.iter()))?;
-            }
-        }
         Ok(())
     }
 
@@ -398,7 +346,9 @@ impl TraceWriter {
                     s.fault_addr.map(|a| a as i64)
                 ])?;
             }
-            Record::Sync(_) => unreachable!("sync ops are inserted by `insert`"),
+            Record::Sync(_) | Record::SyncEvents(_) => {
+                unreachable!("sync ops are inserted by `insert`")
+            }
             Record::Mem(_) => unreachable!("memory segments are batched by `insert`"),
             Record::SyscallData(d) => {
                 let mut st = c.prepare_cached(
