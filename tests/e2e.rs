@@ -648,12 +648,16 @@ fn perfetto_export_has_tracks_slices_lock_spans_flows_and_findings() {
             .map(|e| e["name"].as_str().unwrap().to_string())
             .collect()
     };
-    // One named track per thread (main + 2 workers) in one process.
-    let threads = ev
+    // One named track per thread (main + 2 workers) in one process, and
+    // with the kernel's schedule recorded, one "CPU state" track beside each.
+    let tracks: Vec<&str> = ev
         .iter()
         .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
-        .count();
-    assert_eq!(threads, 3);
+        .map(|e| e["args"]["name"].as_str().unwrap())
+        .collect();
+    let cpu = tracks.iter().filter(|n| n.ends_with(": CPU state")).count();
+    assert_eq!(tracks.len() - cpu, 3, "{tracks:?}");
+    assert!(cpu == 0 || cpu == 3, "{tracks:?}");
     assert_eq!(
         ev.iter()
             .filter(|e| e["ph"] == "M" && e["name"] == "process_name")

@@ -190,3 +190,59 @@ fn what_is_not_a_trace_is_refused_in_one_line() {
     assert_eq!(r.code, Some(2), "{r:?}");
     assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
 }
+
+/// The serializing scheduler's decisions in a trace, by kind.
+fn decisions(trace: &Path, kind: &str) -> i64 {
+    let db = rusqlite::Connection::open(trace).unwrap();
+    db.query_row(
+        "SELECT count(*) FROM schedule_decisions WHERE kind = ?1",
+        [kind],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_serialized_spin_wait_neither_hangs_nor_diverges() {
+    let dir = scratch("replay-serialize");
+    let exe = fixture("spin_wait_flag");
+    // Memory capture off: the race itself is not what is looked at here,
+    // and uninstrumented loops are short enough not to be preempted.
+    let (trace, recorded) = rec(
+        &dir,
+        &[exe.to_str().unwrap()],
+        &["--serialize", "--mem", "off"],
+    );
+    assert_eq!(recorded.code, Some(0), "{recorded:?}");
+    assert!(recorded.stdout.contains("spinner saw the flag"));
+    // The spinner could only let main set the flag by being preempted.
+    assert!(decisions(&trace, "preempt") >= 1);
+    assert!(decisions(&trace, "run") >= 4, "main and three threads ran");
+    for _ in 0..2 {
+        let r = replay(&dir, &trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert_eq!(r.stdout, recorded.stdout);
+    }
+}
+
+#[test]
+fn chaos_keeps_its_seed_and_replays() {
+    let dir = scratch("replay-chaos");
+    let exe = fixture("spin_wait_flag");
+    let (trace, recorded) = rec(
+        &dir,
+        &[exe.to_str().unwrap()],
+        &["--chaos=7", "--mem", "off"],
+    );
+    assert_eq!(recorded.code, Some(0), "{recorded:?}");
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    let meta = |k: &str| -> String {
+        db.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(meta("serialize"), "1");
+    assert_eq!(meta("chaos_seed"), "7");
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, recorded.stdout);
+}

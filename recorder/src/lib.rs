@@ -23,6 +23,7 @@ pub mod mem;
 pub mod memlog;
 pub mod memstep;
 pub mod sched;
+pub mod serial;
 pub mod signals;
 pub mod sink;
 pub mod sysdata;
@@ -57,6 +58,11 @@ pub struct RecordConfig {
     pub mem: MemMode,
     /// Whether the kernel's schedule is recorded (`--sched`).
     pub sched: sched::SchedMode,
+    /// Run one thread at a time, every switch decided and recorded
+    /// (`--serialize`): replays exactly even for racy programs.
+    pub serialize: bool,
+    /// With `serialize`: random (PCT-like) decisions from this seed (`--chaos`).
+    pub chaos: Option<u64>,
 }
 
 /// How memory accesses (for the race detector) are recorded.
@@ -206,13 +212,30 @@ pub fn record_with_progress(
             .map(|a| a.path().display().to_string())
             .unwrap_or_default(),
     ))?;
+    if cfg.serialize && cfg.mem == MemMode::Step {
+        return Err(RecordError::Writer(
+            "--serialize and --mem=step cannot be combined".into(),
+        ));
+    }
+    writer.write(&meta("serialize", (cfg.serialize as u8).to_string()))?;
+    if let Some(seed) = cfg.chaos {
+        writer.write(&meta("chaos_seed", seed.to_string()))?;
+    }
     let root = launch::launch(&exe, &argv, &env)?;
     if cpu.is_some() && !affinity::raise_tracer_priority() {
         tracing::debug!("tracer stays at normal priority (no CAP_SYS_NICE)");
     }
     let sink = sink::Sink::start(writer, cpu);
-    signals::start_ticker(sink::MAX_AGE_NS / 2_000_000);
+    // Serialized, the timer also ends time slices.
+    signals::start_ticker(if cfg.serialize {
+        5
+    } else {
+        sink::MAX_AGE_NS / 2_000_000
+    });
     let mut rec = machine::Recorder::new(root, sink, area.clone(), policy)?;
+    if cfg.serialize {
+        rec.serialize(cfg.chaos);
+    }
     if cfg.mem == MemMode::Step {
         rec.step_memory();
     }
@@ -221,6 +244,7 @@ pub fn record_with_progress(
         match rec.step()? {
             machine::Outcome::Continue => {}
             machine::Outcome::Interrupted => {
+                rec.serial_tick();
                 rec.tick()?;
                 progress(&rec.counts, clock::monotonic_ns() - started);
                 if let Some(t) = cfg.hang_timeout {

@@ -18,6 +18,7 @@ use tracing::{debug, trace};
 
 mod end;
 mod schedhooks;
+mod serialize;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
@@ -105,6 +106,8 @@ pub struct Recorder {
     /// The schedule capture (`--sched`).
     sched: Option<crate::sched::Sched>,
     pub counts: Counts,
+    /// `--serialize`: the scheduler that lets one thread run at a time.
+    serial: Option<crate::serial::Serial>,
     /// The recorder's own stdout and stderr, to keep what the program writes there.
     terminal: crate::sysdata::Terminal,
 }
@@ -140,6 +143,7 @@ impl Recorder {
             sched: None,
             counts: Counts::default(),
             terminal: crate::sysdata::Terminal::of_this_process(),
+            serial: None,
         };
         let at = r.clock.stamp();
         r.threads.insert(
@@ -343,7 +347,9 @@ impl Recorder {
         let Some(thread) = self.threads.get_mut(&tid) else {
             return t.resume(Resume::Syscall, 0);
         };
-        match t.syscall_info()? {
+        let info = t.syscall_info()?;
+        let exit_stop = matches!(info, SyscallInfo::Exit { .. });
+        match info {
             SyscallInfo::Entry { nr, args } => {
                 if !thread.started {
                     if nr != NR_EXECVE {
@@ -422,6 +428,19 @@ impl Recorder {
                 }
             }
             SyscallInfo::None => {}
+        }
+        if let Some(s) = &mut self.serial {
+            // Serialized: a thread back from the kernel waits for its turn
+            // to run user code; one going in frees the slot.
+            if exit_stop {
+                s.hold(t);
+            } else {
+                s.entered_kernel(tid);
+                s.not_preempted(tid);
+                self.serial_disarm(&t)?;
+                self.go(t, 0)?;
+            }
+            return self.serial_schedule();
         }
         self.go(t, 0)
     }
@@ -534,7 +553,29 @@ impl Recorder {
                     if let (Some(bp), Some(th)) = (&mut self.bp, self.threads.get(&tid)) {
                         bp.on_first_stop(&t, th.pid, &mut self.clock)?;
                     }
+                    if let Some(s) = &mut self.serial {
+                        s.hold(t);
+                        return self.serial_schedule();
+                    }
                     return self.go(t, 0);
+                }
+                let now = crate::clock::monotonic_ns();
+                match self.serial.as_mut().map(|s| s.interrupted(tid, now)) {
+                    Some(crate::serial::Interrupted::Defer) => return self.serial_defer(t),
+                    Some(crate::serial::Interrupted::Now) => {
+                        self.serial_disarm(&t)?;
+                        let pid = self
+                            .threads
+                            .get(&tid)
+                            .map(|th| th.pid)
+                            .unwrap_or(Pid(tid.0));
+                        let maps = crate::maps::exec_mappings(pid);
+                        return match crate::serial::step_out_of_agent(t, &maps)? {
+                            Some(t) => self.serial_preempted(t),
+                            None => Ok(()),
+                        };
+                    }
+                    _ => {}
                 }
                 if matches!(
                     sig,
@@ -734,6 +775,11 @@ impl Recorder {
         if !thread.started {
             return t.resume(Resume::Syscall, sig);
         }
+        // --serialize: the preempted thread reached its frame's return address.
+        if sig == libc::SIGTRAP && self.serial.as_mut().is_some_and(|s| s.take_armed(tid)) {
+            t.set_debugreg(7, 0)?;
+            return self.serial_preempted(t);
+        }
         // --mem=step: a single-step or the stepper's hardware breakpoint.
         if let (Some(m), libc::SIGTRAP) = (&mut self.memstep, sig) {
             if m.on_trap(&t, &mut self.clock)? {
@@ -782,6 +828,18 @@ impl Recorder {
 
     fn on_death(&mut self, tid: Tid, stop: Stop) -> Result<(), RecordError> {
         self.expected.remove(&tid);
+        if let Some(s) = &mut self.serial {
+            s.gone(tid);
+            match self.serial_schedule() {
+                Ok(()) | Err(TraceeError::Died) => {}
+                Err(TraceeError::Ptrace { request, errno }) => {
+                    return Err(RecordError::Sys {
+                        syscall: request,
+                        errno,
+                    })
+                }
+            }
+        }
         let _ = self.parked.remove(&tid);
         let Some(mut thread) = self.threads.remove(&tid) else {
             return Ok(());

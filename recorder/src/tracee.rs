@@ -362,6 +362,12 @@ impl Stopped {
     }
 }
 
+/// Stops a running thread (PTRACE_INTERRUPT): it reports a
+/// PTRACE_EVENT_STOP, which [`wait_stop`] sees.
+pub fn interrupt(tid: Tid) -> Result<(), TraceeError> {
+    ptrace::interrupt(nix_pid(tid)).map_err(|e| TraceeError::from_errno("PTRACE_INTERRUPT", e))
+}
+
 /// Waits for the next stop or death of `pid` alone.
 fn wait_this(pid: NixPid) -> Result<(Stop, Option<Stopped>), TraceeError> {
     loop {

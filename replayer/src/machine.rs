@@ -19,6 +19,7 @@ use lockstep_trace::{DataKind, ExitStatus, Pid, Tid};
 use std::collections::HashMap;
 use std::io::Write;
 
+mod serial;
 mod stall;
 
 const NR_EXECVE: i64 = 59;
@@ -43,6 +44,12 @@ enum Gate {
     /// Entered an address-space call, which runs at its exit's turn.
     Run,
     Exit(i64),
+    /// Serialized: waits for its recorded turn to run user code (the
+    /// scheduler's decision with this sequence number).
+    Sched(u64),
+    /// Serialized: stopped at its recorded preemption point, which is
+    /// replayed when this sequence number is due.
+    Preempt(u64),
 }
 
 /// What one step did.
@@ -60,6 +67,12 @@ pub struct Counts {
     /// Times a held thread was let go before its recorded turn because the
     /// others waited for it in the kernel.
     pub relaxed: u64,
+    /// Serialized: preemptions replayed, and breakpoint hits it took to find them.
+    pub preemptions: u64,
+    pub breakpoint_hits: u64,
+    /// Serialized, without --verify: preemption points not found exactly
+    /// and taken at a pass of the same instruction instead.
+    pub approximate: u64,
     pub emulated: u64,
     pub executed: u64,
     pub output_bytes: u64,
@@ -86,6 +99,10 @@ pub struct Replayer {
     pub snapshot: Vec<(Tid, String)>,
     last_progress_ns: u64,
     raised: crate::signals::Raised,
+    /// Serialized: the preemption point each live thread's breakpoint waits for.
+    armed: HashMap<Tid, (u64, lockstep_trace::PreemptPoint)>,
+    /// Serialized: passes over the armed instruction so far, per thread.
+    passes: HashMap<Tid, u64>,
     pub counts: Counts,
 }
 
@@ -123,6 +140,8 @@ impl Replayer {
             snapshot: Vec::new(),
             last_progress_ns: now_ns(),
             raised: Default::default(),
+            armed: HashMap::new(),
+            passes: HashMap::new(),
             counts: Counts::default(),
         }
     }
@@ -157,6 +176,9 @@ impl Replayer {
     }
 
     fn on_signal(&mut self, t: Stopped, sig: i32) -> Result<(), TraceeError> {
+        if sig == libc::SIGTRAP && self.armed.contains_key(&t.tid()) {
+            return self.on_breakpoint(t);
+        }
         let code = t.siginfo().map(|i| i.si_code).unwrap_or(0);
         let deliver = self.raised.deliver(t.tid(), sig, code);
         tracing::debug!(sig, code, deliver, "signal");
@@ -299,7 +321,12 @@ impl Replayer {
             return t.resume(Resume::Syscall, 0);
         };
         let Some((call, _)) = &live.current else {
-            return t.resume(Resume::Syscall, 0);
+            // An unordered call (a futex): serialized, the thread still
+            // waits for its turn to run user code.
+            if !live.started {
+                return t.resume(Resume::Syscall, 0);
+            }
+            return self.after_call(t);
         };
         match call.exit_seq {
             Some(seq) if !self.script.due(seq) => {
@@ -440,7 +467,7 @@ impl Replayer {
             }
         }
         self.raise_recorded(tid);
-        t.resume(Resume::Syscall, 0)
+        self.after_call(t)
     }
 
     /// clone with CLONE_PARENT_SETTID: the kernel wrote the live tid where
@@ -487,10 +514,15 @@ impl Replayer {
     fn release_due(&mut self) -> Result<(), TraceeError> {
         loop {
             let due = self.held.iter().find_map(|(tid, (_, gate))| {
-                let (call, _) = self.threads.get(tid)?.current.as_ref()?;
                 let seq = match gate {
-                    Gate::Entry => Some(call.entry_seq),
-                    Gate::Run | Gate::Exit(_) => call.exit_seq,
+                    Gate::Sched(s) | Gate::Preempt(s) => Some(*s),
+                    _ => {
+                        let (call, _) = self.threads.get(tid)?.current.as_ref()?;
+                        match gate {
+                            Gate::Entry => Some(call.entry_seq),
+                            _ => call.exit_seq,
+                        }
+                    }
                 };
                 (seq.is_none_or(|s| self.script.due(s))).then_some(*tid)
             });
@@ -506,6 +538,8 @@ impl Replayer {
                     }
                 }
                 Gate::Exit(rval) => self.leave(t, rval)?,
+                Gate::Sched(seq) => self.sched_release(t, seq)?,
+                Gate::Preempt(seq) => self.preempt_release(t, seq)?,
             }
         }
     }
@@ -543,7 +577,7 @@ impl Replayer {
                     if let Some(l) = self.threads.get_mut(&child) {
                         l.fresh = false;
                     }
-                    c.resume(Resume::Syscall, 0)?;
+                    self.after_call(c)?;
                 }
                 t.resume(Resume::Syscall, 0)
             }
@@ -563,7 +597,7 @@ impl Replayer {
                     return Ok(());
                 };
                 if std::mem::take(&mut live.fresh) {
-                    return t.resume(Resume::Syscall, 0);
+                    return self.after_call(t);
                 }
                 if matches!(
                     sig,

@@ -69,6 +69,10 @@ pub struct Script {
     pub total_calls: usize,
     /// The recorded signals to raise again.
     pub signals: crate::signals::Recorded,
+    /// Recorded with `--serialize`: one thread ran user code at a time.
+    pub serialized: bool,
+    /// The serializing scheduler's decisions per recorded thread, in order.
+    pub serial: HashMap<Tid, VecDeque<lockstep_trace::SerialEvent>>,
 }
 
 impl Script {
@@ -129,6 +133,12 @@ impl Script {
             });
             Ok(())
         })?;
+        let serialized = meta("serialize")? == "1";
+        let mut serial: HashMap<Tid, VecDeque<lockstep_trace::SerialEvent>> = HashMap::new();
+        for e in t.serial_events()? {
+            pending.insert(e.at.seq.0);
+            serial.entry(e.tid).or_default().push_back(e);
+        }
         let procs = t.processes()?;
         let root = procs
             .iter()
@@ -160,6 +170,8 @@ impl Script {
             hang_snapshot,
             total_calls,
             signals: crate::signals::Recorded::new(&t.signals()?),
+            serialized,
+            serial,
         })
     }
 

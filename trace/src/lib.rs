@@ -14,6 +14,7 @@ pub mod model;
 pub mod reader;
 pub mod sched;
 pub mod schema;
+pub mod serial;
 pub mod syncrows;
 pub mod sysdata;
 pub mod writer;
@@ -28,5 +29,6 @@ pub use sched::{
     policy_name, state_text, SchedAttr, SchedStat, SchedSwitch, SchedWakeup, Schedule,
     STATE_PREEMPTED,
 };
+pub use serial::{PreemptPoint, SerialEvent, SerialKind};
 pub use sysdata::{DataKind, DataRegion, SyscallData};
 pub use writer::TraceWriter;

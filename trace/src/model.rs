@@ -331,6 +331,8 @@ pub enum Record {
     /// The bytes a syscall moved (written by the kernel into the program,
     /// or written by the program to the recording's terminal).
     SyscallData(Box<crate::sysdata::SyscallData>),
+    /// A decision of the serializing scheduler (`record --serialize`).
+    Serial(Box<crate::serial::SerialEvent>),
     Sync(Box<SyncOp>),
     /// Sync ops of the agent path, in drain order (one record per drain).
     #[serde(skip)]

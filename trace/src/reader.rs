@@ -89,12 +89,14 @@ impl TraceReader {
             "finding_rows",
             "mem_rows",
             "syscall_data_rows",
+            "serial_rows",
             "switch_rows",
             "wakeup_rows",
             "sched_attr_rows",
             "schedstat_rows",
         ] {
-            if (table == "mem_rows" && version < 2) || (table == "syscall_data_rows" && version < 3)
+            if (table == "mem_rows" && version < 2)
+                || ((table == "syscall_data_rows" || table == "serial_rows") && version < 3)
             {
                 continue;
             }
@@ -350,6 +352,38 @@ impl TraceReader {
             }
         }
         Ok(out)
+    }
+
+    /// The decisions of a serialized recording, in order (none otherwise).
+    pub fn serial_events(&self) -> Result<Vec<crate::serial::SerialEvent>, TraceError> {
+        use crate::serial::{regs_of_blob, PreemptPoint, SerialEvent, SerialKind};
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT seq, ts_ns, pid, tid, kind, regs, stack_sum FROM serial_rows ORDER BY seq",
+            )
+            .map_err(self.sq())?;
+        let rows = st
+            .query_map([], |r| {
+                let kind: String = r.get(4)?;
+                let regs: Option<Vec<u8>> = r.get(5)?;
+                let sum: Option<i64> = r.get(6)?;
+                Ok(SerialEvent {
+                    at: stamp(r, 0, 1)?,
+                    pid: Pid(r.get(2)?),
+                    tid: Tid(r.get(3)?),
+                    kind: SerialKind::parse(&kind).unwrap_or(SerialKind::Run),
+                    point: regs.map(|b| PreemptPoint {
+                        regs: regs_of_blob(&b),
+                        stack_sum: sum.unwrap_or(0) as u64,
+                    }),
+                })
+            })
+            .map_err(self.sq())?;
+        rows.collect::<Result<_, _>>().map_err(self.sq())
     }
 
     /// Calls `f` for every syscall matching `filter`, in order of entry,

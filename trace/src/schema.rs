@@ -13,7 +13,8 @@ pub const SCHEMA_VERSION: i64 = 3;
 /// 2: `mem_rows` / `mem_batches` (memory accesses), heap and atomic sync
 ///    ops (`object_kind` `heap` and `atomic` in `sync_ops`);
 /// 3: `syscall_data_rows` / `syscall_data` (the bytes syscalls moved, for
-///    replay), the `env` and `aslr` meta keys; the schedule: `switch_rows`,
+///    replay), `serial_rows` / `schedule_decisions` (`record --serialize`),
+///    the `env`, `aslr`, `serialize` and `chaos_seed` meta keys; the schedule: `switch_rows`,
 ///    `wakeup_rows`, `sched_attr_rows`, `schedstat_rows` and their views
 ///    (`sched_switches`, `sched_wakeups`, `sched_attrs`, `schedstats`).
 pub const MIN_READABLE_VERSION: i64 = 1;
@@ -204,6 +205,21 @@ CREATE TABLE syscall_data_rows (
     data      BLOB NOT NULL,
     PRIMARY KEY (entry_seq, idx)
 ) WITHOUT ROWID;
+
+-- The decisions of a serialized recording: which thread ran the
+-- program's code from when ('run'), where a thread was preempted
+-- ('preempt': its registers and a checksum of its stack top).
+CREATE TABLE serial_rows (
+    seq       INTEGER PRIMARY KEY,
+    ts_ns     INTEGER NOT NULL,
+    pid       INTEGER NOT NULL,
+    tid       INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    regs      BLOB,
+    stack_sum INTEGER
+);
+CREATE VIEW schedule_decisions AS
+SELECT seq, ts_ns, pid, tid, kind, stack_sum FROM serial_rows;
 
 CREATE VIEW findings AS
 SELECT id, kind, severity, summary, pids, tids, locations, details FROM finding_rows;

@@ -350,6 +350,21 @@ impl TraceWriter {
                 unreachable!("sync ops are inserted by `insert`")
             }
             Record::Mem(_) => unreachable!("memory segments are batched by `insert`"),
+            Record::Serial(e) => {
+                c.prepare_cached(
+                    "INSERT INTO serial_rows(seq, ts_ns, pid, tid, kind, regs, stack_sum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    e.at.seq.0 as i64,
+                    e.at.ts_ns as i64,
+                    e.pid.0,
+                    e.tid.0,
+                    e.kind.as_str(),
+                    e.point.as_ref().map(|p| crate::serial::regs_blob(&p.regs)),
+                    e.point.as_ref().map(|p| p.stack_sum as i64),
+                ])?;
+            }
             Record::SyscallData(d) => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO syscall_data_rows(entry_seq, idx, pid, tid, kind, addr, data)

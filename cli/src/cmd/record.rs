@@ -50,6 +50,16 @@ pub struct RecordOpts {
     /// and `record` exits with status 124. 0 disables.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub hang_timeout: f64,
+    /// Run one thread of the whole tree at a time, every switch decided
+    /// and recorded (at syscalls, and after a 20 ms time slice): slower,
+    /// but `lockstep replay` then reproduces even a racy program exactly.
+    #[arg(long)]
+    pub serialize: bool,
+    /// With --serialize (implied): random scheduling decisions in the
+    /// manner of PCT, so that races and deadlocks show up in fewer runs.
+    /// The seed (random by default) is kept in the trace.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "random")]
+    pub chaos: Option<String>,
     /// Say nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -115,6 +125,17 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         sync,
         hang_timeout,
         mem,
+        serialize: o.serialize || o.chaos.is_some(),
+        chaos: match o.chaos.as_deref() {
+            None => None,
+            Some("random") => {
+                Some(lockstep_recorder::clock::monotonic_ns() ^ std::process::id() as u64)
+            }
+            Some(s) => Some(
+                s.parse::<u64>()
+                    .map_err(|_| anyhow::anyhow!("--chaos: not a seed: {s:?}"))?,
+            ),
+        },
         sched: match o.sched.as_str() {
             _ if o.no_sched => SchedMode::Off,
             "off" => SchedMode::Off,

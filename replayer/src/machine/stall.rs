@@ -16,7 +16,12 @@ impl Replayer {
     /// for a while is stuck (a divergence) or at the recorded end (a hang).
     pub fn check_stall(&mut self, after_ns: u64) {
         let idle = now_ns() - self.last_progress_ns;
-        if idle >= RELAX_AFTER_NS && self.waiting_for_held() && self.relax() {
+        // A serialized recording is replayed decision by decision, never relaxed.
+        if idle >= RELAX_AFTER_NS
+            && !self.script.serialized
+            && self.waiting_for_held()
+            && self.relax()
+        {
             self.last_progress_ns = now_ns();
             return;
         }
@@ -128,6 +133,7 @@ impl Replayer {
                 let (call, _) = self.threads.get(tid)?.current.as_ref()?;
                 let seq = match gate {
                     Gate::Entry => call.entry_seq,
+                    Gate::Sched(s) | Gate::Preempt(s) => *s,
                     Gate::Run | Gate::Exit(_) => call.exit_seq.unwrap_or(call.entry_seq),
                 };
                 Some((seq, *tid))

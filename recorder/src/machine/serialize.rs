@@ -1,0 +1,110 @@
+//! The recorder's side of `--serialize`: one thread runs user code at a
+//! time ([`crate::serial::Serial`] decides which), each decision recorded
+//! as a [`SerialEvent`]; time slices end with PTRACE_INTERRUPT on the
+//! recorder's timer, deferred to a frame's return address when possible.
+
+use super::Recorder;
+use crate::error::TraceeError;
+use crate::tracee::Stopped;
+use lockstep_trace::*;
+
+impl Recorder {
+    /// The process of a live thread.
+    pub(super) fn pid_of(&self, tid: Tid) -> Pid {
+        self.threads
+            .get(&tid)
+            .map(|th| th.pid)
+            .unwrap_or(Pid(tid.0))
+    }
+
+    /// Records one decision of the serializing scheduler.
+    fn emit_serial(
+        &mut self,
+        tid: Tid,
+        kind: SerialKind,
+        point: Option<PreemptPoint>,
+    ) -> Result<(), TraceeError> {
+        let at = self.clock.stamp();
+        let pid = self.pid_of(tid);
+        Self::deferred(self.emit(Record::Serial(Box::new(SerialEvent {
+            at,
+            pid,
+            tid,
+            kind,
+            point,
+        }))))
+    }
+
+    /// Records the program under the serializing scheduler (`--serialize`,
+    /// with `--chaos` when `chaos` has a seed).
+    pub fn serialize(&mut self, chaos: Option<u64>) {
+        let now = crate::clock::monotonic_ns();
+        self.serial = Some(crate::serial::Serial::new(Tid(self.root.0), now, chaos));
+    }
+
+    /// Lets the next thread run user code if none does, recording the decision.
+    pub(super) fn serial_schedule(&mut self) -> Result<(), TraceeError> {
+        loop {
+            let now = crate::clock::monotonic_ns();
+            let Some(t) = self.serial.as_mut().and_then(|s| s.pick(now)) else {
+                return Ok(());
+            };
+            let tid = t.tid();
+            self.emit_serial(tid, SerialKind::Run, None)?;
+            match self.go(t, 0) {
+                Err(TraceeError::Died) => {
+                    if let Some(s) = &mut self.serial {
+                        s.gone(tid);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Serialized: interrupts the thread that has run user code for a
+    /// whole slice (called on the recorder's timer).
+    pub fn serial_tick(&mut self) {
+        let now = crate::clock::monotonic_ns();
+        if let Some(tid) = self.serial.as_mut().and_then(|s| s.due_preemption(now)) {
+            let _ = crate::tracee::interrupt(tid);
+        }
+    }
+
+    /// Serialized: the thread's slice is over; let it run on to the return
+    /// address of its frame (found by the frame pointer) and preempt it
+    /// there, a point the replay finds in few passes.
+    pub(super) fn serial_defer(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        let maps = crate::maps::exec_mappings(self.pid_of(t.tid()));
+        match crate::serial::return_point(&t, &maps) {
+            Some(addr) => {
+                t.set_debugreg(0, addr)?;
+                t.set_debugreg(7, 1)?;
+                if let Some(s) = &mut self.serial {
+                    s.arm(t.tid());
+                }
+                self.go(t, 0)
+            }
+            // No frame to return to: preempted where it is.
+            None => self.serial_preempted(t),
+        }
+    }
+
+    /// Clears the return-address breakpoint of `t` if it has one.
+    pub(super) fn serial_disarm(&mut self, t: &Stopped) -> Result<(), TraceeError> {
+        if self.serial.as_mut().is_some_and(|s| s.take_armed(t.tid())) {
+            t.set_debugreg(7, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Serialized: the interrupted thread stopped; records where, holds it.
+    pub(super) fn serial_preempted(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        let point = crate::serial::point_of(&t, self.pid_of(t.tid()));
+        self.emit_serial(t.tid(), SerialKind::Preempt, point)?;
+        if let Some(s) = &mut self.serial {
+            s.hold(t);
+        }
+        self.serial_schedule()
+    }
+}

@@ -1,0 +1,366 @@
+//! `record --serialize`: one thread of the whole tree runs the program's
+//! code at a time. Threads may sit in the kernel together (a futex wait, a
+//! pipe read), but only the thread the recorder chose runs user code; the
+//! others are held at their syscall-exit stop (or their first stop, or
+//! where they were preempted) until chosen. A thread that runs a whole
+//! time slice without a syscall is stopped with PTRACE_INTERRUPT and its
+//! registers and stack-top checksum are recorded, so that a spin-wait
+//! cannot hang the recording and a replay can stop it at the same point.
+//!
+//! Where the preemption lands matters for the replay, which must find the
+//! same point without counting instructions: at the end of its slice the
+//! thread is first let run on to the return address of its current frame
+//! (a hardware breakpoint there), a point a replay reaches in a few passes
+//! even inside a counting loop; only if it does not get there within
+//! another slice (a spin-wait that never returns) is it stopped where it is.
+//!
+//! Every decision is a [`SerialEvent`] in the trace, in the global order;
+//! the replayer takes the same decisions at the same points.
+//!
+//! `--chaos[=SEED]` makes the choices random in the manner of PCT
+//! (probabilistic concurrency testing): each thread gets a random
+//! priority, the highest-priority ready thread runs, and at a few random
+//! decision points the running thread's priority drops below everyone's;
+//! time slices are random too. The seed is in the trace's meta.
+
+use crate::mem::{Memory, ProcMem};
+use crate::tracee::Stopped;
+use lockstep_trace::{Pid, PreemptPoint, Tid};
+use std::collections::HashMap;
+
+/// How long a thread runs user code before it is preempted.
+const SLICE_NS: u64 = 20_000_000;
+/// How many priority change points a chaos run gets, spread over this
+/// many decisions.
+const CHANGE_POINTS: usize = 3;
+const CHANGE_SPAN: u64 = 2_000;
+
+/// xorshift64*: small, seedable, good enough to shuffle schedules.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+struct Chaos {
+    rng: Rng,
+    priority: HashMap<Tid, u64>,
+    change_at: Vec<u64>,
+    lowest: u64,
+}
+
+/// How far the preemption of the running thread has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Interrupted at the end of its slice.
+    Asked,
+    /// Running on to the breakpoint at its frame's return address, since then.
+    Deferred(u64),
+    /// Interrupted again: preempted wherever it is.
+    AskedAgain,
+}
+
+/// What the recorder does with a PTRACE_EVENT_STOP it asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupted {
+    /// Not a preemption stop (or the thread no longer runs user code).
+    No,
+    /// Let it run on to its frame's return address.
+    Defer,
+    /// Preempt it here.
+    Now,
+}
+
+/// The serializing scheduler's state.
+pub struct Serial {
+    ready: Vec<Stopped>,
+    running: Option<(Tid, u64)>,
+    interrupting: Option<(Tid, Stage)>,
+    /// The running thread has the return-address breakpoint armed.
+    armed: Option<Tid>,
+    decisions: u64,
+    chaos: Option<Chaos>,
+}
+
+impl Serial {
+    /// The root runs first (it is alone).
+    pub fn new(root: Tid, now_ns: u64, chaos_seed: Option<u64>) -> Serial {
+        let chaos = chaos_seed.map(|seed| {
+            let mut rng = Rng(seed | 1);
+            let change_at = (0..CHANGE_POINTS)
+                .map(|_| rng.next() % CHANGE_SPAN)
+                .collect();
+            Chaos {
+                rng,
+                priority: HashMap::new(),
+                change_at,
+                lowest: u64::MAX / 2,
+            }
+        });
+        Serial {
+            ready: Vec::new(),
+            running: Some((root, now_ns)),
+            interrupting: None,
+            armed: None,
+            decisions: 0,
+            chaos,
+        }
+    }
+
+    /// Holds `t` (at a syscall exit, its first stop, or preempted) until chosen.
+    pub fn hold(&mut self, t: Stopped) {
+        if self.running.is_some_and(|(r, _)| r == t.tid()) {
+            self.running = None;
+        }
+        if let Some(c) = &mut self.chaos {
+            let p = c.rng.next() % (u64::MAX / 4) + u64::MAX / 2;
+            c.priority.entry(t.tid()).or_insert(p);
+        }
+        self.ready.push(t);
+    }
+
+    /// The running thread entered a syscall: the user-code slot is free.
+    pub fn entered_kernel(&mut self, tid: Tid) {
+        if self.running.is_some_and(|(r, _)| r == tid) {
+            self.running = None;
+        }
+    }
+
+    /// A thread died.
+    pub fn gone(&mut self, tid: Tid) {
+        self.entered_kernel(tid);
+        self.ready.retain(|t| t.tid() != tid);
+        if self.interrupting.is_some_and(|(t, _)| t == tid) {
+            self.interrupting = None;
+        }
+        if self.armed == Some(tid) {
+            self.armed = None;
+        }
+    }
+
+    /// The thread to run next when nothing runs user code, taken off the
+    /// ready list (it is now the running one).
+    pub fn pick(&mut self, now_ns: u64) -> Option<Stopped> {
+        if self.running.is_some() || self.ready.is_empty() {
+            return None;
+        }
+        let i = match &mut self.chaos {
+            None => 0,
+            Some(c) => {
+                let best = (0..self.ready.len())
+                    .max_by_key(|&i| c.priority.get(&self.ready[i].tid()).copied().unwrap_or(0))
+                    .expect("not empty");
+                if c.change_at.contains(&self.decisions) {
+                    // A change point: the chosen thread drops below everyone.
+                    c.lowest -= 1;
+                    c.priority.insert(self.ready[best].tid(), c.lowest);
+                }
+                best
+            }
+        };
+        self.decisions += 1;
+        let t = self.ready.remove(i);
+        self.running = Some((t.tid(), now_ns));
+        Some(t)
+    }
+
+    /// The running thread to preempt, when its slice is over (once).
+    pub fn due_preemption(&mut self, now_ns: u64) -> Option<Tid> {
+        let (tid, since) = self.running?;
+        let slice = match &mut self.chaos {
+            None => SLICE_NS,
+            Some(c) => SLICE_NS / 4 + c.rng.next() % SLICE_NS,
+        };
+        match self.interrupting {
+            None if now_ns.saturating_sub(since) >= slice => {
+                self.interrupting = Some((tid, Stage::Asked));
+                Some(tid)
+            }
+            Some((t, Stage::Deferred(at))) if t == tid && now_ns.saturating_sub(at) >= slice => {
+                self.interrupting = Some((tid, Stage::AskedAgain));
+                Some(tid)
+            }
+            _ => None,
+        }
+    }
+
+    /// What a PTRACE_EVENT_STOP of `tid` is.
+    pub fn interrupted(&mut self, tid: Tid, now_ns: u64) -> Interrupted {
+        let Some((t, stage)) = self.interrupting else {
+            return Interrupted::No;
+        };
+        if t != tid || self.running.is_none_or(|(r, _)| r != tid) {
+            return Interrupted::No;
+        }
+        match stage {
+            Stage::Asked => {
+                self.interrupting = Some((tid, Stage::Deferred(now_ns)));
+                Interrupted::Defer
+            }
+            Stage::AskedAgain => {
+                self.interrupting = None;
+                Interrupted::Now
+            }
+            Stage::Deferred(_) => Interrupted::No,
+        }
+    }
+
+    /// The return-address breakpoint is armed in the running thread.
+    pub fn arm(&mut self, tid: Tid) {
+        self.armed = Some(tid);
+    }
+
+    /// Whether `tid` has the breakpoint armed; disarms the bookkeeping
+    /// (the caller clears the debug register).
+    pub fn take_armed(&mut self, tid: Tid) -> bool {
+        if self.armed != Some(tid) {
+            return false;
+        }
+        self.armed = None;
+        if self.interrupting.is_some_and(|(t, _)| t == tid) {
+            self.interrupting = None;
+        }
+        true
+    }
+
+    /// The preemption was given up (the thread entered a syscall first).
+    pub fn not_preempted(&mut self, tid: Tid) {
+        if self.interrupting.is_some_and(|(t, _)| t == tid) {
+            self.interrupting = None;
+        }
+    }
+
+    pub fn running(&self) -> Option<Tid> {
+        self.running.map(|(t, _)| t)
+    }
+}
+
+/// The first return address up the frame-pointer chain that lies in the
+/// program's or a library's code (not lockstep's agent, not anonymous
+/// memory such as the agent's instrumented copies, whose frames return
+/// on every memory access): where a deferred preemption waits.
+pub fn return_point(t: &Stopped, maps: &[lockstep_trace::Mapping]) -> Option<u64> {
+    let mut rbp = t.regs().ok()?.rbp;
+    for _ in 0..16 {
+        if rbp == 0 || rbp % 8 != 0 {
+            return None;
+        }
+        let ret = t.peek(rbp + 8).ok()?;
+        let m = maps.iter().find(|m| ret >= m.start && ret < m.end);
+        if let Some(m) = m {
+            if !m.path.is_empty() && !m.path.contains("liblockstep_agent") {
+                return Some(ret);
+            }
+        }
+        let next = t.peek(rbp).ok()?;
+        if next <= rbp {
+            return None;
+        }
+        rbp = next;
+    }
+    None
+}
+
+/// Single-steps a thread stopped inside lockstep's agent (its memory-access
+/// probe runs between almost every two instructions of instrumented code)
+/// until it is back in the program's code: a probe's registers differ on
+/// every call, the program's do not, and the replay compares them. Returns
+/// the thread, or `None` when it stopped otherwise (it died, a signal).
+pub fn step_out_of_agent(
+    mut t: Stopped,
+    maps: &[lockstep_trace::Mapping],
+) -> Result<Option<Stopped>, crate::error::TraceeError> {
+    let in_agent = |rip: u64| {
+        maps.iter()
+            .any(|m| rip >= m.start && rip < m.end && m.path.contains("liblockstep_agent"))
+    };
+    for _ in 0..10_000 {
+        if !in_agent(t.regs()?.rip) {
+            return Ok(Some(t));
+        }
+        match t.singlestep()? {
+            (crate::tracee::Stop::Signal { sig: libc::SIGTRAP }, Some(next)) => t = next,
+            (_, Some(other)) => {
+                other.resume(crate::tracee::Resume::Syscall, 0)?;
+                return Ok(None);
+            }
+            (_, None) => return Ok(None),
+        }
+    }
+    Ok(Some(t))
+}
+
+/// Where the stopped thread is: its registers and the checksum of its
+/// stack top, recorded with a preemption.
+pub fn point_of(t: &Stopped, pid: Pid) -> Option<PreemptPoint> {
+    let r = t.regs().ok()?;
+    let regs = regs_vec(&r);
+    Some(PreemptPoint {
+        stack_sum: frame_sum(pid, &regs),
+        regs,
+    })
+}
+
+/// The checksum of the current frame (from the stack pointer to the
+/// return address, at most 256 bytes): where -O0 code keeps its locals,
+/// loop counters included; the frames above may hold values that differ
+/// between runs (timestamps of lockstep's own thread wrapper).
+pub fn frame_sum(pid: Pid, regs: &[u64]) -> u64 {
+    let (rsp, rbp) = (regs[19], regs[4]);
+    let len = if rbp > rsp && rbp - rsp <= 240 {
+        (rbp - rsp + 16) as usize
+    } else {
+        64
+    };
+    let mut top = [0u8; 256];
+    let n = ProcMem { pid }.read(rsp, &mut top[..len]);
+    lockstep_trace::serial::stack_sum(&top[..n])
+}
+
+/// The registers in `user_regs_struct` order.
+pub fn regs_vec(r: &libc::user_regs_struct) -> Vec<u64> {
+    vec![
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+        r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+        r.es, r.fs, r.gs,
+    ]
+}
+
+/// Index of `rip` in [`regs_vec`].
+pub const RIP: usize = 16;
+/// The registers a replay compares to find a preemption point again: the
+/// general-purpose ones, rip and rsp (not orig_rax, segment or flag bits).
+pub const COMPARED: [usize; 17] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 19];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_change_points() {
+        let a = Serial::new(Tid(1), 0, Some(42));
+        let b = Serial::new(Tid(1), 0, Some(42));
+        let c = Serial::new(Tid(1), 0, Some(43));
+        let points = |s: &Serial| s.chaos.as_ref().unwrap().change_at.clone();
+        assert_eq!(points(&a), points(&b));
+        assert_ne!(points(&a), points(&c));
+    }
+
+    #[test]
+    fn a_slice_is_preempted_once() {
+        let mut s = Serial::new(Tid(1), 0, None);
+        assert_eq!(s.due_preemption(SLICE_NS - 1), None);
+        assert_eq!(s.due_preemption(SLICE_NS), Some(Tid(1)));
+        assert_eq!(s.due_preemption(2 * SLICE_NS), None, "already asked");
+        assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS), Interrupted::Defer);
+        assert_eq!(s.due_preemption(2 * SLICE_NS + 1), None, "deferred");
+        assert_eq!(s.due_preemption(3 * SLICE_NS), Some(Tid(1)));
+        assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::Now);
+        assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::No);
+    }
+}
