@@ -64,8 +64,8 @@ pub fn hint(f: &Finding) -> String {
                 "release {held} before waiting on the condition variable (pthread_cond_wait releases only its own mutex)"
             )
         }),
-        "data_race" => data_race(d),
-        "priority_inversion" => priority_inversion(d),
+        "data_race" => super::threadhint::data_race(f),
+        "priority_inversion" => super::threadhint::priority_inversion(f),
         _ => None,
     };
     specific.unwrap_or_else(|| general(&f.kind).to_string())
@@ -234,47 +234,9 @@ fn fd_misuse(d: &Value) -> Option<String> {
     ))
 }
 
-/// Names the variable and the locks each access held, where the details
-/// say them.
-fn data_race(d: &Value) -> Option<String> {
-    let var = s(d, "variable")
-        .or_else(|| s(d, "var"))
-        .or_else(|| s(d, "object"))?;
-    let held: Vec<String> = locks_of(d);
-    Some(match held.first() {
-        Some(m) => format!("protect `{var}` with {m} in every access (one of the accesses does not hold it)"),
-        None => format!("protect `{var}` with one mutex that every access holds (e.g. pthread_mutex_lock(&m) around each access)"),
-    })
-}
-
-fn priority_inversion(d: &Value) -> Option<String> {
-    let lock = s(d, "lock").or_else(|| s(d, "mutex"))?;
-    let low = d
-        .get("low")
-        .and_then(|l| l.get("tid"))
-        .map(|t| format!("thread {t}"));
-    let low = low.unwrap_or_else(|| "the lower-priority thread".into());
-    let mid = d.get("medium").and_then(|m| m.get("tid"));
-    let mid = mid
-        .map(|t| format!("thread {t}"))
-        .unwrap_or_else(|| "the thread between".into());
-    Some(match (s(d, "via"), s(d, "protocol")) {
-        (Some("condvar"), _) => format!(
-            "no thread owns {lock}, so priority inheritance cannot help: run {low} at the waiter's priority for the hand-off (pthread_setschedprio), or keep {mid} off its CPU"
-        ),
-        (_, Some(p)) if p != "none" => format!(
-            "{lock} already uses PTHREAD_PRIO_{}: the wait is bounded by {low}'s critical section; keep it short",
-            p.to_uppercase()
-        ),
-        _ => format!(
-            "make {lock} a priority-inheritance mutex (pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT)) so that {low} runs at the waiter's priority while it holds it, ahead of {mid}"
-        ),
-    })
-}
-
 /// Every lock name in a `locks`/`locks_held`/`held` list of `v` or of its
 /// `accesses`.
-fn locks_of(v: &Value) -> Vec<String> {
+pub fn locks_of(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |x: &Value| {
         for key in ["locks", "locks_held", "held"] {
@@ -325,6 +287,9 @@ pub fn locks_held(f: &Finding) -> Vec<String> {
                 }
             ));
         }
+    }
+    if f.kind == "priority_inversion" {
+        out.extend(super::threadhint::inversion_locks_held(f));
     }
     if f.kind == "cond_wait_holding_lock" {
         if let Some(held) = between(&f.summary, "while holding ", ":") {
