@@ -538,3 +538,28 @@ fn priority_inversion_report_names_h_l_m_the_mutex_and_prio_inherit() {
         "{e}"
     );
 }
+
+#[test]
+fn lock_misuse_and_hang_hints_name_the_lock_and_the_waits() {
+    let dir = scratch("report_misuse");
+    let run = common::check(&dir, "s.db", &[], &[s(&fixture("self_deadlock"))]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let out = &run.stdout;
+    assert!(
+        out.contains(" locks mutex m again while holding it"),
+        "{out}"
+    );
+    let hints: Vec<&str> = out.lines().filter(|l| l.starts_with("  hint: ")).collect();
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("do not lock mutex m again")),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains(" waits in pthread_join") && h.contains("nothing left will wake")),
+        "{hints:?}"
+    );
+}

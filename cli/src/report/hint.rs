@@ -50,13 +50,14 @@ pub fn hint(f: &Finding) -> String {
                 )
             })
         }
-        "self_deadlock" => s(d, "lock").map(|l| {
+        "hang" => hang(d),
+        "self_deadlock" => s(d, "lock_name").or_else(|| s(d, "lock")).map(|l| {
             format!("do not lock {l} again while holding it: split the function into a locked and an unlocked variant (or make it PTHREAD_MUTEX_RECURSIVE on purpose)")
         }),
         "unlock_not_held" => between(&f.summary, "which thread ", " holds").map(|t| {
             format!(
                 "only thread {t}, which locked {}, may unlock it: move the unlock into the thread that locked",
-                s(d, "lock").unwrap_or("the mutex")
+                s(d, "lock_name").or_else(|| s(d, "lock")).unwrap_or("the mutex")
             )
         }),
         "cond_wait_holding_lock" => between(&f.summary, "while holding ", ":").map(|held| {
@@ -191,6 +192,24 @@ fn pipe_deadlock(d: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// A hang without a cycle: what each thread waits for, and what must
+/// still happen.
+fn hang(d: &Value) -> Option<String> {
+    let threads = d["threads"].as_array()?;
+    if threads.is_empty() || threads.len() > 3 {
+        return None;
+    }
+    let waits: Vec<String> = threads
+        .iter()
+        .filter_map(|t| Some(format!("thread {} {}", t["tid"], s(t, "blocked")?)))
+        .collect();
+    Some(format!(
+        "{}: nothing left will wake {}; make sure the signal, post, unlock or close it waits for still happens (and wait for a condition in a `while` loop)",
+        waits.join("; "),
+        if waits.len() == 1 { "it" } else { "them" }
+    ))
 }
 
 fn bad_fd(d: &Value) -> Option<String> {
