@@ -5,7 +5,8 @@
 # one fixture per finding kind, and writes
 #   docs/REPORT.md   the JSON report format, with a real example per kind
 #   docs/SAMPLES.md  the text report of each kind (the deadlock's also in README.md)
-#   docs/report.png, docs/report-pipes.png  the HTML report in headless chromium
+#   docs/report.png, docs/report-pipes.png, docs/report-race.png,
+#   docs/report-inversion.png  the HTML report in headless chromium
 # Kinds no analysis of this build produces yet are listed as such.
 # Needs gcc, jq and chromium. Run from anywhere: bash scripts/samples.sh
 set -euo pipefail
@@ -26,7 +27,7 @@ hang spin_forever
 self_deadlock self_deadlock
 unlock_not_held unlock_not_held
 cond_wait_holding_lock cond_wait_holding_other
-data_race counter_race
+data_race race_check_then_use
 priority_inversion mars_pathfinder
 fd_leak pipe_leak_hang
 bad_fd pipe_ebadf
@@ -117,12 +118,19 @@ One file, no network: the findings with source snippets, a timeline of the
 threads (alive, blocked in a syscall, holding or waiting for a lock; the
 deadlock or inversion outlined in red), the lock-order graph with its
 cycle, and the process tree with each pipe and which process holds which
-end (leaked ends in red). Click a finding to fade the threads it does not
-involve.
+end (leaked ends in red). With the kernel's schedule, a strip under each
+thread shows when it ran and when it waited for a CPU; a priority
+inversion is a dashed band over H's wait on the rows of H, L and M
+(labelled so); each access of a data race is a red diamond on its
+thread's row. Click a finding to fade the threads it does not involve.
 
 ![the HTML report of abba_deadlock](report.png)
 
 ![the process tree of pipe_leak_hang](report-pipes.png)
+
+![a data race (race_check_then_use): both accesses marked](report-race.png)
+
+![a priority inversion (mars_pathfinder): H, L and M](report-inversion.png)
 
 ## Finding kinds
 
@@ -196,4 +204,6 @@ shot() {
 }
 shot abba_deadlock "$root/docs/report.png" 1280,1900
 shot pipe_leak_hang "$root/docs/report-pipes.png" 1280,2600
+shot race_check_then_use "$root/docs/report-race.png" 1280,1250
+shot mars_pathfinder "$root/docs/report-inversion.png" 1280,1350
 echo "wrote docs/REPORT.md docs/SAMPLES.md" >&2

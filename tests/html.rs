@@ -1,6 +1,8 @@
 //! The HTML report in a real browser: `check --format html` and `report
 //! --format html -o` on recorded fixtures (a lock deadlock and a pipeline
-//! fd leak) write one self-contained page with the three pictures; Debian's
+//! fd leak) write one self-contained page with the three pictures; a data
+//! race has both accesses marked on the timeline and a priority inversion
+//! its H, L and M rows labelled under the inversion's band; Debian's
 //! headless chromium loads it without console errors (the page's script
 //! sets a marker once it ran) and takes a screenshot into the target
 //! directory. Skipped, with a message, only when chromium is not installed
@@ -219,4 +221,79 @@ fn html_report_is_self_contained_and_loads_in_headless_chromium() {
         &shots.join("pipe_leak_hang.png"),
         &dir,
     );
+}
+
+/// The `<g data-tid="T">` row of thread `tid` in the timeline.
+fn row<'h>(timeline: &'h str, tid: &str) -> &'h str {
+    let start = timeline
+        .find(&format!("<g data-tid=\"{tid}\">"))
+        .unwrap_or_else(|| panic!("no row for {tid}"));
+    let rest = &timeline[start..];
+    &rest[..rest.find("</g>").unwrap()]
+}
+
+#[test]
+fn race_and_inversion_are_marked_on_the_timeline() {
+    let dir = scratch("html_threads");
+    // A data race: both accesses are diamonds on their threads' rows.
+    let run = common::check(
+        &dir,
+        "race.db",
+        &["--format", "html", "--report-file", "race.html"],
+        &[s(&fixture("race_check_then_use"))],
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let html = std::fs::read_to_string(dir.join("race.html")).unwrap();
+    assert_self_contained(&html);
+    let timeline = &html[html.find("id=\"timeline\"").unwrap()..];
+    let timeline = &timeline[..timeline.find("</svg>").unwrap()];
+    let card = &html[html.find("data-tids=\"").unwrap() + 11..];
+    let tids: Vec<&str> = card[..card.find('"').unwrap()].split(' ').collect();
+    assert_eq!(tids.len(), 2, "{tids:?}");
+    for tid in &tids {
+        let r = row(timeline, tid);
+        assert_eq!(r.matches("class=\"race\"").count(), 1, "{r}");
+        assert!(r.contains("data race on current: thread "), "{r}");
+    }
+    assert!(html.contains("protect `current` with mutex m"), "the hint");
+
+    // A priority inversion: H, L and M labelled, the band on each row.
+    let run = common::check(
+        &dir,
+        "inv.db",
+        &["--format", "html", "--report-file", "inv.html"],
+        &[s(&fixture("mars_pathfinder"))],
+    );
+    let html = std::fs::read_to_string(dir.join("inv.html")).unwrap();
+    let rt = !html.contains("0 errors");
+    if rt {
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert_self_contained(&html);
+        let timeline = &html[html.find("id=\"timeline\"").unwrap()..];
+        let timeline = &timeline[..timeline.find("</svg>").unwrap()];
+        for part in ["H", "L", "M"] {
+            let label = format!(" ({part})</text>");
+            let at = timeline.find(&label).unwrap_or_else(|| panic!("{label}"));
+            let r = &timeline[timeline[..at].rfind("<g data-tid=").unwrap()..];
+            let r = &r[..r.find("</g>").unwrap()];
+            assert!(r.contains("class=\"inv\""), "{part}: {r}");
+        }
+        assert!(html.contains("(high, SCHED_FIFO 30) waits for mutex bus"));
+        assert!(html.contains("PTHREAD_PRIO_INHERIT"));
+    } else {
+        println!("SKIPPED the inversion: SCHED_FIFO not permitted here");
+    }
+
+    let Some(chrome) = chromium() else {
+        println!("SKIPPED the browser part: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let race_png = shots.join("race_check_then_use.png");
+    assert_loads_cleanly(&chrome, &dir.join("race.html"), &race_png, &dir);
+    if rt {
+        let inv_png = shots.join("mars_pathfinder.png");
+        assert_loads_cleanly(&chrome, &dir.join("inv.html"), &inv_png, &dir);
+    }
 }

@@ -2,7 +2,10 @@
 //! (source lines, locks held, hints, summary, the trace named last by
 //! `check`, no colour in a pipe), `check` without `-o` (a temporary trace),
 //! SARIF validated against the SARIF 2.1.0 schema, and the progress line
-//! of a long recording on a terminal (through `script`'s pty).
+//! of a long recording and the analysis bar of a large report on a
+//! terminal (through `script`'s pty; never in JSON), and the data race and
+//! priority inversion blocks (both sides, locks held, the lock to use,
+//! PTHREAD_PRIO_INHERIT on the named mutex) in text, JSON and SARIF.
 
 mod common;
 
@@ -331,4 +334,232 @@ fn a_long_recording_shows_progress_on_a_tty_only() {
         ],
     );
     assert!(!run.stderr.contains("recording"), "{:?}", run.stderr);
+}
+
+#[test]
+fn a_large_report_shows_a_progress_bar_on_a_tty_never_in_json() {
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("SKIPPED: util-linux `script` is not installed");
+        return;
+    }
+    let dir = scratch("progress_report");
+    let (trace, run) = common::record(&dir, s(&fixture("pthread_mutex_loop")), &["200000"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let t = s(&trace);
+    let out = on_a_tty(&dir, &format!("report {t}"));
+    assert!(
+        out.contains("\r\x1b[Klockstep: analysing: ") && out.contains("% reading sync ops ("),
+        "{out:?}"
+    );
+    // The bar's line is cleared before the report's own summary.
+    let summary = out.find("lockstep: 0 findings").expect("the summary");
+    assert!(out[..summary].ends_with("\r\x1b[K\x1b[1m"), "{out:?}");
+    // JSON on a terminal: the document and nothing else (stdout and
+    // stderr are one pty here).
+    let out = on_a_tty(&dir, &format!("report {t} --format json"));
+    assert!(!out.contains("analysing"), "{out:?}");
+    let doc: Value = serde_json::from_str(&out.replace("\r\n", "\n")).unwrap();
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    // -q on a terminal: no bar.
+    let out = on_a_tty(&dir, &format!("report -q {t}"));
+    assert!(!out.contains("analysing"), "{out:?}");
+}
+
+/// Every finding and location has the contract's fields (PRODUCT.md).
+fn assert_contract(doc: &Value) {
+    assert!(
+        doc["trace"].is_string() && doc["command"].is_array(),
+        "{doc}"
+    );
+    for f in doc["findings"].as_array().unwrap() {
+        for key in ["kind", "severity", "summary"] {
+            assert!(f[key].is_string(), "{key}: {f}");
+        }
+        assert!(["error", "warning", "note"].contains(&f["severity"].as_str().unwrap()));
+        assert!(f["pids"].is_array() && f["tids"].is_array() && f["details"].is_object());
+        for l in f["locations"].as_array().unwrap() {
+            let o = l.as_object().unwrap();
+            for key in ["role", "pid", "tid", "function", "file", "line", "address"] {
+                assert!(o.contains_key(key), "{key} missing: {l}");
+            }
+        }
+    }
+}
+
+/// The `  PREFIX...` line of a text report.
+fn line_of<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {out}"))
+}
+
+#[test]
+fn data_race_reports_name_the_lock_to_use_in_text_json_and_sarif() {
+    let dir = scratch("report_race");
+    // The writer holds m, the reader does not: the hint says take m there.
+    let run = common::check(&dir, "r.db", &[], &[s(&fixture("race_check_then_use"))]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let out = &run.stdout;
+    assert!(
+        out.contains("lockstep ERROR: data race on current"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    #0 reader ") && out.contains("    #0 writer "),
+        "{out}"
+    );
+    let src = out
+        .lines()
+        .filter(|l| l.contains(" | ") && l.contains("/* RACE */"));
+    assert_eq!(src.count(), 2, "both source lines: {out}");
+    let held = line_of(out, "  locks held: ");
+    assert!(
+        held.contains(": none") && held.contains(": mutex m"),
+        "{held}"
+    );
+    let hint = line_of(out, "  hint: ");
+    assert!(
+        hint.contains("protect `current` with mutex m: thread ")
+            && hint.contains(" reads it at race_check_then_use.c:")
+            && hint.contains("take mutex m there too"),
+        "{hint}"
+    );
+    let rep = lockstep(&dir, &["report", "r.db", "--format", "json"]);
+    let doc: Value = serde_json::from_str(&rep.stdout).unwrap();
+    assert_contract(&doc);
+    let race = &doc["findings"][0];
+    assert_eq!(race["kind"], "data_race");
+    let accesses = race["details"]["accesses"].as_array().unwrap();
+    assert_eq!(accesses.len(), 2);
+    for a in accesses {
+        assert!(race["tids"].as_array().unwrap().contains(&a["tid"]));
+        assert!(a["locks_held"].is_array(), "{a}");
+    }
+    let rep = lockstep(&dir, &["report", "r.db", "--format", "sarif"]);
+    let sarif: Value = serde_json::from_str(&rep.stdout).unwrap();
+    validate_sarif(&sarif);
+    let r = &sarif["runs"][0]["results"][0];
+    assert_eq!(r["ruleId"], "data_race");
+    assert_eq!(r["relatedLocations"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["message"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("with mutex m"));
+
+    // Each side holds a different lock: use one of them in both.
+    let run = common::check(&dir, "i.db", &[], &[s(&fixture("race_inconsistent_locks"))]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let hint = line_of(&run.stdout, "  hint: ");
+    assert!(
+        hint.contains("protect `balance` with one mutex")
+            && hint.contains("mutex m1")
+            && hint.contains("mutex m2")
+            && hint.contains("different locks do not exclude each other"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn priority_inversion_report_names_h_l_m_the_mutex_and_prio_inherit() {
+    let dir = scratch("report_inversion");
+    let run = common::check(&dir, "p.db", &[], &[s(&fixture("mars_pathfinder"))]);
+    if run.stdout.contains("SCHED_FIFO not permitted") {
+        println!("SKIPPED: SCHED_FIFO not permitted here");
+        return;
+    }
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let out = &run.stdout;
+    let rep = lockstep(&dir, &["report", "p.db", "--format", "json"]);
+    let doc: Value = serde_json::from_str(&rep.stdout).unwrap();
+    assert_contract(&doc);
+    let inv = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "priority_inversion")
+        .unwrap_or_else(|| panic!("no inversion: {out}"));
+    let tid = |k: &str| inv["details"][k]["tid"].as_i64().unwrap();
+    let (h, l, m) = (tid("high"), tid("low"), tid("medium"));
+    for (t, part, marker) in [
+        (h, "high, SCHED_FIFO 30) waits for mutex bus", "LOCK-BUS-H"),
+        (l, "low, SCHED_FIFO 10) holds mutex bus", "LOCK-BUS-L"),
+        (m, "medium, SCHED_FIFO 20) runs meanwhile", ""),
+    ] {
+        assert!(
+            out.contains(&format!("  thread {t} ({part}")),
+            "{part}: {out}"
+        );
+        if !marker.is_empty() {
+            let n = marker_line("mars_pathfinder", marker);
+            assert!(
+                out.contains(&format!("mars_pathfinder.c:{n}")),
+                "{marker}: {out}"
+            );
+        }
+    }
+    assert_eq!(
+        line_of(out, "  locks held: "),
+        format!("  locks held: thread {l}: mutex bus")
+    );
+    let hint = line_of(out, "  hint: ");
+    assert!(
+        hint.contains("make mutex bus a priority-inheritance mutex")
+            && hint.contains("PTHREAD_PRIO_INHERIT")
+            && hint.contains("pthread_mutex_init(&bus, &attr)")
+            && hint.contains(&format!("ahead of thread {m}")),
+        "{hint}"
+    );
+    let rep = lockstep(&dir, &["report", "p.db", "--format", "sarif"]);
+    let sarif: Value = serde_json::from_str(&rep.stdout).unwrap();
+    validate_sarif(&sarif);
+    let r = &sarif["runs"][0]["results"][0];
+    assert_eq!(r["ruleId"], "priority_inversion");
+    let related: Vec<&str> = r["relatedLocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["message"]["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        related
+            .iter()
+            .any(|t| t.contains("(low, SCHED_FIFO 10) holds mutex bus"))
+            && related
+                .iter()
+                .any(|t| t.contains("(medium, SCHED_FIFO 20)")),
+        "{related:?}"
+    );
+    // explain: each kind once, this one with its fix and example.
+    let list = lockstep(&dir, &["explain"]).stdout;
+    assert_eq!(list.matches("  data_race ").count(), 1, "{list}");
+    let e = lockstep(&dir, &["explain", "priority_inversion"]).stdout;
+    assert!(
+        e.contains("PTHREAD_PRIO_INHERIT") && e.contains("Example:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn lock_misuse_and_hang_hints_name_the_lock_and_the_waits() {
+    let dir = scratch("report_misuse");
+    let run = common::check(&dir, "s.db", &[], &[s(&fixture("self_deadlock"))]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let out = &run.stdout;
+    assert!(
+        out.contains(" locks mutex m again while holding it"),
+        "{out}"
+    );
+    let hints: Vec<&str> = out.lines().filter(|l| l.starts_with("  hint: ")).collect();
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains("do not lock mutex m again")),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .iter()
+            .any(|h| h.contains(" waits in pthread_join") && h.contains("nothing left will wake")),
+        "{hints:?}"
+    );
 }

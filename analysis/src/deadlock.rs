@@ -22,6 +22,18 @@ fn lock_label(loc: &mut dyn Locator, kind: LockKind, l: LockId) -> String {
     object_label(loc, kind.name(), l.pid, l.obj)
 }
 
+/// The kind of lock an unlock function names (`pthread_rwlock_unlock` →
+/// `rwlock`), for a lock nobody held.
+fn unlocked_kind(op: &str) -> &'static str {
+    if op.contains("rwlock") {
+        "rwlock"
+    } else if op.contains("spin") {
+        "spinlock"
+    } else {
+        "mutex"
+    }
+}
+
 /// Why one thread waits for another.
 #[derive(Clone, Debug)]
 enum Why {
@@ -40,12 +52,13 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
         let mut found: Vec<Finding> = Vec::new();
         tracker.apply(op, &mut |ev| match ev {
             Event::SelfDeadlock { op, lock, held } => {
+                let name = lock_label(loc, held.kind, lock);
                 found.push(Finding {
                     kind: "self_deadlock".into(),
                     severity: Severity::Error,
                     summary: format!(
-                        "thread {} locks {:#x} again while holding it (not a recursive lock): it waits for itself",
-                        op.tid.0, lock.obj
+                        "thread {} locks {name} again while holding it (not a recursive lock): it waits for itself",
+                        op.tid.0
                     ),
                     pids: vec![op.pid.0],
                     tids: vec![op.tid.0],
@@ -53,16 +66,20 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
                         location(loc, "locks it again", op.pid.0, op.tid.0, op.at.seq.0, &op.stack),
                         location(loc, "first locked it", op.pid.0, op.tid.0, held.seq, &held.stack),
                     ],
-                    details: json!({"lock": format!("{:#x}", lock.obj), "op": op.op}),
+                    details: json!({"lock": format!("{:#x}", lock.obj), "lock_name": name, "op": op.op}),
                 });
             }
             Event::UnlockNotHeld { op, lock, owner, refused } => {
+                let name = match owner {
+                    Some((_, h)) => lock_label(loc, h.kind, lock),
+                    None => object_label(loc, unlocked_kind(&op.op), lock.pid, lock.obj),
+                };
                 let (summary, mut locs) = match owner {
                     Some((o, h)) => (
-                        format!("thread {} unlocks {:#x}, which thread {o} holds", op.tid.0, lock.obj),
+                        format!("thread {} unlocks {name}, which thread {o} holds", op.tid.0),
                         vec![location(loc, &format!("thread {o} locked it"), op.pid.0, o, h.seq, &h.stack)],
                     ),
-                    None => (format!("thread {} unlocks {:#x}, which is not locked", op.tid.0, lock.obj), vec![]),
+                    None => (format!("thread {} unlocks {name}, which is not locked", op.tid.0), vec![]),
                 };
                 locs.insert(0, location(loc, "unlocks", op.pid.0, op.tid.0, op.at.seq.0, &op.stack));
                 let mut tids = vec![op.tid.0];
@@ -75,7 +92,7 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
                     pids: vec![op.pid.0],
                     tids,
                     locations: locs,
-                    details: json!({"lock": format!("{:#x}", lock.obj), "refused": refused, "ret": op.ret}),
+                    details: json!({"lock": format!("{:#x}", lock.obj), "lock_name": name, "refused": refused, "ret": op.ret}),
                 });
             }
             Event::CondWaitHolding { op, mutex, others } => {
@@ -89,10 +106,10 @@ pub fn lock_misuse(ops: &[SyncOp], loc: &mut dyn Locator) -> Vec<Finding> {
                         kind: "cond_wait_holding_lock".into(),
                         severity: Severity::Warning,
                         summary: format!(
-                            "thread {} waits on condvar {:#x} (mutex {:#x}) while holding {}: a signaller that needs it would deadlock (nested monitor)",
+                            "thread {} waits on {} ({}) while holding {}: a signaller that needs it would deadlock (nested monitor)",
                             op.tid.0,
-                            op.obj,
-                            mutex.obj,
+                            object_label(loc, "condvar", op.pid.0, op.obj),
+                            lock_label(loc, LockKind::Mutex, mutex),
                             others.iter().map(|h| lock_label(loc, h.kind, h.lock)).collect::<Vec<_>>().join(", ")
                         ),
                         pids: vec![op.pid.0],

@@ -49,7 +49,9 @@ pub fn findings_with(trace: &TraceReader, progress: &Progress) -> Result<Vec<Fin
     progress.phase("priority inversion", 0);
     out.extend(inversion::findings(&ops, &trace.schedule()?, &mut loc));
     if trace.has_mem()? {
-        out.extend(races(trace, &ops, &spawns, &mut loc)?);
+        // Segments come in batches of unknown size: a count, not a bar.
+        progress.phase("data races: memory segments", 0);
+        out.extend(races(trace, &ops, &spawns, &mut loc, progress)?);
     }
     out.sort_by_key(|f| f.severity);
     Ok(out)
@@ -62,6 +64,7 @@ fn races(
     ops: &[SyncOp],
     spawns: &[lockstep_trace::Spawn],
     loc: &mut TraceLocator<'_>,
+    progress: &Progress,
 ) -> Result<Vec<Finding>> {
     let filter = SyscallFilter {
         names: ["read", "pread64", "recvfrom", "write", "pwrite64", "sendto"]
@@ -75,8 +78,13 @@ fn races(
         Ok(())
     })?;
     let mut run = RaceRun::new(ops, spawns, buffers);
+    let mut n = 0u64;
     trace.each_mem_segment(|seg| {
         run.segment(&seg);
+        n += 1;
+        if n.is_multiple_of(256) {
+            progress.set(n);
+        }
         Ok(())
     })?;
     Ok(run.finish(loc))

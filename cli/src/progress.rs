@@ -16,7 +16,8 @@ const QUIET_FOR: Duration = Duration::from_millis(700);
 const REDRAW: Duration = Duration::from_millis(250);
 
 struct Shared {
-    /// The current phase and its total (0: unknown, a spinner).
+    /// The current phase and its total (0: unknown, a spinner with the
+    /// count done so far).
     phase: Mutex<(String, u64)>,
     done: AtomicU64,
     stop: AtomicBool,
@@ -117,6 +118,9 @@ fn draw_loop(label: &str, s: &Shared) {
                 ".".repeat(24 - filled),
                 frac * 100.0
             )
+        } else if done > 0 {
+            let spin = ['|', '/', '-', '\\'][(secs * 4.0) as usize % 4];
+            format!("{spin} {phase} ({done})")
         } else {
             let spin = ['|', '/', '-', '\\'][(secs * 4.0) as usize % 4];
             format!("{spin} {phase}")

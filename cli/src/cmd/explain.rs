@@ -34,24 +34,17 @@ impl Entry {
 pub const ENTRIES: &[Entry] = &[
     Entry {
         kind: "data_race",
-        what: "Two threads accessed the same memory location, at least one of them writing, with no common lock held and nothing ordering the two accesses (no unlock→lock, create, join, signal or post between them).",
-        why: "The result depends on the timing: `counter++` is a read, an add and a write, and two threads interleaving them lose updates (the lecture's \"prints the wrong total\"). lockstep uses Eraser's lockset (which locks protect each variable) refined by happens-before, so accesses ordered by create/join or a hand-off are not reported.",
-        fix: "Protect the variable with one mutex that every access holds (the same mutex everywhere, not one per thread), or make it thread-local, or use an atomic for a single counter.",
-        example: "int counter;  T1: counter++;   T2: counter++;   // no lock: updates get lost\n  fix: pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m);   (in both threads)",
+        what: "Two threads accessed the same memory location, at least one of them writing, with no common lock held and nothing ordering the two accesses (no create/join, condvar, semaphore, barrier, once or atomic hand-off between them).",
+        why: "The result depends on the timing: `counter++` is a read, an add and a write, and two threads interleaving them lose updates (the lecture's \"prints the wrong total\"); a reader sees half-written data; a freed block is used. It may show once in a thousand runs: lockstep uses Eraser's lockset (which locks protect each variable) refined by happens-before, so it finds the race even when this run's schedule was harmless, and accesses ordered by create/join or a hand-off are not reported.",
+        fix: "Protect every access to the variable (reads too) with the same mutex, not one per thread; or hand the data over with a synchronization that orders it (join, condvar, semaphore, barrier); or make it thread-local, or an atomic for a single counter. Free a shared block only after the threads using it are done (join them first).",
+        example: "int counter;  T1: counter++;   T2: counter++;   // both read 5, both write 6\n  fix: pthread_mutex_lock(&m); counter++; pthread_mutex_unlock(&m);   (in both threads)",
     },
     Entry {
         kind: "priority_inversion",
         what: "A high-priority thread H waited for a lower-priority thread L (a mutex L held, or a condvar hand-off only L made) while a thread M of a priority between them, not using that lock, ran, so H in effect ran at L's priority. Error for real-time threads (SCHED_FIFO/RR); a warning for nice values of SCHED_OTHER threads; a note through a PRIO_INHERIT/PRIO_PROTECT mutex. The details say which evidence it rests on: the kernel's sched_switch tracepoints (M ran while L was runnable), schedstat CPU time, or the sync ops only.",
         why: "The low-priority holder cannot run (and release the lock) while the medium one uses the CPU: the wait of the high-priority thread is unbounded (the Mars Pathfinder reset its computer over and over because of it).",
-        fix: "Make the lock a priority-inheritance mutex (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT)) or a priority-ceiling one (PTHREAD_PRIO_PROTECT), or keep critical sections that high-priority threads share with low-priority ones very short. A condvar has no owner to boost: raise the signalling thread's priority for the hand-off, or keep M off that CPU.",
+        fix: "Make the lock a priority-inheritance mutex (pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT)) or a priority-ceiling one (PTHREAD_PRIO_PROTECT); on Linux these boost real-time (SCHED_FIFO/RR) priorities only, not nice values. Keep critical sections that high-priority threads share with low-priority ones very short. A condvar has no owner to boost: raise the signalling thread's priority for the hand-off, or keep M off that CPU.",
         example: "L (prio 10): lock(bus) ... ;   H (prio 30): lock(bus) -> waits;   M (prio 20): computes for 200 ms\n  -> H waits for M. fix: pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT) for bus.",
-    },
-    Entry {
-        kind: "data_race",
-        what: "Two threads accessed the same memory, at least one of them writing, with no lock held in common and nothing ordering the two accesses (create/join, condvar, semaphore, barrier, once, atomics).",
-        why: "The result depends on timing: increments get lost, a reader sees half-written data, a freed block is used. It may show up once in a thousand runs, or only on another machine; lockstep finds it even when this run's schedule happened to be harmless (Eraser's lockset algorithm).",
-        fix: "Protect every access to the variable with the same mutex (reads too), or hand the data over with a synchronization that orders it (join, condvar, semaphore, barrier), or make it an atomic (C11 atomics, __atomic builtins).",
-        example: "T1: counter++;   T2: counter++;   // both read 5, both write 6\n  fix: lock(&m); counter++; unlock(&m);   in both threads",
     },
     Entry {
         kind: "deadlock",
@@ -144,6 +137,24 @@ pub fn run(a: Args) -> Result<u8> {
                     "unknown finding kind {k:?} (run `lockstep explain` for the list)"
                 ),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_explained_once_with_an_example() {
+        for (i, e) in ENTRIES.iter().enumerate() {
+            assert!(
+                ENTRIES[..i].iter().all(|o| o.kind != e.kind),
+                "{} twice",
+                e.kind
+            );
+            assert!(!e.what.is_empty() && !e.why.is_empty() && !e.fix.is_empty());
+            assert!(!e.example.is_empty(), "{} has no example", e.kind);
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The HTML report: one self-contained page (inline CSS, JS and SVG; no
 //! network, no external fonts or scripts) with the findings (source
 //! snippets, locks held, hints, the `explain` text) and three pictures
-//! drawn here as SVG: the threads' timeline (`timeline`), the lock-order
-//! graph (`graph`) and the process tree with its pipes (`tree`).
+//! drawn here as SVG: the threads' timeline (`timeline`, with the marks of
+//! races and inversions from `marks`), the lock-order graph (`graph`) and
+//! the process tree with its pipes (`tree`).
 
 mod graph;
+mod marks;
 mod timeline;
 mod tree;
 
@@ -83,6 +85,7 @@ svg .cpu-run{fill:#2e7d32}
 svg .cpu-rdy{fill:#fb8c00}
 svg .inv{fill:#d32f2f;fill-opacity:.12;stroke:#b71c1c;stroke-dasharray:4 2}
 svg .hl{stroke:#b71c1c;stroke-width:2.5}
+svg .race{fill:#d32f2f;stroke:#fff;stroke-width:1}
 svg .proc text.ph{font-weight:700}
 svg .edge{fill:none;stroke:#78909c;stroke-width:1.6}
 svg .edge.cycle{stroke:#c62828;stroke-width:2.6}
@@ -186,7 +189,7 @@ fn finding(h: &mut String, i: usize, f: &Finding, sources: &mut Sources) {
         let _ = write!(
             h,
             "<div class=\"loc\"><span class=\"role\">{}</span> <span class=\"kind\">pid {} tid {}</span>",
-            esc(&l.role),
+            esc(&crate::report::threadhint::role(f, l)),
             l.pid,
             l.tid
         );

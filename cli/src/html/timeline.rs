@@ -5,7 +5,9 @@
 //! or lock-order inversion are outlined in red. With the kernel's schedule
 //! a thin strip under each row shows when the thread ran (green) and when
 //! it was runnable but waiting for a CPU (orange); a priority inversion is
-//! a dashed red band over H's wait on the rows of H, L and M. Drawn from
+//! a dashed red band over H's wait on the rows of H, L and M (labelled H,
+//! L, M); each access of a data race is a red diamond on its row
+//! (`marks`). Drawn from
 //! the same trace events as `lockstep export` (microseconds since the
 //! first event).
 
@@ -95,6 +97,8 @@ pub fn svg(events: &[Value], findings: &[&Finding], origin_ns: u64) -> String {
     let sched_track = crate::cmd::export::SCHED_TRACK;
     let mut cpu: HashMap<i32, Vec<(f64, f64, &'static str, String)>> = HashMap::new();
     let inv = inversions(findings, origin_ns);
+    let races = super::marks::race_marks(events, findings);
+    let parts = super::marks::inversion_parts(findings);
     let mut procs: BTreeMap<i64, String> = BTreeMap::new();
     let mut threads: Vec<(i64, i32, String)> = Vec::new();
     let mut extent: HashMap<i32, (f64, f64)> = HashMap::new();
@@ -229,11 +233,15 @@ pub fn svg(events: &[Value], findings: &[&Finding], origin_ns: u64) -> String {
             continue;
         };
         let _ = write!(s, "<g data-tid=\"{tid}\">");
+        let label = match parts.get(tid) {
+            Some(p) => format!("{} ({p})", clip(label, 20)),
+            None => clip(label, 24),
+        };
         let _ = write!(
             s,
             "<text x=\"16\" y=\"{:.1}\">{}</text>",
             y + 15.0,
-            esc(&clip(label, 24))
+            esc(&label)
         );
         if let Some(&(a, b)) = extent.get(tid) {
             let _ = write!(
@@ -298,6 +306,9 @@ pub fn svg(events: &[Value], findings: &[&Finding], origin_ns: u64) -> String {
                 );
             }
         }
+        for m in races.iter().filter(|m| m.tid == *tid) {
+            s.push_str(&super::marks::diamond(x(m.ts), y + 11.0, &m.title));
+        }
         s.push_str("</g>");
         y += ROW;
     }
@@ -316,7 +327,7 @@ pub fn svg(events: &[Value], findings: &[&Finding], origin_ns: u64) -> String {
     s
 }
 
-const LEGEND: &str = "<div class=\"legend\"><span><i style=\"background:#c8e6c9\"></i>alive</span><span><i style=\"background:#ffe082\"></i>blocked in a syscall</span><span><i style=\"background:#64b5f6\"></i>holds a lock</span><span><i style=\"background:#ef9a9a\"></i>waits for a lock</span><span><i style=\"border:2px solid #b71c1c\"></i>part of the deadlock / inversion</span><span><i style=\"background:#2e7d32\"></i>on a CPU</span><span><i style=\"background:#fb8c00\"></i>runnable, waiting for a CPU</span><span><i style=\"background:rgba(211,47,47,.12);border:1px dashed #b71c1c\"></i>priority inversion</span><span>| sync operation</span></div>";
+const LEGEND: &str = "<div class=\"legend\"><span><i style=\"background:#c8e6c9\"></i>alive</span><span><i style=\"background:#ffe082\"></i>blocked in a syscall</span><span><i style=\"background:#64b5f6\"></i>holds a lock</span><span><i style=\"background:#ef9a9a\"></i>waits for a lock</span><span><i style=\"border:2px solid #b71c1c\"></i>part of the deadlock / inversion</span><span><i style=\"background:#2e7d32\"></i>on a CPU</span><span><i style=\"background:#fb8c00\"></i>runnable, waiting for a CPU</span><span><i style=\"background:rgba(211,47,47,.12);border:1px dashed #b71c1c\"></i>priority inversion (H waits, L holds, M runs)</span><span><b style=\"color:#d32f2f\">◆</b> access of a data race</span><span>| sync operation</span></div>";
 
 /// A round step (1, 2 or 5 times a power of ten) near `raw`.
 fn nice_step(raw: f64) -> f64 {

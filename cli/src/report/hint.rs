@@ -50,13 +50,14 @@ pub fn hint(f: &Finding) -> String {
                 )
             })
         }
-        "self_deadlock" => s(d, "lock").map(|l| {
+        "hang" => hang(d),
+        "self_deadlock" => s(d, "lock_name").or_else(|| s(d, "lock")).map(|l| {
             format!("do not lock {l} again while holding it: split the function into a locked and an unlocked variant (or make it PTHREAD_MUTEX_RECURSIVE on purpose)")
         }),
         "unlock_not_held" => between(&f.summary, "which thread ", " holds").map(|t| {
             format!(
                 "only thread {t}, which locked {}, may unlock it: move the unlock into the thread that locked",
-                s(d, "lock").unwrap_or("the mutex")
+                s(d, "lock_name").or_else(|| s(d, "lock")).unwrap_or("the mutex")
             )
         }),
         "cond_wait_holding_lock" => between(&f.summary, "while holding ", ":").map(|held| {
@@ -64,8 +65,8 @@ pub fn hint(f: &Finding) -> String {
                 "release {held} before waiting on the condition variable (pthread_cond_wait releases only its own mutex)"
             )
         }),
-        "data_race" => data_race(d),
-        "priority_inversion" => priority_inversion(d),
+        "data_race" => super::threadhint::data_race(f),
+        "priority_inversion" => super::threadhint::priority_inversion(f),
         _ => None,
     };
     specific.unwrap_or_else(|| general(&f.kind).to_string())
@@ -193,6 +194,24 @@ fn pipe_deadlock(d: &Value) -> Option<String> {
     None
 }
 
+/// A hang without a cycle: what each thread waits for, and what must
+/// still happen.
+fn hang(d: &Value) -> Option<String> {
+    let threads = d["threads"].as_array()?;
+    if threads.is_empty() || threads.len() > 3 {
+        return None;
+    }
+    let waits: Vec<String> = threads
+        .iter()
+        .filter_map(|t| Some(format!("thread {} {}", t["tid"], s(t, "blocked")?)))
+        .collect();
+    Some(format!(
+        "{}: nothing left will wake {}; make sure the signal, post, unlock or close it waits for still happens (and wait for a condition in a `while` loop)",
+        waits.join("; "),
+        if waits.len() == 1 { "it" } else { "them" }
+    ))
+}
+
 fn bad_fd(d: &Value) -> Option<String> {
     let fd = d["fd"].as_i64()?;
     let call = s(d, "syscall").unwrap_or("the call");
@@ -234,47 +253,9 @@ fn fd_misuse(d: &Value) -> Option<String> {
     ))
 }
 
-/// Names the variable and the locks each access held, where the details
-/// say them.
-fn data_race(d: &Value) -> Option<String> {
-    let var = s(d, "variable")
-        .or_else(|| s(d, "var"))
-        .or_else(|| s(d, "object"))?;
-    let held: Vec<String> = locks_of(d);
-    Some(match held.first() {
-        Some(m) => format!("protect `{var}` with {m} in every access (one of the accesses does not hold it)"),
-        None => format!("protect `{var}` with one mutex that every access holds (e.g. pthread_mutex_lock(&m) around each access)"),
-    })
-}
-
-fn priority_inversion(d: &Value) -> Option<String> {
-    let lock = s(d, "lock").or_else(|| s(d, "mutex"))?;
-    let low = d
-        .get("low")
-        .and_then(|l| l.get("tid"))
-        .map(|t| format!("thread {t}"));
-    let low = low.unwrap_or_else(|| "the lower-priority thread".into());
-    let mid = d.get("medium").and_then(|m| m.get("tid"));
-    let mid = mid
-        .map(|t| format!("thread {t}"))
-        .unwrap_or_else(|| "the thread between".into());
-    Some(match (s(d, "via"), s(d, "protocol")) {
-        (Some("condvar"), _) => format!(
-            "no thread owns {lock}, so priority inheritance cannot help: run {low} at the waiter's priority for the hand-off (pthread_setschedprio), or keep {mid} off its CPU"
-        ),
-        (_, Some(p)) if p != "none" => format!(
-            "{lock} already uses PTHREAD_PRIO_{}: the wait is bounded by {low}'s critical section; keep it short",
-            p.to_uppercase()
-        ),
-        _ => format!(
-            "make {lock} a priority-inheritance mutex (pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT)) so that {low} runs at the waiter's priority while it holds it, ahead of {mid}"
-        ),
-    })
-}
-
 /// Every lock name in a `locks`/`locks_held`/`held` list of `v` or of its
 /// `accesses`.
-fn locks_of(v: &Value) -> Vec<String> {
+pub fn locks_of(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |x: &Value| {
         for key in ["locks", "locks_held", "held"] {
@@ -325,6 +306,9 @@ pub fn locks_held(f: &Finding) -> Vec<String> {
                 }
             ));
         }
+    }
+    if f.kind == "priority_inversion" {
+        out.extend(super::threadhint::inversion_locks_held(f));
     }
     if f.kind == "cond_wait_holding_lock" {
         if let Some(held) = between(&f.summary, "while holding ", ":") {

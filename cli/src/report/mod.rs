@@ -9,6 +9,7 @@ pub mod sarif;
 pub mod source;
 pub mod style;
 pub mod text;
+pub mod threadhint;
 
 use lockstep_analysis::{Finding, Severity};
 use std::collections::HashSet;

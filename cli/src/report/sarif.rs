@@ -105,8 +105,9 @@ fn physical(l: &Location, root: &Path) -> Option<Value> {
 
 /// A SARIF location for `l` (physical when known, with its role and
 /// function as message and logical location).
-fn location(l: &Location, root: &Path, id: Option<usize>) -> Value {
-    let mut v = json!({"message": {"text": format!("{} [pid {} tid {}]", l.role, l.pid, l.tid)}});
+fn location(f: &Finding, l: &Location, root: &Path, id: Option<usize>) -> Value {
+    let role = super::threadhint::role(f, l);
+    let mut v = json!({"message": {"text": format!("{role} [pid {} tid {}]", l.pid, l.tid)}});
     if let Some(id) = id {
         v["id"] = json!(id);
     }
@@ -149,14 +150,14 @@ fn result(f: &Finding, rule_index: Option<usize>, root: &Path) -> Value {
         v["ruleIndex"] = json!(i);
     }
     if let Some(p) = primary {
-        v["locations"] = json!([location(&f.locations[p], root, None)]);
+        v["locations"] = json!([location(f, &f.locations[p], root, None)]);
     }
     let related: Vec<Value> = f
         .locations
         .iter()
         .enumerate()
         .filter(|(i, _)| Some(*i) != primary)
-        .map(|(i, l)| location(l, root, Some(i)))
+        .map(|(i, l)| location(f, l, root, Some(i)))
         .collect();
     if !related.is_empty() {
         v["relatedLocations"] = json!(related);
@@ -166,9 +167,9 @@ fn result(f: &Finding, rule_index: Option<usize>, root: &Path) -> Value {
         .iter()
         .filter(|l| l.file.is_some() || !l.stack.is_empty())
         .map(|l| {
-            let mut frames = vec![json!({"location": location(l, root, None)})];
+            let mut frames = vec![json!({"location": location(f, l, root, None)})];
             frames.extend(l.stack.iter().map(|s| frame(s)));
-            json!({"message": {"text": l.role}, "frames": frames})
+            json!({"message": {"text": super::threadhint::role(f, l)}, "frames": frames})
         })
         .collect();
     if !stacks.is_empty() {

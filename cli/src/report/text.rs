@@ -49,7 +49,7 @@ fn block(
         style.dim(&format!("({})", f.kind))
     )?;
     for l in &f.locations {
-        location(out, l, style, sources)?;
+        location(out, f, l, style, sources)?;
     }
     let held = locks_held(f);
     if !held.is_empty() {
@@ -65,11 +65,13 @@ fn block(
 /// One side: its role and thread, its stack, the source line of frame #0.
 fn location(
     out: &mut dyn Write,
+    f: &Finding,
     l: &Location,
     style: Style,
     sources: &mut Sources,
 ) -> std::io::Result<()> {
-    writeln!(out, "  {} [pid {} tid {}]", l.role, l.pid, l.tid)?;
+    let role = super::threadhint::role(f, l);
+    writeln!(out, "  {role} [pid {} tid {}]", l.pid, l.tid)?;
     // Findings about syscalls may have no code address at all.
     if l.address == 0 && l.file.is_none() {
         return Ok(());
