@@ -113,9 +113,16 @@ fn memory_files_survive_a_hang_kill() {
     let (trace, run) = rec(&dir, "t", &opts, &[bin.to_str().unwrap(), "hang"]);
     assert_eq!(run.code, Some(124), "{run:?}");
     assert_fake_imported(&trace);
+    // This recording's files only (other tests record at the same time).
+    let area = meta(&trace, "agent_area").unwrap();
+    let area = std::path::Path::new(&area)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let after: Vec<String> = shm_leftovers()
         .into_iter()
-        .filter(|n| !before.contains(n))
+        .filter(|n| !before.contains(n) && n.starts_with(&area))
         .collect();
     assert!(after.is_empty(), "memory files left: {after:?}");
 }

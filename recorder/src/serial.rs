@@ -39,6 +39,15 @@ const CHANGE_SPAN: u64 = 2_000;
 struct Rng(u64);
 
 impl Rng {
+    /// A non-zero state from any seed (splitmix64 of it), so that nearby
+    /// seeds give unrelated schedules.
+    fn seeded(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)).max(1))
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -91,7 +100,7 @@ impl Serial {
     /// The root runs first (it is alone).
     pub fn new(root: Tid, now_ns: u64, chaos_seed: Option<u64>) -> Serial {
         let chaos = chaos_seed.map(|seed| {
-            let mut rng = Rng(seed | 1);
+            let mut rng = Rng::seeded(seed);
             let change_at = (0..CHANGE_POINTS)
                 .map(|_| rng.next() % CHANGE_SPAN)
                 .collect();

@@ -64,8 +64,8 @@ pub fn run(a: Args) -> Result<u8> {
             n => format!("; {n} held threads let go before their recorded turn, as the others waited for them"),
         };
         eprintln!(
-            "lockstep: replay verified: {} recorded syscalls ({} emulated, {} executed again), same output, same exit status{relaxed}",
-            out.recorded_calls, out.counts.emulated, out.counts.executed
+            "lockstep: replay verified: {} recorded syscalls ({} emulated, {} executed again), same output, same exit status; {} ptrace stops{relaxed}",
+            out.recorded_calls, out.counts.emulated, out.counts.executed, out.counts.stops
         );
     }
     if out.hung {
