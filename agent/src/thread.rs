@@ -34,6 +34,7 @@
 //! | `pthread_attr_setschedpolicy`  | attr        | policy         | –       |
 //! | `pthread_attr_setinheritsched` | attr        | inherit        | –       |
 
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -221,11 +222,42 @@ pub unsafe extern "C" fn pthread_detach(thread: pthread_t) -> c_int {
     )
 }
 
-/// `pthread_once`: `Done` after the call (so after the init routine, if
-/// this call ran it), `obj` = the once control, `arg2` = the routine.
+thread_local! {
+    /// The once control and init routine of the calling thread's innermost
+    /// `pthread_once` (the routine runs in the calling thread, if at all).
+    static ONCE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// What the real `pthread_once` runs instead of the program's routine:
+/// the routine, then a `Released` of the once control, stamped before
+/// `pthread_once` marks it done and wakes the threads waiting for it.
+extern "C" fn once_routine() {
+    let (once, init) = ONCE.with(|c| c.get());
+    if init == 0 {
+        return;
+    }
+    // SAFETY: the routine the program passed to pthread_once, a `void
+    // (*)(void)`, called once, as the real pthread_once would.
+    let routine: extern "C" fn() = unsafe { core::mem::transmute(init as *const ()) };
+    routine();
+    let rec = crate::record::begin(crate::frame!(), Op::Once, Shape::Release, || Detail {
+        obj: once,
+        arg2: init,
+        ..Detail::default()
+    });
+    if let Some(rec) = rec {
+        rec.complete(Phase::Released, 0);
+    }
+}
+
+/// `pthread_once`: `Released` when the init routine returns (if this call
+/// ran it), `Done` after the call; `obj` = the once control, `arg2` = the
+/// routine.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_once(once: *mut pthread_once_t, init: *mut c_void) -> c_int {
-    intercept!(
+    let outer = ONCE.with(|c| c.replace((once as u64, init as u64)));
+    let wrapped = once_routine as *mut c_void;
+    let r = intercept!(
         Once,
         Done,
         Code,
@@ -233,8 +265,10 @@ pub unsafe extern "C" fn pthread_once(once: *mut pthread_once_t, init: *mut c_vo
             arg2: init as u64,
             ..Detail::obj(once)
         },
-        real::pthread_once(once, init)
-    )
+        real::pthread_once(once, wrapped)
+    );
+    ONCE.with(|c| c.set(outer));
+    r
 }
 
 /// The priority in `*param`, or 0 for a null pointer.

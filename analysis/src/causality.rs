@@ -30,11 +30,11 @@
 //! generation its thread arrived in. Without a known count, a departure
 //! acquires every arrival so far (may hide a race across phases, never adds one).
 //!
-//! `pthread_once` caveat: the agent stamps its `done` after the call, so a
-//! waiter woken by the initialiser may draw its seq first: its reads then
-//! come before the initialiser's writes in the trace, and are reported. A
-//! `released` event of `pthread_once` (the init routine returned, stamped
-//! inside the call before waiters wake) is a release and makes it exact.
+//! `pthread_once`: the agent stamps `released` when the init routine
+//! returns, inside the call and before waiters wake, and `done` after the
+//! call; the `released` is the release that orders every later return.
+//! (Traces of older agents have only `done`: a waiter woken by the
+//! initialiser may draw its seq first, and its reads are then reported.)
 
 use crate::vclock::{IntMap, ThreadIx, Threads, VClock};
 use lockstep_trace::{Spawn, SpawnKind, SyncOp};

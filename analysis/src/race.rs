@@ -24,10 +24,13 @@
 //!   critical section: its accesses hold the pseudo-lock "spinlock l" for
 //!   the lockset. A hand-made lock without atomics (the broken
 //!   test-and-set) gets nothing;
-//! - `pthread_once`: the agent closes a thread's segment when the call
-//!   starts and stamps the return after it, so the init routine's accesses
-//!   land in the segment after the return; that segment is published as the
-//!   once's release too (later callers are ordered after the whole segment);
+//! - `pthread_once`: the agent stamps a `released` when the init routine
+//!   returns (after closing the routine's segment), an exact release. From
+//!   traces without it (older agents): the agent closes a thread's segment
+//!   when the call starts and stamps the return after it, so the init
+//!   routine's accesses land in the segment after the return; that segment
+//!   is published as the once's release too (later callers are ordered
+//!   after the whole segment);
 //! - conflicts are gathered per pair of code sites (instruction address and
 //!   how: instruction, memcpy, free...), not per address, with the racing
 //!   bytes merged into ranges; [`crate::racereport`] turns them into findings.
@@ -97,6 +100,9 @@ pub struct RaceDetector {
     /// The once control of each thread whose latest sync op was a
     /// `pthread_once` return.
     once_last: IntMap<ThreadIx, (i32, u64)>,
+    /// Once controls whose init routine's return was recorded (`released`):
+    /// no segment needs publishing for them.
+    once_exact: HashSet<(i32, u64)>,
     pub(crate) races: HashMap<(u32, u32), Race>,
     captured: HashSet<i32>,
     accesses: u64,
@@ -165,7 +171,12 @@ impl RaceDetector {
         } else {
             self.atomic_last.remove(&t);
         }
-        if (op.op.as_str(), op.phase.as_str()) == ("pthread_once", "done") {
+        if (op.op.as_str(), op.phase.as_str()) == ("pthread_once", "released") {
+            self.once_exact.insert((pid, op.obj));
+        }
+        if (op.op.as_str(), op.phase.as_str()) == ("pthread_once", "done")
+            && !self.once_exact.contains(&(pid, op.obj))
+        {
             self.once_last.insert(t, (pid, op.obj));
         } else {
             self.once_last.remove(&t);

@@ -23,15 +23,18 @@
 //! calls to libc's memory and string functions touch ([`intercept`]).
 //!
 //! Module map: [`probe`] (assembly), [`rewrite`] (relocated copies),
-//! [`exe`] (the executable), [`sites`] (what the probes mean), [`segment`],
+//! [`sequence`] (the instructions before an access), [`exe`] (the
+//! executable), [`sites`] (what the probes mean), [`segment`],
 //! [`memfile`], [`intercept`].
 
+pub mod dedup;
 pub mod exe;
 pub mod intercept;
 pub mod memfile;
 pub mod probe;
 pub mod rewrite;
 pub mod segment;
+pub mod sequence;
 pub mod sites;
 
 use core::sync::atomic::{AtomicU8, Ordering};

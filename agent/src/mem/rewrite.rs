@@ -18,8 +18,12 @@
 //! (thread-local data), control transfers through memory, `push`/`pop`,
 //! and vector-indexed (VSIB) operands; string instructions and implicit
 //! stack accesses have no explicit operand and are not captured.
-//! Lock-prefixed instructions and `xchg` with memory are atomic: they call
-//! the atomic probe.
+//! Lock-prefixed instructions, `xchg` with memory and a `mov` store
+//! followed by a full fence (`mfence`, `lock or [rsp], 0`) are atomic: they
+//! call the atomic probe. Plain accesses get the inline fast path of
+//! [`super::probe`] (its labels are instructions with made-up addresses
+//! above the canonical user range, which the encoder resolves like any
+//! branch target inside the block).
 //!
 //! A function is left alone (still correct, just not observed) when it is
 //! shorter than the 5-byte jump, does not decode, cannot be re-encoded, or
@@ -31,11 +35,12 @@
 
 use iced_x86::{
     BlockEncoder, BlockEncoderOptions, Code, Decoder, DecoderOptions, FlowControl, Instruction,
-    InstructionBlock, InstructionInfoFactory, MemoryOperand, Mnemonic, OpAccess, OpKind, Register,
+    InstructionBlock, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
 };
 use std::collections::HashSet;
 
 use super::probe;
+use super::sequence::{atomic_sequence, inline_sequence, Operand, LABELS};
 use super::sites::{Map, Site};
 
 /// A function of the executable, as loaded.
@@ -66,6 +71,7 @@ pub fn instrument(
     let mut plans = Vec::new();
     let mut targets: HashSet<u64> = HashSet::new();
     let mut factory = InstructionInfoFactory::new();
+    let tls = probe::tls_offset();
     for f in funcs {
         // SAFETY: the function's bytes lie in the executable's mapped text.
         let code = unsafe { std::slice::from_raw_parts(f.addr as *const u8, f.size as usize) };
@@ -80,7 +86,7 @@ pub fn instrument(
                 targets.insert(i.near_branch_target());
             }
         }
-        if let Some(plan) = plan_function(f, &decoded, &mut sites, &mut factory) {
+        if let Some(plan) = plan_function(f, &decoded, &mut sites, &mut factory, tls) {
             plans.push(plan);
         }
     }
@@ -101,7 +107,7 @@ pub fn instrument(
     let tramp_atomic = region + 16;
     // SAFETY: the region is ours, writable, at least a page.
     unsafe {
-        write_trampoline(tramp_access as *mut u8, probe::access_probe());
+        write_trampoline(tramp_access as *mut u8, probe::flush_probe());
         write_trampoline(tramp_atomic as *mut u8, probe::atomic_probe());
     }
     let mut cursor = region + 32;
@@ -182,25 +188,45 @@ fn plan_function(
     decoded: &[Instruction],
     sites: &mut Vec<Site>,
     factory: &mut InstructionInfoFactory,
+    tls: i64,
 ) -> Option<Plan> {
     if f.size < 5 {
         return None;
     }
+    let mut labels = LABELS;
     let mut instrs = Vec::with_capacity(decoded.len() * 3);
     let mut chunk_starts = Vec::with_capacity(decoded.len());
     let first_site = sites.len();
-    for ins in decoded {
+    for (k, ins) in decoded.iter().enumerate() {
         let start = instrs.len();
         chunk_starts.push((start, ins.ip()));
         match probe_for(ins, factory) {
-            Some((mem, size, flags, atomic)) => {
+            Some((op, size, flags, atomic)) => {
+                // A plain `mov` store followed by a full fence is how gcc
+                // compiles a store then `atomic_thread_fence(seq_cst)` (and,
+                // before gcc 11, a seq_cst `atomic_store`): a release, as a
+                // locked instruction is.
+                let fenced = !atomic
+                    && flags == 2
+                    && ins.mnemonic() == Mnemonic::Mov
+                    && decoded.get(k + 1).is_some_and(full_fence);
+                let (flags, atomic) = if fenced {
+                    (2 | 4, true)
+                } else {
+                    (flags, atomic)
+                };
                 let site = sites.len() as u32;
                 sites.push(Site {
                     ip: ins.ip(),
                     size,
                     flags,
                 });
-                let mut seq = probe_sequence(mem, site, atomic)?;
+                let mut seq = if atomic {
+                    atomic_sequence(op.operand(16), site)?
+                } else {
+                    labels += 2;
+                    inline_sequence(op.operand(24), site, tls, labels)?
+                };
                 // The probe takes the instruction's address, so that a branch
                 // to the instruction runs its probe; the rest have ip 0.
                 seq[0].set_ip(ins.ip());
@@ -223,12 +249,23 @@ fn plan_function(
     })
 }
 
+/// `mfence`, or `lock or qword ptr [rsp], 0` (gcc's cheaper full fence).
+fn full_fence(ins: &Instruction) -> bool {
+    ins.mnemonic() == Mnemonic::Mfence
+        || (ins.has_lock_prefix()
+            && ins.mnemonic() == Mnemonic::Or
+            && ins.memory_base() == Register::RSP
+            && ins.op_count() == 2
+            && ins.op1_kind() != OpKind::Register
+            && ins.immediate(1) == 0)
+}
+
 /// What to log for `ins`: its memory operand, size, flags and whether it
 /// is atomic; `None` for instructions outside the captured class.
 fn probe_for(
     ins: &Instruction,
     factory: &mut InstructionInfoFactory,
-) -> Option<(MemoryOperand, u32, u8, bool)> {
+) -> Option<(Operand, u32, u8, bool)> {
     let explicit = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
     if !explicit || ins.flow_control() != FlowControl::Next {
         return None;
@@ -280,44 +317,13 @@ fn probe_for(
     }
     let atomic = ins.has_lock_prefix() || ins.mnemonic() == Mnemonic::Xchg;
     let flags = if atomic { 3 | 4 } else { flags };
-    let base = ins.memory_base();
-    let mut displ = ins.memory_displacement64() as i64;
-    if base == Register::RSP || base == Register::ESP {
-        // The probe moved rsp down by the red zone and two pushes.
-        displ += 128 + 16;
-    }
-    // 1: the encoder picks disp8 or disp32; RIP-relative wants 8 (64-bit).
-    let displ_size = if base == Register::RIP { 8 } else { 1 };
-    let mem = MemoryOperand::new(
-        base,
-        ins.memory_index(),
-        ins.memory_index_scale(),
-        displ,
-        displ_size,
-        false,
-        Register::None,
-    );
-    Some((mem, size, flags, atomic))
-}
-
-/// The probe call before an instruction (see [`super::probe`]). The call's
-/// target is a placeholder (`u64::MAX`, or `u64::MAX - 1` for atomics)
-/// replaced by the trampoline's address once the region is known.
-fn probe_sequence(mem: MemoryOperand, site: u32, atomic: bool) -> Option<Vec<Instruction>> {
-    let below = MemoryOperand::with_base_displ(Register::RSP, -128);
-    let above = MemoryOperand::with_base_displ(Register::RSP, 128);
-    let target = if atomic { u64::MAX - 1 } else { u64::MAX };
-    Some(vec![
-        Instruction::with2(Code::Lea_r64_m, Register::RSP, below).ok()?,
-        Instruction::with1(Code::Push_r64, Register::RDI).ok()?,
-        Instruction::with1(Code::Push_r64, Register::RSI).ok()?,
-        Instruction::with2(Code::Lea_r64_m, Register::RDI, mem).ok()?,
-        Instruction::with2(Code::Mov_r32_imm32, Register::ESI, site).ok()?,
-        Instruction::with_branch(Code::Call_rel32_64, target).ok()?,
-        Instruction::with1(Code::Pop_r64, Register::RSI).ok()?,
-        Instruction::with1(Code::Pop_r64, Register::RDI).ok()?,
-        Instruction::with2(Code::Lea_r64_m, Register::RSP, above).ok()?,
-    ])
+    let op = Operand {
+        base: ins.memory_base(),
+        index: ins.memory_index(),
+        scale: ins.memory_index_scale(),
+        displ: ins.memory_displacement64() as i64,
+    };
+    Some((op, size, flags, atomic))
 }
 
 /// `jmp qword ptr [rip + 0]` followed by the target.

@@ -5,7 +5,9 @@
 //! Raw entries are 16 bytes: `addr u64, site u32, aux u32` for an
 //! instrumented instruction (size and kind come from the site table); a
 //! libc range (memcpy...) takes two entries: `addr, RANGE|via<<8|flags,
-//! size` then `ip, 0, 0`.
+//! size` then `ip, 0, 0`. The probes' site cache (one word per site) lies
+//! right after the raw buffer; absorbing an entry clears its site's word
+//! (see [`super::probe`]).
 //!
 //! A segment is closed (deduplicated by address, instruction, size and
 //! kind, stamped with a sequence number from the global counter, appended
@@ -17,6 +19,7 @@
 use core::cell::Cell;
 use lockstep_agent_abi::{MemEntry, MemRecord};
 
+use super::dedup::{self, Dedup};
 use super::memfile::MemFile;
 use super::probe;
 use super::sites;
@@ -24,27 +27,30 @@ use super::sites;
 /// Raw entries per buffer (16 bytes each).
 pub const BUF_ENTRIES: usize = 16384;
 const BUF_BYTES: usize = BUF_ENTRIES * 16;
-/// Distinct accesses a segment collects before it is written in parts
-/// (the raw buffer is absorbed into the table each time it fills, so a
-/// loop over a few thousand addresses between two sync ops makes one
-/// segment, not one per buffer).
-const MAX_DISTINCT: usize = 8 * BUF_ENTRIES;
-/// Deduplication table slots (a power of two, twice MAX_DISTINCT).
-const TABLE_SLOTS: usize = 2 * MAX_DISTINCT;
-const TABLE_BYTES: usize = TABLE_SLOTS * core::mem::size_of::<MemEntry>();
-const OUT_BYTES: usize = MAX_DISTINCT * core::mem::size_of::<MemEntry>();
+const OUT_BYTES: usize = dedup::MAX_DISTINCT * core::mem::size_of::<MemEntry>();
 /// Marks a raw entry as the first half of a libc range.
 pub const RANGE: u32 = 1 << 31;
 
+/// Bytes of the site cache for `sites` sites, whole pages.
+fn cache_bytes(sites: usize) -> usize {
+    (sites * 8 + 4095) & !4095
+}
+
 /// Per-thread memory-capture state (no destructor: see `local`).
 pub struct MemThread {
-    /// Raw buffer, dedup table and output area: one mapping, 0 if none yet.
+    /// Raw buffer, site cache, dedup table and output area: one mapping,
+    /// 0 if none yet.
     area: Cell<usize>,
+    /// Sites in the cache (the site table's length when mapped).
+    sites: Cell<usize>,
+    /// The raw buffer's cursor while the probes' fast path is closed (the
+    /// TLS index is 0 then).
+    closed: Cell<Option<usize>>,
     file: Cell<Option<MemFile>>,
     /// The file could not be created: drop this thread's accesses.
     file_failed: Cell<bool>,
-    /// Distinct accesses of the open segment, in the output area.
-    distinct: Cell<usize>,
+    /// The open segment's distinct accesses.
+    dedup: Dedup,
     /// An atomic instruction ran and its `Acquired` event is still to be
     /// written (the probe limit is 0 meanwhile, to catch the next access).
     pub pending: Cell<Option<(u64, u32, u64, u64)>>,
@@ -54,9 +60,11 @@ thread_local! {
     pub static MEM: MemThread = const {
         MemThread {
             area: Cell::new(0),
+            sites: Cell::new(0),
+            closed: Cell::new(None),
             file: Cell::new(None),
             file_failed: Cell::new(false),
-            distinct: Cell::new(0),
+            dedup: Dedup::new(),
             pending: Cell::new(None),
         }
     };
@@ -67,11 +75,12 @@ impl MemThread {
     /// memory is exhausted.
     pub fn buffer(&self) -> usize {
         if self.area.get() == 0 {
+            let sites = sites::get().map_or(0, |m| m.sites.len());
             // SAFETY: an anonymous private mapping, ours alone.
             let p = unsafe {
                 libc::mmap(
                     core::ptr::null_mut(),
-                    BUF_BYTES + TABLE_BYTES + OUT_BYTES,
+                    self.area_len(sites),
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                     -1,
@@ -82,26 +91,61 @@ impl MemThread {
                 return 0;
             }
             self.area.set(p as usize);
-            let slot = probe::cursor();
+            self.sites.set(sites);
+            self.closed.set(None);
             // SAFETY: the calling thread's own TLS pair.
-            unsafe { *slot = [p as usize, p as usize + BUF_BYTES] };
+            unsafe {
+                *probe::tls() = [-2 * BUF_ENTRIES as isize, (p as usize + BUF_BYTES) as isize]
+            };
         }
         self.area.get()
     }
 
+    fn area_len(&self, sites: usize) -> usize {
+        BUF_BYTES + cache_bytes(sites) + dedup::BYTES + OUT_BYTES
+    }
+
+    /// The dedup area and the output area (the buffer is mapped).
+    fn dedup_out(&self) -> (usize, *mut MemEntry) {
+        let d = self.area.get() + BUF_BYTES + cache_bytes(self.sites.get());
+        (d, (d + dedup::BYTES) as *mut MemEntry)
+    }
+
+    /// The raw buffer's cursor (the buffer is mapped).
+    fn cur(&self) -> usize {
+        if let Some(c) = self.closed.get() {
+            return c;
+        }
+        // SAFETY: the calling thread's own TLS pair.
+        let idx = unsafe { (*probe::tls())[0] };
+        (self.area.get() + BUF_BYTES).wrapping_add_signed(idx * 8)
+    }
+
+    /// Moves the cursor to `c`, inside the buffer.
+    fn set_cur(&self, c: usize) {
+        if self.closed.get().is_some() {
+            self.closed.set(Some(c));
+        } else {
+            let idx = (c as isize - (self.area.get() + BUF_BYTES) as isize) / 8;
+            // SAFETY: the calling thread's own TLS pair.
+            unsafe { (*probe::tls())[0] = idx };
+        }
+    }
+
     /// Re-opens the probe fast path (after a pending event was written).
     pub fn open_fast_path(&self) {
-        let buf = self.area.get();
-        if buf != 0 {
-            // SAFETY: the calling thread's own TLS pair.
-            unsafe { (*probe::cursor())[1] = buf + BUF_BYTES };
+        if let Some(c) = self.closed.take() {
+            self.set_cur(c);
         }
     }
 
     /// Closes the fast path: the next probe takes the slow path.
     pub fn close_fast_path(&self) {
-        // SAFETY: the calling thread's own TLS pair.
-        unsafe { (*probe::cursor())[1] = 0 };
+        if self.area.get() != 0 && self.closed.get().is_none() {
+            self.closed.set(Some(self.cur()));
+            // SAFETY: the calling thread's own TLS pair.
+            unsafe { (*probe::tls())[0] = 0 };
+        }
     }
 
     /// Appends one raw entry (the slow path's, or half a range).
@@ -110,17 +154,16 @@ impl MemThread {
         if buf == 0 {
             return;
         }
-        let slot = probe::cursor();
-        // SAFETY: the thread's own TLS pair; the cursor stays inside the
-        // buffer, which the caller flushed if it was full.
+        let cur = self.cur();
+        debug_assert!(cur + 16 <= buf + BUF_BYTES);
+        // SAFETY: the cursor stays inside the buffer, which the caller
+        // flushed if it was full.
         unsafe {
-            let cur = (*slot)[0];
-            debug_assert!(cur + 16 <= buf + BUF_BYTES);
             core::ptr::write(cur as *mut u64, a);
             core::ptr::write((cur + 8) as *mut u32, b);
             core::ptr::write((cur + 12) as *mut u32, c);
-            (*slot)[0] = cur + 16;
         }
+        self.set_cur(cur + 16);
     }
 
     /// Room left in the raw buffer, in entries.
@@ -129,9 +172,7 @@ impl MemThread {
         if buf == 0 {
             return 0;
         }
-        // SAFETY: the thread's own TLS pair.
-        let cur = unsafe { (*probe::cursor())[0] };
-        (buf + BUF_BYTES).saturating_sub(cur) / 16
+        (buf + BUF_BYTES).saturating_sub(self.cur()) / 16
     }
 
     /// Appends an access of an instrumented instruction, closing the
@@ -160,27 +201,24 @@ impl MemThread {
         self.write(pid, tid);
     }
 
-    /// Moves the raw buffer's entries into the open segment's table of
-    /// distinct accesses, writing the segment so far first if the table
+    /// Moves the raw buffer's entries into the open segment's tables of
+    /// distinct accesses, writing the segment so far first if the tables
     /// could overflow.
     fn absorb(&self, pid: i32, tid: i32) {
         let buf = self.area.get();
         if buf == 0 {
             return;
         }
-        if self.distinct.get() + BUF_ENTRIES > MAX_DISTINCT {
+        if self.dedup.full_for(BUF_ENTRIES) {
             self.write(pid, tid);
         }
-        let slot = probe::cursor();
-        // SAFETY: the thread's own TLS pair.
-        let end = unsafe { (*slot)[0] };
+        let end = self.cur();
         if end <= buf {
             return;
         }
-        let table = (buf + BUF_BYTES) as *mut MemEntry;
-        let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
-        let map = sites::get();
-        let mut n = self.distinct.get();
+        let (area, out) = self.dedup_out();
+        let cache = (buf + BUF_BYTES) as *mut u64;
+        let nsites = self.sites.get();
         let mut p = buf;
         while p < end {
             // SAFETY: [buf, end) holds whole raw entries written by this thread.
@@ -192,65 +230,46 @@ impl MemThread {
                 )
             };
             p += 16;
-            let e = if b & RANGE != 0 {
+            if b & RANGE != 0 {
                 if p >= end {
                     break;
                 }
                 // SAFETY: the second half of the range entry.
                 let ip = unsafe { core::ptr::read(p as *const u64) };
                 p += 16;
-                MemEntry {
+                let e = MemEntry {
                     addr: a,
                     ip,
                     size: c,
                     flags: (b & 0xff) as u8,
                     via: ((b >> 8) & 0xff) as u8,
                     _pad: 0,
-                }
-            } else {
-                let Some(site) = map.and_then(|m| m.site(b)) else {
-                    continue;
                 };
-                MemEntry {
-                    addr: a,
-                    ip: site.ip,
-                    size: site.size,
-                    flags: site.flags,
-                    via: 0,
-                    _pad: 0,
-                }
-            };
-            // SAFETY: table and out are this thread's areas; n stays below
-            // MAX_DISTINCT (checked above: at most BUF_ENTRIES are added).
-            unsafe {
-                if insert(table, &e) {
-                    core::ptr::write(out.add(n), e);
-                    n += 1;
+                // SAFETY: this thread's areas; full_for was false for a
+                // whole buffer of entries.
+                unsafe { self.dedup.add_range(area, &e) };
+            } else if (b as usize) < nsites {
+                // SAFETY: the cache has `nsites` words; the dedup area and
+                // out as above.
+                unsafe {
+                    *cache.add(b as usize) = 0;
+                    self.dedup.add_site(area, out, b, a);
                 }
             }
         }
-        // SAFETY: the thread's own TLS pair: the buffer is empty again.
-        unsafe { (*slot)[0] = buf };
-        self.distinct.set(n);
+        self.set_cur(buf);
     }
 
     /// Writes the open segment (its distinct accesses) and empties it.
     fn write(&self, pid: i32, tid: i32) {
         let buf = self.area.get();
-        let n = self.distinct.replace(0);
-        if buf == 0 || n == 0 {
+        if buf == 0 || self.dedup.distinct() == 0 {
             return;
         }
-        let table = (buf + BUF_BYTES) as *mut MemEntry;
-        let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
-        // Clear the used table slots for the next segment.
-        for i in 0..n {
-            // SAFETY: entries [0, n) of out were written above.
-            let e = unsafe { core::ptr::read(out.add(i)) };
-            // SAFETY: table slots; `remove` finds the one holding e.
-            unsafe { clear(table, &e) };
-        }
-        if self.file_failed.get() {
+        let (area, out) = self.dedup_out();
+        // SAFETY: this thread's areas.
+        let n = unsafe { self.dedup.drain(area, out, sites::get()) };
+        if self.file_failed.get() || n == 0 {
             return;
         }
         let mut file = match self.file.get() {
@@ -269,7 +288,7 @@ impl MemThread {
             count: n as u32,
             _pad: 0,
         };
-        // SAFETY: out[0..n] was written above.
+        // SAFETY: out[0..n] was written by drain.
         let entries = unsafe { core::slice::from_raw_parts(out, n) };
         if !file.append(rec, entries) {
             self.file_failed.set(true);
@@ -284,11 +303,12 @@ impl MemThread {
             f.close();
         }
         let area = self.area.replace(0);
+        self.closed.set(None);
         if area != 0 {
             // SAFETY: the thread's own TLS pair, then its own mapping.
             unsafe {
-                *probe::cursor() = [0, 0];
-                libc::munmap(area as *mut _, BUF_BYTES + TABLE_BYTES + OUT_BYTES);
+                *probe::tls() = [0, 0];
+                libc::munmap(area as *mut _, self.area_len(self.sites.get()));
             }
         }
     }
@@ -299,73 +319,19 @@ impl MemThread {
         self.file.set(None);
         self.file_failed.set(false);
         self.pending.set(None);
-        // The parent's open segment is the parent's: forget it (the table
-        // slots it used are cleared lazily: clear them now).
-        let n = self.distinct.replace(0);
+        // The parent's open segment and raw entries are the parent's:
+        // forget them (emptying the tables and the cache words they used).
         let buf = self.area.get();
         if buf != 0 {
-            let table = (buf + BUF_BYTES) as *mut MemEntry;
-            let out = (buf + BUF_BYTES + TABLE_BYTES) as *mut MemEntry;
-            for i in 0..n {
-                // SAFETY: entries [0, n) of out are the open segment's.
-                unsafe { clear(table, &core::ptr::read(out.add(i))) };
-            }
-        }
-        let buf = self.area.get();
-        if buf != 0 {
+            self.closed.set(None);
+            let (area, out) = self.dedup_out();
+            // SAFETY: this thread's areas; what drain writes is dropped.
+            unsafe { self.dedup.drain(area, out, None) };
+            let cache = (buf + BUF_BYTES) as *mut u64;
+            // SAFETY: the cache has `sites` words; nothing reads it now.
+            unsafe { core::ptr::write_bytes(cache, 0, self.sites.get()) };
             // SAFETY: the thread's own TLS pair.
-            unsafe { *probe::cursor() = [buf, buf + BUF_BYTES] };
+            unsafe { *probe::tls() = [-2 * BUF_ENTRIES as isize, (buf + BUF_BYTES) as isize] };
         }
-    }
-}
-
-fn hash(e: &MemEntry) -> usize {
-    let h = e.addr
-        ^ e.ip.rotate_left(29)
-        ^ ((e.size as u64) << 56)
-        ^ ((e.flags as u64) << 48)
-        ^ ((e.via as u64) << 40);
-    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & (TABLE_SLOTS - 1)
-}
-
-fn empty(e: &MemEntry) -> bool {
-    e.size == 0 && e.addr == 0 && e.ip == 0
-}
-
-/// Inserts `e` unless present; true if inserted.
-///
-/// # Safety
-/// `table` points to TABLE_SLOTS entries, fewer than half of them used.
-unsafe fn insert(table: *mut MemEntry, e: &MemEntry) -> bool {
-    let mut i = hash(e);
-    loop {
-        // SAFETY: i < TABLE_SLOTS.
-        let slot = unsafe { &mut *table.add(i) };
-        if empty(slot) {
-            *slot = *e;
-            return true;
-        }
-        if slot == e {
-            return false;
-        }
-        i = (i + 1) & (TABLE_SLOTS - 1);
-    }
-}
-
-/// Empties the slot holding `e` (linear probing without deletion: every
-/// used slot is cleared after each segment, so tombstones are not needed).
-///
-/// # Safety
-/// As for [`insert`].
-unsafe fn clear(table: *mut MemEntry, e: &MemEntry) {
-    let mut i = hash(e);
-    for _ in 0..TABLE_SLOTS {
-        // SAFETY: i < TABLE_SLOTS.
-        let slot = unsafe { &mut *table.add(i) };
-        if slot == e {
-            *slot = MemEntry::default();
-            return;
-        }
-        i = (i + 1) & (TABLE_SLOTS - 1);
     }
 }
