@@ -47,6 +47,8 @@ pub struct Sched {
     /// Every traced thread and process so far.
     tids: HashSet<i32>,
     pids: HashSet<i32>,
+    /// Threads were added since the unresolved events were last looked at.
+    new_threads: bool,
     /// Events naming threads not known yet (a new thread runs before its
     /// creator's clone event reaches the recorder), with when they were seen.
     unresolved: VecDeque<(u64, Record)>,
@@ -65,6 +67,7 @@ impl Sched {
             schedstat: false,
             tids: HashSet::new(),
             pids: HashSet::new(),
+            new_threads: false,
             unresolved: VecDeque::new(),
             evidence: "off",
             note: String::new(),
@@ -105,7 +108,7 @@ impl Sched {
 
     /// A thread of the traced tree (known from now on).
     pub fn on_thread(&mut self, pid: Pid, tid: Tid) {
-        self.tids.insert(tid.0);
+        self.new_threads |= self.tids.insert(tid.0);
         self.pids.insert(pid.0);
     }
 
@@ -150,13 +153,24 @@ impl Sched {
                 }
             });
         }
-        // Earlier unresolved events first: their threads may be known now.
-        let waiting = std::mem::take(&mut self.unresolved);
-        for (seen, rec) in waiting {
-            if self.traced(&rec) {
-                self.keep(rec, out);
-            } else if now.saturating_sub(seen) < UNRESOLVED_NS {
-                self.unresolved.push_back((seen, rec));
+        // Earlier unresolved events first: their threads may be known now
+        // (looked through only when threads were added: on a busy machine
+        // the queue holds tens of thousands of other programs' switches).
+        while self
+            .unresolved
+            .front()
+            .is_some_and(|(seen, _)| now.saturating_sub(*seen) >= UNRESOLVED_NS)
+        {
+            self.unresolved.pop_front();
+        }
+        if std::mem::take(&mut self.new_threads) {
+            let waiting = std::mem::take(&mut self.unresolved);
+            for (seen, rec) in waiting {
+                if self.traced(&rec) {
+                    self.keep(rec, out);
+                } else {
+                    self.unresolved.push_back((seen, rec));
+                }
             }
         }
         for (_, rec) in fresh {
