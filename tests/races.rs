@@ -169,3 +169,71 @@ fn every_marked_race_is_reported() {
         }
     }
 }
+
+#[test]
+fn reports_of_one_trace_are_identical_run_to_run() {
+    // Several pairs of sites race on `balance` (load and store of both
+    // increments): which one the finding shows must not depend on the
+    // iteration order of a hash map.
+    let exe = fixture("race_inconsistent_locks");
+    let dir = scratch("races-deterministic");
+    let (trace, run) = record(&dir, exe.to_str().unwrap(), &[]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let reports: Vec<String> = (0..5)
+        .map(|_| {
+            let r = lockstep(
+                &dir,
+                &["report", trace.to_str().unwrap(), "--format", "json"],
+            );
+            assert_eq!(r.code, Some(1), "{r:?}");
+            r.stdout
+        })
+        .collect();
+    for r in &reports[1..] {
+        assert_eq!(r, &reports[0], "two reports of one trace differ");
+    }
+    let doc: Value = serde_json::from_str(&reports[0]).unwrap();
+    let races: Vec<&Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "data_race")
+        .collect();
+    assert_eq!(races.len(), 1, "{races:#?}");
+    // The shown pair is the write/write one.
+    let acc = races[0]["details"]["accesses"].as_array().unwrap();
+    assert_eq!(
+        (&acc[0]["access"], &acc[1]["access"]),
+        (&"write".into(), &"write".into())
+    );
+}
+
+#[test]
+fn readv_into_a_shared_buffer_races_with_an_unsynchronized_reader() {
+    let found = races("race_readv");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    let acc = f["details"]["accesses"].as_array().unwrap();
+    let kernel = acc
+        .iter()
+        .find(|a| a["via"] == "readv(2)")
+        .unwrap_or_else(|| panic!("no readv side: {f:#}"));
+    assert_eq!(kernel["access"], "write", "{f:#}");
+    let other = acc.iter().find(|a| a["via"] != "readv(2)").unwrap();
+    assert_eq!(other["access"], "read");
+    assert_eq!(other["line"], marker_line("race_readv", "RACE"), "{f:#}");
+    assert_ne!(kernel["tid"], other["tid"]);
+    assert!(
+        f["summary"].as_str().unwrap().contains("readv(2)"),
+        "{}",
+        f["summary"]
+    );
+    assert_eq!(f["details"]["variable"], "msg");
+    assert_eq!(f["details"]["bytes"], 32, "both iovec buffers race: {f:#}");
+}
+
+#[test]
+fn readv_then_join_then_read_is_clean() {
+    let found = races("norace_readv_join");
+    assert!(found.is_empty(), "{found:#?}");
+}

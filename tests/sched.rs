@@ -393,3 +393,24 @@ fn perfetto_export_has_cpu_states_and_the_inversion() {
     let dur_ms = (end["ts"].as_f64().unwrap() - begin["ts"].as_f64().unwrap()) / 1000.0;
     assert!(dur_ms > 150.0, "{dur_ms}");
 }
+
+#[test]
+fn the_medium_thread_is_shown_where_it_was_during_the_wait() {
+    let fixture = "priority_inversion_medium_ops";
+    let (run, inv, _) = inversions(fixture, &[]);
+    if no_rt(&run) {
+        return;
+    }
+    assert_eq!(inv.len(), 1, "{inv:#?}");
+    let f = &inv[0];
+    assert_eq!(f["severity"], "error", "{f:#}");
+    // Its latest sync op with a source line during H's wait, not the
+    // opening line of its start routine.
+    let m = loc(f, "runs meanwhile");
+    at_marker(m, fixture, "M-STATS");
+    assert_eq!(m["function"], "medium_main");
+    assert_eq!(
+        f["details"]["medium"]["location"]["from"], "latest sync op",
+        "{f:#}"
+    );
+}

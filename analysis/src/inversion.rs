@@ -13,7 +13,7 @@
 //! error; nice values of SCHED_OTHER threads (which CFS only weighs) a
 //! warning.
 
-use crate::finding::{location, object_label, Finding, Locator, Severity};
+use crate::finding::{location, object_label, resolve_stack, Finding, Location, Locator, Severity};
 use crate::ops::{effect, Effect, MUTEX_PRIO_INHERIT, MUTEX_PRIO_PROTECT};
 use crate::schedule::{Prio, Priorities, Timeline};
 use lockstep_trace::{Schedule, SyncOp};
@@ -216,6 +216,36 @@ pub fn findings(ops: &[SyncOp], sched: &Schedule, loc: &mut dyn Locator) -> Vec<
     out
 }
 
+/// Sync ops of M looked at (latest first) for one with a program frame.
+const MEDIUM_OPS: usize = 64;
+
+/// M's latest sync op up to the end of wait `w` whose call stack has a
+/// frame of the program with a source line (the ops a thread makes as it
+/// ends, in libc only, are passed over), with that frame as a location.
+fn medium_seen<'a>(
+    ops: &'a [SyncOp],
+    w: &Wait<'_>,
+    m: i32,
+    loc: &mut dyn Locator,
+) -> Option<(&'a SyncOp, Location)> {
+    ops.iter()
+        .rev()
+        .filter(|o| o.tid.0 == m && o.at.ts_ns <= w.end && !o.stack.is_empty())
+        .take(MEDIUM_OPS)
+        .find_map(|o| {
+            let seq = o.at.seq.0;
+            let ours = o.stack.iter().any(|&a| {
+                let p = loc.locate(o.pid.0, seq, a);
+                p.file.is_some() && !p.internal
+            });
+            ours.then(|| {
+                let mut l = location(loc, "", o.pid.0, m, seq, &[]);
+                resolve_stack(loc, &mut l, seq, &o.stack);
+                (o, l)
+            })
+        })
+}
+
 fn finding(
     w: &Wait<'_>,
     (hp, lp, mp): (&Prio, &Prio, &Prio),
@@ -274,14 +304,34 @@ fn finding(
         location(loc, &wrole, pid, h, w.waiter.at.seq.0, &w.waiter.stack),
         location(loc, &hrole, pid, l, w.holder.at.seq.0, &w.holder.stack),
     ];
-    // M: where it started (its start routine), if the agent saw it.
-    let start = ops
-        .iter()
-        .find(|o| o.tid.0 == m && o.op == "thread_start" && o.arg2 != 0);
+    // M: where it was last seen by the end of the wait (its latest sync op
+    // whose stack has a frame of the program, not only libc's), else where
+    // it started (its start routine), if the agent saw it.
     let mid_role = "runs meanwhile (priority between)";
-    locations.push(match start {
-        Some(o) => location(loc, mid_role, o.pid.0, m, o.at.seq.0, &[o.arg2 + 1]),
-        None => location(loc, mid_role, pid, m, w.start, &[]),
+    let (mid, medium_at) = match medium_seen(ops, w, m, loc) {
+        Some((o, l)) => (
+            l,
+            json!({"from": "latest sync op", "op": o.op, "phase": o.phase, "seq": o.at.seq.0}),
+        ),
+        None => {
+            let start = ops
+                .iter()
+                .find(|o| o.tid.0 == m && o.op == "thread_start" && o.arg2 != 0);
+            match start {
+                Some(o) => (
+                    location(loc, mid_role, o.pid.0, m, o.at.seq.0, &[o.arg2 + 1]),
+                    json!({"from": "start routine"}),
+                ),
+                None => (
+                    location(loc, mid_role, pid, m, w.waiter.at.seq.0, &[]),
+                    json!({"from": "unknown"}),
+                ),
+            }
+        }
+    };
+    locations.push(Location {
+        role: mid_role.to_string(),
+        ..mid
     });
     let others: Vec<i32> = mediums.iter().skip(1).map(|(t, _, _)| *t).collect();
     Finding {
@@ -298,7 +348,7 @@ fn finding(
             "protocol": protocol,
             "high": {"tid": h, "priority": hp.json()},
             "low": {"tid": l, "priority": lp.json()},
-            "medium": {"tid": m, "priority": mp.json()},
+            "medium": {"tid": m, "priority": mp.json(), "location": medium_at},
             "other_medium_tids": others,
             "wait_start_ns": w.start,
             "wait_ns": wait_ns,

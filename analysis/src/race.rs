@@ -59,7 +59,13 @@ pub struct Site {
     pub size: u64,
     /// For syscall buffers: the syscall's name.
     pub label: Option<String>,
+    /// For syscall buffers: the call stack at the call's entry, when the
+    /// recorder took one (the report names the program's frame in it).
+    pub stack: Vec<u64>,
 }
+
+/// What tells sites apart: process, address, how, write, syscall, stack.
+type SiteKey = (i32, u64, u8, bool, Option<String>, Vec<u64>);
 
 /// The stack of a thread's most recent sync op, and which op it was.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,7 +96,7 @@ pub struct RaceDetector {
     shadow: Shadow,
     pub(crate) regions: Regions,
     pub(crate) sites: Vec<Site>,
-    site_ix: HashMap<(i32, u64, u8, bool, Option<String>), u32>,
+    site_ix: HashMap<SiteKey, u32>,
     pub(crate) contexts: Vec<Context>,
     context_ix: HashMap<Context, u32>,
     thread_ctx: IntMap<ThreadIx, u32>,
@@ -134,8 +140,22 @@ impl RaceDetector {
         i
     }
 
-    fn site(&mut self, pid: i32, a: &MemAccess, write: bool, label: Option<&str>) -> u32 {
-        let key = (pid, a.ip, a.via as u8, write, label.map(str::to_string));
+    fn site(
+        &mut self,
+        pid: i32,
+        a: &MemAccess,
+        write: bool,
+        label: Option<&str>,
+        stack: &[u64],
+    ) -> u32 {
+        let key = (
+            pid,
+            a.ip,
+            a.via as u8,
+            write,
+            label.map(str::to_string),
+            stack.to_vec(),
+        );
         let size = a.size as u64;
         if let Some(&i) = self.site_ix.get(&key) {
             let s = &mut self.sites[i as usize];
@@ -150,6 +170,7 @@ impl RaceDetector {
             write,
             size,
             label: key.4.clone(),
+            stack: key.5.clone(),
         });
         self.site_ix.insert(key, i);
         i
@@ -242,11 +263,17 @@ impl RaceDetector {
             via: Via::Free,
         };
         let hold = self.sets.holding(op.tid.0);
-        self.access(op.pid.0, op.tid.0, op.at.seq.0, &a, None, hold);
+        self.access(op.pid.0, op.tid.0, op.at.seq.0, &a, (None, &[]), hold);
     }
 
     /// One memory segment, in sequence order.
     pub fn segment(&mut self, seg: &MemSegment) {
+        self.segment_with_stack(seg, &[]);
+    }
+
+    /// One memory segment of a syscall's buffers with the call's stack (see
+    /// [`crate::sysaccess`]), in sequence order.
+    pub fn segment_with_stack(&mut self, seg: &MemSegment, stack: &[u64]) {
         let label = seg.mechanism.strip_prefix("syscall ");
         let (pid, tid) = (seg.pid.0, seg.tid.0);
         if label.is_none() {
@@ -263,20 +290,22 @@ impl RaceDetector {
             hold = self.sets.with_spin(hold, pid, l);
         }
         for a in &seg.accesses {
-            self.access(pid, tid, seg.at.seq.0, a, label, hold);
+            self.access(pid, tid, seg.at.seq.0, a, (label, stack), hold);
         }
         if let Some((p, once)) = self.once_last.remove(&t) {
             self.hb.once_segment(t, seg.at.seq.0, p, once);
         }
     }
 
+    /// One access; a syscall buffer's comes with the syscall's name and
+    /// call stack.
     fn access(
         &mut self,
         pid: i32,
         tid: i32,
         seq: u64,
         a: &MemAccess,
-        label: Option<&str>,
+        (label, stack): (Option<&str>, &[u64]),
         hold: Holding,
     ) {
         self.accesses += 1;
@@ -286,7 +315,7 @@ impl RaceDetector {
         }
         let write = a.is_write();
         let t = self.hb.ix(tid);
-        let site = self.site(pid, a, write, label);
+        let site = self.site(pid, a, write, label, stack);
         let locks = hold.for_access(write);
         let ctx = self.thread_ctx.get(&t).copied().unwrap_or(0);
         let Self {
@@ -328,7 +357,12 @@ impl RaceDetector {
                 .retain(|&(s, e)| !self.regions.is_atomic(r.pid, s, e - s));
             !r.ranges.is_empty()
         });
-        races.sort_by_key(|r| (r.first.cur.seq, r.first.prev.seq));
+        // A total order (the map's iteration order is random): a pair of
+        // sites is one race, and site numbers follow the trace's order.
+        races.sort_by_key(|r| {
+            let c = &r.first;
+            (c.cur.seq, c.prev.seq, c.prev.site, c.cur.site)
+        });
         crate::racereport::findings(&self, races, loc)
     }
 

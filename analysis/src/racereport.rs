@@ -11,7 +11,9 @@
 //! labelled as such, and used as the access's callers when that op was made
 //! from the same function.
 
-use crate::finding::{location, object_label, Finding, Location, Locator, Severity, SourcePos};
+use crate::finding::{
+    location, object_label, resolve_stack, Finding, Location, Locator, Severity, SourcePos,
+};
 use crate::race::{Race, RaceDetector};
 use crate::regions::Place;
 use crate::shadow::Acc;
@@ -58,11 +60,24 @@ fn side(
         Via::Instruction if site.ip != 0 => site.ip + 1,
         _ => site.ip,
     };
-    let p = if ra != 0 {
-        loc.locate(pid, a.seq, ra)
-    } else {
-        SourcePos::default()
+    // A syscall's stack: the program's frame in it (not libc's wrapper),
+    // with its callers.
+    let called = (!site.stack.is_empty()).then(|| {
+        let mut l = location(loc, "", pid, tid, a.seq, &[]);
+        resolve_stack(loc, &mut l, a.seq, &site.stack);
+        l
+    });
+    let p = match &called {
+        Some(l) => SourcePos {
+            function: l.function.clone(),
+            file: l.file.clone(),
+            line: l.line,
+            internal: false,
+        },
+        None if ra != 0 => loc.locate(pid, a.seq, ra),
+        None => SourcePos::default(),
     };
+    let ip = called.as_ref().map_or(site.ip, |l| l.address);
     let how = match (&site.label, site.via) {
         (Some(l), _) => format!("{l}(2)"),
         (None, v) => v.name().to_string(),
@@ -70,8 +85,8 @@ fn side(
     let pos = match (&p.file, p.line, &p.function) {
         (Some(f), Some(l), _) => format!("{f}:{l}"),
         (_, _, Some(func)) => func.clone(),
-        _ if site.ip == 0 => how.clone(),
-        _ => format!("{:#x}", site.ip),
+        _ if ip == 0 => how.clone(),
+        _ => format!("{ip:#x}"),
     };
     let ctx = &det.contexts[a.ctx as usize];
     let ctx_loc = location(loc, "", pid, tid, a.seq, &ctx.stack);
@@ -95,11 +110,11 @@ fn side(
         function: p.function.clone(),
         file: p.file.clone(),
         line: p.line,
-        address: site.ip,
-        stack: if same_fn {
-            ctx_loc.stack.clone()
-        } else {
-            Vec::new()
+        address: ip,
+        stack: match &called {
+            Some(c) => c.stack.clone(),
+            None if same_fn => ctx_loc.stack.clone(),
+            None => Vec::new(),
         },
         seq: Some(a.seq),
     };
@@ -128,16 +143,16 @@ fn side(
         "function": p.function,
         "file": p.file,
         "line": p.line,
-        "address": format!("{:#x}", site.ip),
+        "address": format!("{ip:#x}"),
         "seq": a.seq,
         "stack": l.stack,
-        "callers_from_sync_op": same_fn,
+        "callers_from_sync_op": same_fn && called.is_none(),
         "context": context,
         "locks_held": locks,
     });
     let key = match (&p.file, p.line) {
         (Some(f), Some(n)) => format!("{f}:{n} {how}"),
-        _ => format!("{:#x} {how}", site.ip),
+        _ => format!("{ip:#x} {how}"),
     };
     Side {
         tid,
@@ -225,7 +240,24 @@ pub fn findings(det: &RaceDetector, races: Vec<Race>, loc: &mut dyn Locator) -> 
         .collect()
 }
 
-fn finding(det: &RaceDetector, group: Vec<Resolved>) -> Finding {
+/// The order in which a group's pairs are considered for the one shown: a
+/// write/write pair first (both sides modify the variable), then a pair with
+/// one write; among those the earliest (the seq of the later access, then of
+/// the earlier one), then the sites (one pair of sites is one race). A total
+/// order, so a report never depends on the order races were gathered in.
+fn rank(r: &Race) -> (bool, u64, u64, u32, u32) {
+    let c = &r.first;
+    (
+        !(c.prev_write && c.cur_write),
+        c.cur.seq,
+        c.prev.seq,
+        c.prev.site,
+        c.cur.site,
+    )
+}
+
+fn finding(det: &RaceDetector, mut group: Vec<Resolved>) -> Finding {
+    group.sort_by_key(|g| rank(&g.0));
     let (race, prev, cur, var, place) = &group[0];
     let mut ranges: Vec<(u64, u64)> = group
         .iter()
@@ -239,8 +271,13 @@ fn finding(det: &RaceDetector, group: Vec<Resolved>) -> Finding {
         .take(MAX_LISTED)
         .map(|(s, e)| json!({"start": format!("{s:#x}"), "end": format!("{e:#x}"), "bytes": e - s}))
         .collect();
-    let mut variables: Vec<&String> = group.iter().map(|g| &g.3).collect();
-    variables.dedup();
+    // Each once, in the group's order (the shown pair's variable first).
+    let mut variables: Vec<&String> = Vec::new();
+    for g in &group {
+        if !variables.contains(&&g.3) {
+            variables.push(&g.3);
+        }
+    }
     let pairs: Vec<Value> = group
         .iter()
         .map(|(r, p, c, _, _)| {

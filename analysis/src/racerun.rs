@@ -4,6 +4,7 @@
 
 use crate::finding::{Finding, Locator};
 use crate::race::RaceDetector;
+use crate::sysaccess::SyscallSegment;
 use lockstep_trace::{MemSegment, Spawn, SyncOp};
 
 /// Feeds a [`RaceDetector`] in sequence order: the sync ops, spawns and
@@ -13,16 +14,16 @@ pub struct RaceRun<'a> {
     det: RaceDetector,
     ops: &'a [SyncOp],
     spawns: Vec<&'a Spawn>,
-    extra: Vec<MemSegment>,
+    extra: Vec<SyscallSegment>,
     next: (usize, usize, usize),
 }
 
 impl<'a> RaceRun<'a> {
     /// `ops` in sequence order (as the trace gives them); `extra` in any order.
-    pub fn new(ops: &'a [SyncOp], spawns: &'a [Spawn], mut extra: Vec<MemSegment>) -> Self {
+    pub fn new(ops: &'a [SyncOp], spawns: &'a [Spawn], mut extra: Vec<SyscallSegment>) -> Self {
         let mut spawns: Vec<&Spawn> = spawns.iter().collect();
         spawns.sort_by_key(|s| s.at.seq);
-        extra.sort_by_key(|s| s.at.seq);
+        extra.sort_by_key(|s| s.segment.at.seq);
         RaceRun {
             det: RaceDetector::new(),
             ops,
@@ -38,7 +39,11 @@ impl<'a> RaceRun<'a> {
             let (o, s, e) = self.next;
             let op = self.ops.get(o).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
             let sp = self.spawns.get(s).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
-            let ex = self.extra.get(e).map(|x| x.at.seq.0).unwrap_or(u64::MAX);
+            let ex = self
+                .extra
+                .get(e)
+                .map(|x| x.segment.at.seq.0)
+                .unwrap_or(u64::MAX);
             let min = op.min(sp).min(ex);
             if min >= seq || min == u64::MAX {
                 return;
@@ -50,8 +55,10 @@ impl<'a> RaceRun<'a> {
                 self.det.sync(&self.ops[o]);
                 self.next.0 += 1;
             } else {
-                let accesses = std::mem::take(&mut self.extra[e].accesses);
-                let x = &self.extra[e];
+                // Taken, not cloned: each is fed once.
+                let accesses = std::mem::take(&mut self.extra[e].segment.accesses);
+                let stack = std::mem::take(&mut self.extra[e].stack);
+                let x = &self.extra[e].segment;
                 let seg = MemSegment {
                     at: x.at,
                     pid: x.pid,
@@ -59,7 +66,7 @@ impl<'a> RaceRun<'a> {
                     mechanism: x.mechanism.clone(),
                     accesses,
                 };
-                self.det.segment(&seg);
+                self.det.segment_with_stack(&seg, &stack);
                 self.next.2 += 1;
             }
         }

@@ -7,9 +7,9 @@ use anyhow::Result;
 use lockstep_analysis::fdbuild::FdModelBuilder;
 use lockstep_analysis::fds::FdModel;
 use lockstep_analysis::racerun::RaceRun;
-use lockstep_analysis::sysaccess::syscall_segment;
+use lockstep_analysis::sysaccess;
 use lockstep_analysis::{deadlock, fdleak, fdwait, inversion, lockorder, Finding};
-use lockstep_trace::{SyncOp, SyscallFilter, TraceReader};
+use lockstep_trace::{DataKind, SyncOp, SyscallFilter, TraceReader};
 
 /// All findings of `trace`.
 pub fn findings(trace: &TraceReader) -> Result<Vec<Finding>> {
@@ -67,16 +67,49 @@ fn races(
     progress: &Progress,
 ) -> Result<Vec<Finding>> {
     let filter = SyscallFilter {
-        names: ["read", "pread64", "recvfrom", "write", "pwrite64", "sendto"]
-            .map(String::from)
-            .to_vec(),
+        names: sysaccess::SYSCALLS.iter().map(|n| n.to_string()).collect(),
         ..SyscallFilter::default()
     };
     let mut buffers = Vec::new();
+    let mut vectored = Vec::new();
     trace.each_syscall(&filter, |s| {
-        buffers.extend(syscall_segment(&s));
+        if sysaccess::needs_data(&s.name) {
+            vectored.push(s);
+        } else {
+            buffers.extend(sysaccess::syscall_segment(&s));
+        }
         Ok(())
     })?;
+    if !vectored.is_empty() && trace.has_syscall_data() {
+        // Where the kernel's bytes went (not the bytes): (entry, kind, addr, len).
+        let names = vectored_names();
+        let rows = trace.query_rows(&format!(
+            "SELECT d.entry_seq, d.kind, d.addr, length(d.data) FROM syscall_data_rows d \
+             JOIN syscall_rows s ON s.entry_seq = d.entry_seq \
+             WHERE s.name IN ({names}) ORDER BY d.entry_seq, d.idx"
+        ))?;
+        let mut regions: std::collections::HashMap<u64, Vec<(DataKind, u64, u64)>> =
+            std::collections::HashMap::new();
+        for r in rows {
+            let (Some(entry), Some(kind), Some(addr), Some(len)) = (
+                r[0].as_i64(),
+                r[1].as_str().and_then(DataKind::parse),
+                r[2].as_i64(),
+                r[3].as_i64(),
+            ) else {
+                continue;
+            };
+            regions
+                .entry(entry as u64)
+                .or_default()
+                .push((kind, addr as u64, len as u64));
+        }
+        for s in &vectored {
+            if let Some(r) = regions.get(&s.entry.seq.0) {
+                buffers.extend(sysaccess::syscall_data_segment(s, r));
+            }
+        }
+    }
     let mut run = RaceRun::new(ops, spawns, buffers);
     let mut n = 0u64;
     trace.each_mem_segment(|seg| {
@@ -88,6 +121,16 @@ fn races(
         Ok(())
     })?;
     Ok(run.finish(loc))
+}
+
+/// `'readv','preadv',...`: the vectored calls, quoted for SQL.
+fn vectored_names() -> String {
+    sysaccess::SYSCALLS
+        .iter()
+        .filter(|n| sysaccess::needs_data(n))
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The fd tables of every process, in one pass over the syscalls.
