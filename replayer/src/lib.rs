@@ -100,6 +100,12 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             script.cwd
         )));
     }
+    // Tracer and program on one CPU, as when recording: a ptrace stop is
+    // several times cheaper without cross-CPU wakeups. (The program's own
+    // affinity calls are emulated, so it stays there.)
+    if let Some(cpu) = lockstep_recorder::affinity::choose(Default::default()) {
+        let _ = lockstep_recorder::affinity::bind_this_thread(cpu);
+    }
     let launched = lockstep_recorder::launch::launch(&exe, &script.argv, &env);
     if let Some(h) = here {
         let _ = std::env::set_current_dir(h);
