@@ -62,6 +62,14 @@ pub struct ReplayOutcome {
     pub recorded_calls: usize,
 }
 
+/// Empties the agent's rings in the replayed program.
+fn discard_agent_events(area: Option<&lockstep_recorder::agent::SharedArea>) {
+    if let Some(a) = area {
+        let (mut events, mut odd) = (Vec::new(), Vec::new());
+        a.drain(&mut events, &mut odd);
+    }
+}
+
 /// Replays `cfg.trace`.
 pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let trace = TraceReader::open(&cfg.trace)?;
@@ -83,7 +91,7 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         })
         .collect();
     // The agent's shared area, where the recorded environment says it is.
-    let _area = if script.agent_area.is_empty() {
+    let area = if script.agent_area.is_empty() {
         None
     } else {
         let p = PathBuf::from(&script.agent_area);
@@ -119,8 +127,16 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let stall = cfg.stall_ms.max(200) * 1_000_000;
     loop {
         match r.step() {
-            machine::Outcome::Continue => {}
+            machine::Outcome::Continue => {
+                // The agent's rings must be emptied, or a thread whose ring
+                // is full waits for the recorder (sched_yield, up to a
+                // second) before dropping: the events are in the trace already.
+                if r.counts.stops.is_multiple_of(64) {
+                    discard_agent_events(area.as_ref());
+                }
+            }
             machine::Outcome::Interrupted => {
+                discard_agent_events(area.as_ref());
                 if lockstep_recorder::signals::take_pending().is_some() {
                     r.kill_all();
                 }
