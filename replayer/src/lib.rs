@@ -111,8 +111,13 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     // Tracer and program on one CPU, as when recording: a ptrace stop is
     // several times cheaper without cross-CPU wakeups. (The program's own
     // affinity calls are emulated, so it stays there.)
-    if let Some(cpu) = lockstep_recorder::affinity::choose(Default::default()) {
-        let _ = lockstep_recorder::affinity::bind_this_thread(cpu);
+    // Not for a serialized recording: its replay is held to the recorded
+    // decisions, and a thread spinning towards its preemption point must
+    // not share the tracer's CPU.
+    if !script.serialized {
+        if let Some(cpu) = lockstep_recorder::affinity::choose(Default::default()) {
+            let _ = lockstep_recorder::affinity::bind_this_thread(cpu);
+        }
     }
     let launched = lockstep_recorder::launch::launch(&exe, &script.argv, &env);
     if let Some(h) = here {

@@ -449,7 +449,6 @@ impl Replayer {
                 if sysdata::returns_recorded_id(&call.name) {
                     if rval > 0 && recorded > 0 {
                         self.ids.insert(recorded as i32, rval as i32);
-                        self.set_parent_tid(&t, &call, recorded)?;
                     }
                     sysdata::set_return(&t, recorded)?;
                 } else if self.cfg.verify && rval != recorded && call.name != "execve" {
@@ -555,6 +554,12 @@ impl Replayer {
                     .and_then(|(c, _)| c.ret)
                     .filter(|&r| r > 0);
                 if let (Some(c), Some(r)) = (creator, recorded) {
+                    // Before the child runs: it may read its own id at once
+                    // (pthread_self()->tid), long before the parent's clone
+                    // returns in the recorded order.
+                    if let Some((call, _)) = &c.current {
+                        self.set_parent_tid(&t, call, r)?;
+                    }
                     let same_process = thread_group(child) == Some(c.live_pid.0);
                     let live_pid = if same_process {
                         c.live_pid

@@ -29,6 +29,12 @@ impl Replayer {
             return;
         }
         self.last_progress_ns = now_ns();
+        // Nothing moved at all for that long while a thread is held at its
+        // turn: whatever the others wait for (not always visibly a futex),
+        // letting it go can only help.
+        if !self.script.serialized && self.relax() {
+            return;
+        }
         let Some(&next) = self.script.pending.first() else {
             self.ended_early = true;
             self.snapshot = self.blocked_threads();
