@@ -561,19 +561,7 @@ impl Recorder {
                 let now = crate::clock::monotonic_ns();
                 match self.serial.as_mut().map(|s| s.interrupted(tid, now)) {
                     Some(crate::serial::Interrupted::Defer) => return self.serial_defer(t),
-                    Some(crate::serial::Interrupted::Now) => {
-                        self.serial_disarm(&t)?;
-                        let pid = self
-                            .threads
-                            .get(&tid)
-                            .map(|th| th.pid)
-                            .unwrap_or(Pid(tid.0));
-                        let maps = crate::maps::exec_mappings(pid);
-                        return match crate::serial::step_out_of_agent(t, &maps)? {
-                            Some(t) => self.serial_preempted(t),
-                            None => Ok(()),
-                        };
-                    }
+                    Some(crate::serial::Interrupted::Now) => return self.serial_preempt_here(t),
                     _ => {}
                 }
                 if matches!(

@@ -14,6 +14,8 @@ use crate::sysdata::{self, Policy};
 use crate::ReplayConfig;
 use lockstep_recorder::decode::table::syscall_name;
 use lockstep_recorder::error::TraceeError;
+/// What one step did: the recorder's step machine says the same.
+pub use lockstep_recorder::machine::Outcome;
 use lockstep_recorder::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
 use lockstep_trace::{DataKind, ExitStatus, Pid, Tid};
 use std::collections::HashMap;
@@ -50,14 +52,6 @@ enum Gate {
     /// Serialized: stopped at its recorded preemption point, which is
     /// replayed when this sequence number is due.
     Preempt(u64),
-}
-
-/// What one step did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Continue,
-    Interrupted,
-    Done,
 }
 
 /// Counters for the end-of-replay summary.
@@ -234,9 +228,31 @@ impl Replayer {
         }
     }
 
+    /// The live process of a live thread.
+    fn live_pid(&self, tid: Tid) -> Pid {
+        self.threads
+            .get(&tid)
+            .map(|l| l.live_pid)
+            .unwrap_or(Pid(tid.0))
+    }
+
+    /// The sequence number a held thread waits for (`None`: nothing to wait for).
+    fn gate_seq(&self, tid: &Tid, gate: &Gate) -> Option<u64> {
+        match gate {
+            Gate::Sched(s) | Gate::Preempt(s) => Some(*s),
+            _ => {
+                let (call, _) = self.threads.get(tid)?.current.as_ref()?;
+                match gate {
+                    Gate::Entry => Some(call.entry_seq),
+                    _ => call.exit_seq,
+                }
+            }
+        }
+    }
+
     fn location(&self, t: &Stopped) -> Option<String> {
         let r = t.regs().ok()?;
-        let pid = self.threads.get(&t.tid())?.live_pid;
+        let pid = self.live_pid(t.tid());
         let maps = crate::stopat::symbol_maps(pid);
         let mut sym = lockstep_symbols::Symbolizer::new();
         let f = sym.symbolize(&maps, r.rip).into_iter().next()?;
@@ -346,11 +362,7 @@ impl Replayer {
         };
         self.script.done(call.entry_seq);
         if self.cfg.stop_at.is_some_and(|s| call.entry_seq >= s) && self.stopped_at.is_none() {
-            self.stopped_at = Some(crate::stopat::report(
-                &t,
-                &call,
-                self.threads[&tid].live_pid,
-            ));
+            self.stopped_at = Some(crate::stopat::report(&t, &call, self.live_pid(tid)));
             self.kill_all();
             return t.resume(Resume::Syscall, 0);
         }
@@ -513,16 +525,7 @@ impl Replayer {
     fn release_due(&mut self) -> Result<(), TraceeError> {
         loop {
             let due = self.held.iter().find_map(|(tid, (_, gate))| {
-                let seq = match gate {
-                    Gate::Sched(s) | Gate::Preempt(s) => Some(*s),
-                    _ => {
-                        let (call, _) = self.threads.get(tid)?.current.as_ref()?;
-                        match gate {
-                            Gate::Entry => Some(call.entry_seq),
-                            _ => call.exit_seq,
-                        }
-                    }
-                };
+                let seq = self.gate_seq(tid, gate);
                 (seq.is_none_or(|s| self.script.due(s))).then_some(*tid)
             });
             let Some(tid) = due else { return Ok(()) };

@@ -124,15 +124,17 @@ pub fn set_return(t: &Stopped, value: i64) -> Result<(), lockstep_recorder::erro
 /// The bytes the live program is writing to the terminal in this call,
 /// read from where the recorded ones came from (for `--verify`).
 pub fn live_terminal_bytes(t: &Stopped, call: &Call) -> Vec<u8> {
-    use lockstep_recorder::mem::{Memory, ProcMem};
-    let mem = ProcMem {
+    let mem = lockstep_recorder::mem::ProcMem {
         pid: lockstep_trace::Pid(t.tid().0),
     };
-    let mut out = Vec::new();
-    for r in call.data.iter().filter(|r| r.kind != DataKind::Out) {
-        let mut b = vec![0u8; r.bytes.len()];
-        let n = mem.read(r.addr, &mut b);
-        out.extend_from_slice(&b[..n]);
-    }
-    out
+    let regions: Vec<(u64, usize)> = call
+        .data
+        .iter()
+        .filter(|r| r.kind != DataKind::Out)
+        .map(|r| (r.addr, r.bytes.len()))
+        .collect();
+    lockstep_recorder::sysdata::capture(&mem, &regions, DataKind::Stdout)
+        .into_iter()
+        .flat_map(|r| r.bytes)
+        .collect()
 }

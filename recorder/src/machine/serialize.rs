@@ -98,6 +98,17 @@ impl Recorder {
         Ok(())
     }
 
+    /// Serialized: interrupted a second time, the thread is preempted where
+    /// it is (out of the agent's probe first).
+    pub(super) fn serial_preempt_here(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        self.serial_disarm(&t)?;
+        let maps = crate::maps::exec_mappings(self.pid_of(t.tid()));
+        match crate::serial::step_out_of_agent(t, &maps)? {
+            Some(t) => self.serial_preempted(t),
+            None => Ok(()),
+        }
+    }
+
     /// Serialized: the interrupted thread stopped; records where, holds it.
     pub(super) fn serial_preempted(&mut self, t: Stopped) -> Result<(), TraceeError> {
         let point = crate::serial::point_of(&t, self.pid_of(t.tid()));

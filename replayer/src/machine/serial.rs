@@ -17,7 +17,7 @@ use super::{Gate, Replayer};
 use lockstep_recorder::error::TraceeError;
 use lockstep_recorder::serial::{regs_vec, COMPARED, RIP};
 use lockstep_recorder::tracee::{Resume, Stopped};
-use lockstep_trace::{Pid, SerialKind, Tid};
+use lockstep_trace::{SerialKind, Tid};
 
 /// How many passes over a preemption point's instruction are tried
 /// before the replay gives up on finding it (each costs a ptrace stop).
@@ -87,12 +87,7 @@ impl Replayer {
         let regs = regs_vec(&t.regs()?);
         let same_regs = COMPARED.iter().all(|&i| regs.get(i) == point.regs.get(i));
         let same_stack = same_regs && {
-            let pid = self
-                .threads
-                .get(&tid)
-                .map(|l| l.live_pid)
-                .unwrap_or(Pid(tid.0));
-            lockstep_recorder::serial::frame_sum(pid, &regs) == point.stack_sum
+            lockstep_recorder::serial::frame_sum(self.live_pid(tid), &regs) == point.stack_sum
         };
         tracing::debug!(?regs, recorded = ?point.regs, same_regs, "preemption point pass");
         self.counts.breakpoint_hits += 1;

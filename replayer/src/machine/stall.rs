@@ -3,7 +3,7 @@
 //! than recorded: sync ops themselves are not ordered), the recorded end
 //! (a hang), or a real divergence.
 
-use super::{now_ns, Divergence, Gate, Replayer};
+use super::{now_ns, Divergence, Replayer};
 use lockstep_recorder::decode::table::syscall_name;
 use lockstep_trace::Tid;
 
@@ -91,13 +91,7 @@ impl Replayer {
             .threads
             .iter()
             .map(|(live, l)| {
-                let text = std::fs::read_to_string(format!("/proc/{}/syscall", live.0))
-                    .unwrap_or_default();
-                let nr = text
-                    .split_whitespace()
-                    .next()
-                    .and_then(|w| w.parse::<i64>().ok());
-                let name = match nr {
+                let name = match syscall_in(*live) {
                     Some(nr) => syscall_name(nr).unwrap_or("unknown").to_string(),
                     None => "running".to_string(),
                 };
@@ -117,14 +111,7 @@ impl Replayer {
         self.threads
             .keys()
             .filter(|t| !self.held.contains_key(t))
-            .all(|t| {
-                let text =
-                    std::fs::read_to_string(format!("/proc/{}/syscall", t.0)).unwrap_or_default();
-                text.split_whitespace()
-                    .next()
-                    .and_then(|w| w.parse::<i64>().ok())
-                    == Some(NR_FUTEX)
-            })
+            .all(|t| syscall_in(*t) == Some(NR_FUTEX))
     }
 
     /// Lets the held thread with the earliest recorded event go out of
@@ -137,12 +124,8 @@ impl Replayer {
             .iter()
             .filter_map(|(tid, (_, gate))| {
                 let (call, _) = self.threads.get(tid)?.current.as_ref()?;
-                let seq = match gate {
-                    Gate::Entry => call.entry_seq,
-                    Gate::Sched(s) | Gate::Preempt(s) => *s,
-                    Gate::Run | Gate::Exit(_) => call.exit_seq.unwrap_or(call.entry_seq),
-                };
-                Some((seq, *tid))
+                // A call without an exit waits for nothing after its entry.
+                Some((self.gate_seq(tid, gate).unwrap_or(call.entry_seq), *tid))
             })
             .min();
         let Some((seq, tid)) = first else {
@@ -158,4 +141,11 @@ impl Replayer {
         let _ = self.release_due();
         true
     }
+}
+
+/// The syscall a live thread is in, from /proc/TID/syscall (`None` when
+/// it runs user code or is gone).
+fn syscall_in(tid: Tid) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{}/syscall", tid.0)).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
