@@ -330,3 +330,22 @@ pub struct MemEntry {
 const _: () = assert!(core::mem::size_of::<MemFileHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<MemRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<MemEntry>() == 24);
+
+/// The agent's own system calls (its memory files, buffers, ids, waits for
+/// ring room) carry these two values in `r14` and `r15`, which the syscall
+/// ABI leaves alone. The recorder and the replayer read them at the entry
+/// stop: such a call is the agent's business, made at a moment that
+/// depends on the interleaving (a buffer filling up), so it is neither
+/// recorded nor put in the replayed order. No program plausibly holds both
+/// values there at a syscall.
+pub const AGENT_CALL_R14: u64 = u64::from_le_bytes(*b"LKSTAGNT");
+pub const AGENT_CALL_R15: u64 = u64::from_le_bytes(*b"OWNCALL!");
+
+/// Where the agent puts the mappings it makes as the program runs (memory
+/// files, access buffers): far from where the kernel places the program's
+/// own mappings (top-down below the stack) and its heap and executable
+/// (low addresses), so that the agent's mappings, made at moments a replay
+/// does not reproduce, never take an address the program got when recorded.
+pub const AGENT_REGION_BASE: u64 = 0x2000_0000_0000;
+/// The region's size: the agent's mappings never go past it.
+pub const AGENT_REGION_LEN: u64 = 0x1000_0000_0000;

@@ -16,6 +16,8 @@
 //! * [`record`]: how a call becomes events (the one generic helper);
 //! * [`stack`]: the frame-pointer walk that gives every event its call stack;
 //! * [`real`]: the real functions, found with `dlsym(RTLD_NEXT)`;
+//! * [`sys`]: the agent's own system calls, marked so that tracers leave
+//!   them out of the recorded order, and its own address region;
 //! * the interposers: [`mutex`], [`rwlock`], [`cond`], [`sem`], [`spin`]
 //!   (spinlocks and barriers), [`thread`] (threads and scheduling).
 //!
@@ -39,6 +41,7 @@ pub mod rwlock;
 pub mod sem;
 pub mod shm;
 pub mod spin;
+pub mod sys;
 pub mod thread;
 pub mod vdso;
 

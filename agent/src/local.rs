@@ -74,8 +74,7 @@ pub fn pid() -> i32 {
     if pid != 0 {
         return pid;
     }
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = crate::sys::getpid();
     PID.store(pid, Ordering::Relaxed);
     pid
 }
@@ -115,8 +114,7 @@ impl Local {
         if tid != 0 {
             return tid;
         }
-        // SAFETY: gettid takes no arguments and cannot fail.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let tid = crate::sys::gettid();
         self.tid.set(tid);
         tid
     }
@@ -180,8 +178,7 @@ impl Local {
     /// stack is at the same addresses in the child), and so does `busy`.
     #[cold]
     fn notice_fork(&self) {
-        // SAFETY: getpid has no preconditions.
-        let now = unsafe { libc::getpid() };
+        let now = crate::sys::getpid();
         if PID.load(Ordering::Relaxed) != now {
             PID.store(now, Ordering::Relaxed);
             self.ring.set(NO_RING);

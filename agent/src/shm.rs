@@ -263,8 +263,7 @@ fn wait_for_room(rh: &RingHeader, head: u64, producer: &Local) -> bool {
     let start = crate::record::now_ns();
     let mut spins: u32 = 0;
     loop {
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        crate::sys::sched_yield();
         let tail = rh.tail.load(Ordering::Acquire);
         if head.wrapping_sub(tail) < RING_EVENTS as u64 {
             producer.tail_seen.set(tail);

@@ -47,6 +47,8 @@ struct Thread {
     /// False for the root before its execve: lockstep's own pre-exec code
     /// is not part of the recording.
     started: bool,
+    /// In a system call of the agent's own (left out of the recording).
+    agent_call: bool,
 }
 
 /// What one step did.
@@ -151,6 +153,7 @@ impl Recorder {
                 pid: root,
                 pending: None,
                 started: false,
+                agent_call: false,
             },
         );
         r.parents.insert(root, None);
@@ -348,6 +351,16 @@ impl Recorder {
         };
         let info = t.syscall_info()?;
         let exit_stop = matches!(info, SyscallInfo::Exit { .. });
+        // The agent's own calls are not the program's: not recorded, no
+        // scheduling decision (see lockstep_agent_abi::AGENT_CALL_R14).
+        if exit_stop && thread.agent_call {
+            thread.agent_call = false;
+            return self.go(t, 0);
+        }
+        if !exit_stop && thread.started && self.area.is_some() && t.is_agent_call()? {
+            thread.agent_call = true;
+            return self.go(t, 0);
+        }
         match info {
             SyscallInfo::Entry { nr, args } => {
                 if !thread.started {

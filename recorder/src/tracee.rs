@@ -241,6 +241,14 @@ impl Stopped {
         ptrace::getregs(nix_pid(self.tid)).map_err(|e| TraceeError::from_errno("PTRACE_GETREGS", e))
     }
 
+    /// At a syscall-entry stop: whether the call is the in-process agent's
+    /// own (it carries the agent's marks in r14/r15), not the program's.
+    pub fn is_agent_call(&self) -> Result<bool, TraceeError> {
+        let r = self.regs()?;
+        Ok(r.r14 == lockstep_agent_abi::AGENT_CALL_R14
+            && r.r15 == lockstep_agent_abi::AGENT_CALL_R15)
+    }
+
     /// Sets the general-purpose registers (PTRACE_SETREGS).
     pub fn set_regs(&self, regs: libc::user_regs_struct) -> Result<(), TraceeError> {
         ptrace::setregs(nix_pid(self.tid), regs)

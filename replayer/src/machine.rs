@@ -37,6 +37,8 @@ struct Live {
     fresh: bool,
     /// The recorded call the thread is in, and how it is replayed.
     current: Option<(Call, Policy)>,
+    /// In a system call of the agent's own: not in the recording, run as is.
+    agent_call: bool,
 }
 
 /// Which stop a held thread waits at.
@@ -115,6 +117,7 @@ impl Replayer {
                 started: false,
                 fresh: true,
                 current: None,
+                agent_call: false,
             },
         );
         let mut ids = HashMap::new();
@@ -264,7 +267,23 @@ impl Replayer {
         let Some(live) = self.threads.get_mut(&tid) else {
             return t.resume(Resume::Syscall, 0);
         };
-        match t.syscall_info()? {
+        let info = t.syscall_info()?;
+        // The agent's own calls were left out of the recording; they run
+        // as they come (see lockstep_agent_abi::AGENT_CALL_R14).
+        match info {
+            SyscallInfo::Exit { .. } if live.agent_call => {
+                live.agent_call = false;
+                return t.resume(Resume::Syscall, 0);
+            }
+            SyscallInfo::Entry { .. }
+                if live.started && !self.script.agent_area.is_empty() && t.is_agent_call()? =>
+            {
+                live.agent_call = true;
+                return t.resume(Resume::Syscall, 0);
+            }
+            _ => {}
+        }
+        match info {
             SyscallInfo::Entry { nr, args } => {
                 // The root's execve points into lockstep's own memory.
                 let launcher_exec = !live.started;
@@ -578,6 +597,7 @@ impl Replayer {
                             started: true,
                             fresh: true,
                             current: None,
+                            agent_call: false,
                         },
                     );
                 }

@@ -7,6 +7,7 @@
 //! so whatever the recorder finds up to `committed` is whole, even if the
 //! process dies mid-write.
 
+use crate::sys;
 use core::sync::atomic::Ordering;
 use lockstep_agent_abi::{MemEntry, MemFileHeader, MemRecord, ENV_SHM, MEM_MAGIC};
 
@@ -31,38 +32,27 @@ impl MemFile {
         let _ = len;
         // SAFETY: `path` is NUL-terminated.
         let fd = unsafe {
-            libc::open(
-                path.as_ptr().cast(),
+            sys::open(
+                path.as_ptr(),
                 libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
                 0o600,
             )
-        };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd is ours.
-        if unsafe { libc::ftruncate(fd, FIRST_SIZE as libc::off_t) } != 0 {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
-            return None;
-        }
-        // SAFETY: maps the whole (just sized) file shared.
-        let base = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
+        }?;
+        let base = if sys::ftruncate(fd, FIRST_SIZE) {
+            // The whole (just sized) file, shared.
+            sys::map(
                 FIRST_SIZE,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
-                0,
             )
+        } else {
+            None
         };
-        if base == libc::MAP_FAILED {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
+        let Some(base) = base else {
+            sys::close(fd);
             return None;
-        }
-        let base = base.cast::<u8>();
+        };
         // SAFETY: the mapping is at least HEADER bytes, zero-filled.
         unsafe {
             let h = &mut *base.cast::<MemFileHeader>();
@@ -112,27 +102,24 @@ impl MemFile {
         while cap < need {
             cap *= 2;
         }
-        // SAFETY: our fd; the new length only adds zero-filled space.
-        if unsafe { libc::ftruncate(self.fd, cap as libc::off_t) } != 0 {
+        // The new length only adds zero-filled space.
+        if !sys::ftruncate(self.fd, cap) {
             return false;
         }
-        // SAFETY: remaps our own mapping of the same file.
-        let base = unsafe { libc::mremap(self.base.cast(), self.cap, cap, libc::MREMAP_MAYMOVE) };
-        if base == libc::MAP_FAILED {
+        // SAFETY: our own mapping of the same file, only reached through `self`.
+        let Some(base) = (unsafe { sys::grow(self.base, self.cap, cap) }) else {
             return false;
-        }
-        self.base = base.cast();
+        };
+        self.base = base;
         self.cap = cap;
         true
     }
 
     /// Unmaps and closes (the file stays for the recorder).
     pub fn close(self) {
-        // SAFETY: our own mapping and fd, not used afterwards.
-        unsafe {
-            libc::munmap(self.base.cast(), self.cap);
-            libc::close(self.fd);
-        }
+        // SAFETY: our own mapping, not used afterwards.
+        unsafe { sys::munmap(self.base, self.cap) };
+        sys::close(self.fd);
     }
 }
 

@@ -76,20 +76,15 @@ impl MemThread {
     pub fn buffer(&self) -> usize {
         if self.area.get() == 0 {
             let sites = sites::get().map_or(0, |m| m.sites.len());
-            // SAFETY: an anonymous private mapping, ours alone.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    self.area_len(sites),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
+            // An anonymous private mapping, ours alone.
+            let Some(p) = crate::sys::map(
+                self.area_len(sites),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+            ) else {
                 return 0;
-            }
+            };
             self.area.set(p as usize);
             self.sites.set(sites);
             self.closed.set(None);
@@ -308,7 +303,7 @@ impl MemThread {
             // SAFETY: the thread's own TLS pair, then its own mapping.
             unsafe {
                 *probe::tls() = [0, 0];
-                libc::munmap(area as *mut _, self.area_len(self.sites.get()));
+                crate::sys::munmap(area as *mut u8, self.area_len(self.sites.get()));
             }
         }
     }

@@ -58,6 +58,7 @@ impl Recorder {
                 pid,
                 pending: None,
                 started: true,
+                agent_call: false,
             },
         );
         self.sched_thread(pid, child);
@@ -112,6 +113,7 @@ impl Recorder {
             pid,
             pending: None,
             started: true,
+            agent_call: false,
         });
         if former != tid {
             // A non-main thread exec'd: the main thread is gone without a
