@@ -288,3 +288,42 @@ fn chaos_keeps_its_seed_and_replays() {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert_eq!(r.stdout, recorded.stdout);
 }
+
+#[test]
+fn a_hang_in_a_blocking_call_replays_to_that_call() {
+    let _serial = one_at_a_time();
+    let dir = scratch("replay-pipe-hang");
+    // The parent waits (wait4) for a child that waits for a reader that
+    // never comes: the replay must stop both where they were, not let the
+    // emulated wait4 return.
+    let exe = fixture("pipe_64k_deadlock");
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &["--hang-timeout", "1"]);
+    assert_eq!(recorded.code, Some(124), "{recorded:?}");
+    let r = replay(&dir, &trace, &["--verify"]);
+    assert_eq!(r.code, Some(124), "{r:?}");
+    assert!(r.stderr.contains("reached the recorded hang"), "{r:?}");
+    assert!(r.stderr.contains("blocked in wait4"), "{r:?}");
+    assert!(!r.stderr.contains("diverged"), "{r:?}");
+}
+
+#[test]
+fn exec_from_a_thread_and_shared_semaphores_replay() {
+    let _serial = one_at_a_time();
+    let dir = scratch("replay-exec-sem");
+    // exec from a second thread: the exec'ing thread takes the leader's
+    // id, and its calls after the exec are recorded under it.
+    // semaphores: sem_open writes the semaphore's file and maps it shared;
+    // the write is emulated and the file is gone, so the mapping's
+    // recorded contents are what the replay maps.
+    for name in ["exec_from_thread", "semaphores"] {
+        let exe = fixture(name);
+        let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+        assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
+        for _ in 0..2 {
+            let r = replay(&dir, &trace, &["--verify"]);
+            assert_eq!(r.code, Some(0), "{name}: {r:?}");
+            assert_eq!(r.stdout, recorded.stdout, "{name}");
+            assert!(r.stderr.contains("replay verified"), "{name}: {r:?}");
+        }
+    }
+}

@@ -59,6 +59,9 @@ fn deref_len(mem: &dyn Memory, p: u64, cap: usize) -> usize {
 /// The regions of user memory the kernel wrote during `name(args) = ret`,
 /// read after the call returned (lengths that the kernel updates, like
 /// socklen_t, are read back as updated).
+/// How much of a shared writable file mapping the recording keeps.
+pub const SHARED_MAP_CAP: usize = 1 << 20;
+
 pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<(u64, usize)> {
     if ret < 0 {
         return Vec::new();
@@ -136,6 +139,13 @@ pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<
             v
         }
         "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => nz(a[1], r * 12),
+        // A shared, writable file mapping (a POSIX semaphore or shm
+        // object): what the file held then, which the replay cannot get
+        // from the file (the program's own writes to it are emulated, the
+        // file is often gone). Up to 1 MiB.
+        "mmap" if a[3] & 0x01 != 0 && a[3] & 0x20 == 0 && a[2] & 0x2 != 0 && (a[4] as i32) >= 0 => {
+            nz(ret as u64, (a[1] as usize).min(SHARED_MAP_CAP))
+        }
         "nanosleep" => nz(a[1], 16),
         "clock_nanosleep" => nz(a[3], 16),
         "ioctl" => match a[1] {

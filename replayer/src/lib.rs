@@ -163,6 +163,19 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
                 got: format!("{:?}", r.live_root_status),
                 location: None,
             });
+        } else if let Some(left) = r.script.first_unreplayed() {
+            divergence = Some(Divergence {
+                seq: Some(left.entry_seq),
+                tid: Some(left.tid),
+                what: "end".into(),
+                expected: format!(
+                    "{} more recorded syscalls, the first {}",
+                    r.script.unreplayed(),
+                    left.name
+                ),
+                got: "the program ended".into(),
+                location: None,
+            });
         } else if let Some(&left) = r.script.pending.first() {
             divergence = Some(Divergence {
                 seq: Some(left),

@@ -17,7 +17,7 @@ use lockstep_recorder::error::TraceeError;
 /// What one step did: the recorder's step machine says the same.
 pub use lockstep_recorder::machine::Outcome;
 use lockstep_recorder::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
-use lockstep_trace::{DataKind, ExitStatus, Pid, Tid};
+use lockstep_trace::{DataKind, ExitStatus, Pid, SyscallOutcome, Tid};
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -81,6 +81,9 @@ pub struct Replayer {
     /// New children whose first stop came before their creator's event.
     early: HashMap<Tid, Stopped>,
     held: HashMap<Tid, (Stopped, Gate)>,
+    /// Threads stopped at the entry of the call they were blocked in when
+    /// the recording ended (a hang): they stay there.
+    parked: HashMap<Tid, Stopped>,
     /// Recorded pid/tid → live pid/tid (for kill and tgkill).
     ids: HashMap<i32, i32>,
     live_root: Pid,
@@ -138,6 +141,7 @@ impl Replayer {
             last_progress_ns: now_ns(),
             raised: Default::default(),
             armed: HashMap::new(),
+            parked: HashMap::new(),
             passes: HashMap::new(),
             counts: Counts::default(),
         }
@@ -196,8 +200,10 @@ impl Replayer {
     }
 
     fn on_death(&mut self, tid: Tid, stop: Stop) {
+        tracing::debug!(tid = tid.0, ?stop, "death");
         self.threads.remove(&tid);
         self.held.remove(&tid);
+        self.parked.remove(&tid);
         if tid.0 == self.live_root.0 {
             self.live_root_status = match stop {
                 Stop::Exited { code } => Some(ExitStatus::Exited { code }),
@@ -227,6 +233,9 @@ impl Replayer {
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
         for (_, (t, _)) in self.held.drain() {
+            let _ = t.resume(Resume::Syscall, 0);
+        }
+        for (_, t) in self.parked.drain() {
             let _ = t.resume(Resume::Syscall, 0);
         }
     }
@@ -385,6 +394,17 @@ impl Replayer {
             self.kill_all();
             return t.resume(Resume::Syscall, 0);
         }
+        // The recording ended with the thread in this call (blocked at a
+        // hang, or killed in it): it goes no further.
+        if call.outcome != SyscallOutcome::Returned && !ends_thread(&call.name) {
+            tracing::debug!(
+                seq = call.entry_seq,
+                name = call.name,
+                "parked at the recorded end"
+            );
+            self.parked.insert(tid, t);
+            return Ok(());
+        }
         // An address-space call runs when the recording says it returned:
         // two threads mapping memory at once get it in the recorded order.
         let deferred = policy != Policy::Emulate && sysdata::shapes_address_space(&call.name);
@@ -475,6 +495,18 @@ impl Replayer {
                 }
                 self.print_output(&call);
             }
+            _ if is_restart(rval) && call.ret != Some(rval) => {
+                // A live signal (one the replay suppresses) interrupted a
+                // call that runs again; the kernel restarts it, which is
+                // the same recorded call entered once more.
+                tracing::debug!(name = call.name, rval, "restarted by the kernel");
+                self.script
+                    .calls
+                    .entry(call.tid)
+                    .or_default()
+                    .push_front(call);
+                return t.resume(Resume::Syscall, 0);
+            }
             _ => {
                 let recorded = call.ret.unwrap_or(rval);
                 if sysdata::returns_recorded_id(&call.name) {
@@ -498,6 +530,27 @@ impl Replayer {
         }
         self.raise_recorded(tid);
         self.after_call(t)
+    }
+
+    /// A thread other than the leader exec'd: it takes the leader's id, and
+    /// the recording has its calls from the exec on under the leader's tid
+    /// (the leader's own calls it never finished are dropped).
+    fn take_over_leader(&mut self, l: &mut Live) {
+        let Some((exec, _)) = &l.current else {
+            return;
+        };
+        let (leader, cut) = (Tid(exec.pid.0), exec.entry_seq);
+        if let Some(q) = self.script.calls.get_mut(&leader) {
+            let gone: Vec<Call> = q.iter().filter(|c| c.entry_seq < cut).cloned().collect();
+            q.retain(|c| c.entry_seq > cut);
+            for c in gone {
+                self.script.done(c.entry_seq);
+                if let Some(x) = c.exit_seq {
+                    self.script.done(x);
+                }
+            }
+        }
+        l.rec = leader;
     }
 
     /// clone with CLONE_PARENT_SETTID: the kernel wrote the live tid where
@@ -570,6 +623,11 @@ impl Replayer {
         match event {
             Event::Fork | Event::Vfork | Event::Clone => {
                 let child = Tid(t.event_msg()? as i32);
+                tracing::debug!(
+                    child = child.0,
+                    early = self.early.contains_key(&child),
+                    "new child"
+                );
                 let creator = self.threads.get(&tid);
                 let recorded = creator
                     .and_then(|l| l.current.as_ref())
@@ -613,7 +671,8 @@ impl Replayer {
                 let former = Tid(t.event_msg()? as i32);
                 lockstep_recorder::auxv::hide_vdso(&t)?;
                 if former != tid {
-                    if let Some(l) = self.threads.remove(&former) {
+                    if let Some(mut l) = self.threads.remove(&former) {
+                        self.take_over_leader(&mut l);
                         self.threads.insert(tid, l);
                     }
                 }
@@ -621,6 +680,7 @@ impl Replayer {
             }
             Event::Stop => {
                 let Some(live) = self.threads.get_mut(&tid) else {
+                    tracing::debug!("first stop before the creator's event");
                     self.early.insert(tid, t);
                     return Ok(());
                 };
@@ -642,6 +702,18 @@ impl Replayer {
 }
 
 /// The thread group (process) of a live thread.
+/// The kernel's "restart this call" results (ERESTARTSYS, ERESTARTNOINTR,
+/// ERESTARTNOHAND, ERESTART_RESTARTBLOCK): a signal interrupted the call.
+fn is_restart(rval: i64) -> bool {
+    matches!(rval, -512 | -513 | -514 | -516)
+}
+
+/// Calls that end the thread or its program image themselves (the
+/// recording saw no return from them, and the replay must run them).
+fn ends_thread(name: &str) -> bool {
+    matches!(name, "exit" | "exit_group" | "execve" | "execveat")
+}
+
 fn thread_group(tid: Tid) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{}/status", tid.0)).ok()?;
     s.lines()

@@ -14,6 +14,7 @@
 use crate::script::Call;
 use lockstep_recorder::error::TraceeError;
 use lockstep_recorder::tracee::{Stop, Stopped};
+use lockstep_trace::DataKind;
 use std::path::Path;
 
 const NR_MMAP: u64 = 9;
@@ -24,6 +25,7 @@ const MAP_SHARED: u64 = 0x01;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const PROT_WRITE: u64 = 0x2;
+const MAP_DENYWRITE: u64 = 0x800;
 /// Bytes below the stack pointer the x86-64 ABI lets leaf code use; the
 /// path string is written under them.
 const RED_ZONE: u64 = 128;
@@ -37,12 +39,21 @@ fn live_file(call: &Call) -> Option<String> {
     Path::new(o).is_file().then(|| o.to_string())
 }
 
+/// What a shared writable file mapping held when recorded, if kept.
+fn shared_contents(call: &Call) -> Option<&[u8]> {
+    let shared_writable = call.args[3] & MAP_SHARED != 0 && call.args[2] & PROT_WRITE != 0;
+    let r = call
+        .data
+        .iter()
+        .find(|r| r.kind == DataKind::Out && Some(r.addr as i64) == call.ret)?;
+    shared_writable.then_some(r.bytes.as_slice())
+}
+
 /// The flags of the anonymous stand-in for a vanished file: private (a
 /// shared anonymous mapping has a fixed size, and the program may grow it
 /// with mremap as it grew its file), fixed, no MAP_DENYWRITE.
 fn anonymous(flags: u64) -> u64 {
     const MAP_PRIVATE: u64 = 0x02;
-    const MAP_DENYWRITE: u64 = 0x800;
     (flags & !(MAP_SHARED | MAP_DENYWRITE)) | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
 }
 
@@ -95,6 +106,22 @@ pub fn map_file(t: Stopped, call: &Call) -> Result<(Stopped, i64), TraceeError> 
         return run_to_exit(t);
     }
     let saved = t.regs()?;
+    // A shared writable mapping whose contents the recording kept: shared
+    // anonymous memory (still shared with fork children) holding them.
+    if let Some(kept) = shared_contents(call) {
+        let mut r = saved;
+        let flags = (a[3] & !MAP_DENYWRITE) | MAP_FIXED | MAP_ANONYMOUS;
+        (r.rdi, r.r10, r.r8, r.r9) = (want as u64, flags, u64::MAX, 0);
+        t.set_regs(r)?;
+        let (t, got) = run_to_exit(t)?;
+        if got == want && !t.write_mem(want as u64, kept) {
+            tracing::warn!(
+                addr = want,
+                "could not put a shared mapping's recorded contents back"
+            );
+        }
+        return Ok((t, got));
+    }
     let Some(path) = live_file(call) else {
         let mut r = saved;
         (r.rdi, r.r10, r.r8, r.r9) = (want as u64, anonymous(a[3]), u64::MAX, 0);

@@ -192,6 +192,24 @@ impl Script {
             .unwrap_or(u64::MAX)
     }
 
+    /// The recorded syscalls no replayed thread reached (futex waits left
+    /// at the end excepted): the earliest.
+    pub fn first_unreplayed(&self) -> Option<&Call> {
+        self.left_over().min_by_key(|c| c.entry_seq)
+    }
+
+    /// How many recorded syscalls no replayed thread reached.
+    pub fn unreplayed(&self) -> usize {
+        self.left_over().count()
+    }
+
+    fn left_over(&self) -> impl Iterator<Item = &Call> {
+        self.calls
+            .values()
+            .flat_map(|q| q.iter())
+            .filter(|c| !unordered(&c.name))
+    }
+
     /// Marks the ordered event `seq` replayed.
     pub fn done(&mut self, seq: u64) {
         self.pending.remove(&seq);

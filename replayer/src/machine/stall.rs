@@ -10,6 +10,9 @@ use lockstep_trace::Tid;
 const NR_FUTEX: i64 = 202;
 /// How long the tree must be still before a held thread is let go early.
 const RELAX_AFTER_NS: u64 = 50_000_000;
+/// How long a hung recording's replay must be still, once all its events
+/// are replayed, to have reached the recorded hang.
+const AT_END_NS: u64 = 300_000_000;
 
 impl Replayer {
     /// Called when the wait was interrupted: a replay that made no progress
@@ -25,6 +28,15 @@ impl Replayer {
             self.last_progress_ns = now_ns();
             return;
         }
+        // Every recorded event of a hung recording replayed: the threads
+        // still alive are where the recording left them (parked, or in a
+        // futex wait), which a short quiet spell confirms.
+        let at_end = self.script.hung && self.script.pending.is_empty();
+        let after_ns = if at_end {
+            after_ns.min(AT_END_NS)
+        } else {
+            after_ns
+        };
         if idle < after_ns || self.threads.is_empty() {
             return;
         }
@@ -108,9 +120,10 @@ impl Replayer {
         if self.held.is_empty() {
             return false;
         }
+
         self.threads
             .keys()
-            .filter(|t| !self.held.contains_key(t))
+            .filter(|t| !self.held.contains_key(t) && !self.parked.contains_key(t))
             .all(|t| syscall_in(*t) == Some(NR_FUTEX))
     }
 
