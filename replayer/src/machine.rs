@@ -9,7 +9,7 @@
 //! and the kernel decides that again from the program's memory).
 
 use crate::divergence::Divergence;
-use crate::script::{unordered, Call, Script};
+use crate::script::{is_sleep, unordered, Call, Script};
 use crate::sysdata::{self, Policy};
 use crate::ReplayConfig;
 use lockstep_recorder::decode::table::syscall_name;
@@ -37,8 +37,17 @@ struct Live {
     fresh: bool,
     /// The recorded call the thread is in, and how it is replayed.
     current: Option<(Call, Policy)>,
-    /// In a system call of the agent's own: not in the recording, run as is.
-    agent_call: bool,
+    /// In a call outside the recorded order that the replay runs aside.
+    aside: Option<Aside>,
+}
+
+/// A call a thread makes outside the recorded order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aside {
+    /// The agent's own (not in the recording): it runs as it comes.
+    Agent,
+    /// A sleep of a parallel recording: skipped, returns 0.
+    Sleep,
 }
 
 /// Which stop a held thread waits at.
@@ -120,7 +129,7 @@ impl Replayer {
                 started: false,
                 fresh: true,
                 current: None,
-                agent_call: false,
+                aside: None,
             },
         );
         let mut ids = HashMap::new();
@@ -280,14 +289,17 @@ impl Replayer {
         // The agent's own calls were left out of the recording; they run
         // as they come (see lockstep_agent_abi::AGENT_CALL_R14).
         match info {
-            SyscallInfo::Exit { .. } if live.agent_call => {
-                live.agent_call = false;
+            SyscallInfo::Exit { .. } if live.aside.is_some() => {
+                if live.aside.take() == Some(Aside::Sleep) {
+                    sysdata::set_return(&t, 0)?;
+                    return self.after_call(t);
+                }
                 return t.resume(Resume::Syscall, 0);
             }
             SyscallInfo::Entry { .. }
                 if live.started && !self.script.agent_area.is_empty() && t.is_agent_call()? =>
             {
-                live.agent_call = true;
+                live.aside = Some(Aside::Agent);
                 return t.resume(Resume::Syscall, 0);
             }
             _ => {}
@@ -303,12 +315,18 @@ impl Replayer {
                     live.started = true;
                 }
                 let name = syscall_name(nr).unwrap_or("unknown");
-                if unordered(name) {
+                let serialized = self.script.serialized;
+                if unordered(name, serialized) {
+                    if is_sleep(name) {
+                        // Not waited for: the time it took is not replayed.
+                        sysdata::skip_call(&t)?;
+                        live.aside = Some(Aside::Sleep);
+                    }
                     return t.resume(Resume::Syscall, 0);
                 }
                 let rec = live.rec;
                 let next = self.script.calls.get_mut(&rec).and_then(|q| {
-                    while q.front().is_some_and(|c| unordered(&c.name)) {
+                    while q.front().is_some_and(|c| unordered(&c.name, serialized)) {
                         q.pop_front();
                     }
                     q.pop_front()
@@ -655,7 +673,7 @@ impl Replayer {
                             started: true,
                             fresh: true,
                             current: None,
-                            agent_call: false,
+                            aside: None,
                         },
                     );
                 }

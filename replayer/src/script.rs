@@ -39,9 +39,18 @@ impl Call {
 
 /// Syscalls whose place in the recorded order is not enforced: they only
 /// synchronise threads (the kernel decides again, from the program's own
-/// memory, who waits), or are harmless to repeat anywhere.
-pub fn unordered(name: &str) -> bool {
-    matches!(name, "futex" | "sched_yield")
+/// memory, who waits), or are harmless to repeat anywhere. In a default
+/// (parallel) recording the sleeps too: a loop polling a flag another
+/// thread sets (`while (!flag) usleep(..)`) goes round as many times as
+/// that thread's timing allows, which replaying its syscalls in order does
+/// not reproduce; the sleeps are skipped wherever they come.
+pub fn unordered(name: &str, serialized: bool) -> bool {
+    matches!(name, "futex" | "sched_yield") || (!serialized && is_sleep(name))
+}
+
+/// Calls that only wait for time to pass.
+pub fn is_sleep(name: &str) -> bool {
+    matches!(name, "nanosleep" | "clock_nanosleep")
 }
 
 /// Everything a replay needs from a trace.
@@ -96,6 +105,7 @@ impl Script {
             .into_iter()
             .map(|SyscallData { entry, regions, .. }| (entry.0, regions))
             .collect();
+        let serialized = meta("serialize")? == "1";
         let mut calls: HashMap<Tid, VecDeque<Call>> = HashMap::new();
         let mut pending = BTreeSet::new();
         let mut total_calls = 0;
@@ -106,7 +116,7 @@ impl Script {
                 .exit
                 .filter(|_| s.outcome == SyscallOutcome::Returned)
                 .map(|e| e.seq.0);
-            if !unordered(&s.name) {
+            if !unordered(&s.name, serialized) {
                 pending.insert(entry_seq);
                 if let Some(x) = exit_seq {
                     pending.insert(x);
@@ -133,7 +143,6 @@ impl Script {
             });
             Ok(())
         })?;
-        let serialized = meta("serialize")? == "1";
         let mut serial: HashMap<Tid, VecDeque<lockstep_trace::SerialEvent>> = HashMap::new();
         for e in t.serial_events()? {
             pending.insert(e.at.seq.0);
@@ -187,7 +196,7 @@ impl Script {
     pub fn next_entry(&self, tid: Tid) -> u64 {
         self.calls
             .get(&tid)
-            .and_then(|q| q.iter().find(|c| !unordered(&c.name)))
+            .and_then(|q| q.iter().find(|c| !unordered(&c.name, self.serialized)))
             .map(|c| c.entry_seq)
             .unwrap_or(u64::MAX)
     }
@@ -207,7 +216,7 @@ impl Script {
         self.calls
             .values()
             .flat_map(|q| q.iter())
-            .filter(|c| !unordered(&c.name))
+            .filter(|c| !unordered(&c.name, self.serialized))
     }
 
     /// Marks the ordered event `seq` replayed.
