@@ -67,9 +67,19 @@ pub struct Bounds {
 impl Bounds {
     pub const UNKNOWN: Bounds = Bounds { lo: 0, hi: 0 };
 
-    /// The calling thread's stack, from `pthread_getattr_np`; `UNKNOWN` if
-    /// glibc cannot say. Allocates (glibc's attr holds a cpuset).
+    /// The calling thread's stack: for the main thread from
+    /// `pthread_getattr_np` (which knows how far it may grow; it allocates,
+    /// but the constructor asks before any other thread exists), for the
+    /// others the mapping their stack pointer is in, which does not
+    /// allocate (see [`crate::sys::mapping_of`]). `UNKNOWN` if neither can say.
     pub fn of_current_thread() -> Bounds {
+        if crate::sys::gettid() != crate::sys::getpid() {
+            let sp = frame!().sp;
+            return match crate::sys::mapping_of(sp) {
+                Some((lo, hi)) => Bounds { lo, hi },
+                None => Bounds::UNKNOWN,
+            };
+        }
         // SAFETY: all-zero bytes are a valid pthread_attr_t to be filled by
         // pthread_getattr_np.
         let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };

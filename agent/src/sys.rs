@@ -182,3 +182,82 @@ fn free(at: u64, len: usize) -> bool {
     }
     false
 }
+
+/// `read(fd, buf)`: the bytes read, 0 at the end or on an error.
+fn read(fd: i32, buf: &mut [u8]) -> usize {
+    // SAFETY: `buf` is writable for its length.
+    let r = unsafe {
+        call6(
+            libc::SYS_read,
+            [
+                fd as u64,
+                buf.as_mut_ptr() as u64,
+                buf.len() as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    r.max(0) as usize
+}
+
+/// The mapping of `/proc/self/maps` that contains `addr`, as `[lo, hi)`;
+/// read with the agent's own calls and without allocating (a new thread's
+/// first allocation would pick its malloc arena at a moment that depends on
+/// the interleaving, which a replay does not reproduce).
+pub fn mapping_of(addr: usize) -> Option<(usize, usize)> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        open(
+            c"/proc/self/maps".as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    }?;
+    let mut buf = [0u8; 4096];
+    let (mut have, mut found) = (0usize, None);
+    loop {
+        let n = read(fd, &mut buf[have..]);
+        if n == 0 {
+            break;
+        }
+        have += n;
+        // Whole lines only; a partial last line moves to the front.
+        let mut start = 0;
+        while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+            if let Some((lo, hi)) = range_of(&buf[start..start + nl]) {
+                if lo <= addr && addr < hi {
+                    found = Some((lo, hi));
+                }
+            }
+            start += nl + 1;
+        }
+        if found.is_some() {
+            break;
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+        if have == buf.len() {
+            break; // a line longer than the buffer: give up
+        }
+    }
+    close(fd);
+    found
+}
+
+/// `lo-hi ...` of a maps line.
+fn range_of(line: &[u8]) -> Option<(usize, usize)> {
+    let hex = |s: &[u8]| -> Option<usize> {
+        if s.is_empty() {
+            return None;
+        }
+        s.iter().try_fold(0usize, |v, &c| {
+            let d = (c as char).to_digit(16)? as usize;
+            Some(v.checked_mul(16)? + d)
+        })
+    };
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let dash = line[..sp].iter().position(|&b| b == b'-')?;
+    Some((hex(&line[..dash])?, hex(&line[dash + 1..sp])?))
+}

@@ -146,6 +146,11 @@ pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<
         "mmap" if a[3] & 0x01 != 0 && a[3] & 0x20 == 0 && a[2] & 0x2 != 0 && (a[4] as i32) >= 0 => {
             nz(ret as u64, (a[1] as usize).min(SHARED_MAP_CAP))
         }
+        // Priority-inheritance futex operations: the word as the kernel
+        // left it (the owner's tid, the waiters bit), which a replay
+        // puts back rather than running them (the tids it holds are the
+        // recorded ones).
+        "futex" if matches!(a[1] & 0x7f, 6 | 7 | 8 | 11 | 12 | 13) => nz(a[0], 4),
         "nanosleep" => nz(a[1], 16),
         "clock_nanosleep" => nz(a[3], 16),
         "ioctl" => match a[1] {

@@ -316,7 +316,7 @@ impl Replayer {
                 }
                 let name = syscall_name(nr).unwrap_or("unknown");
                 let serialized = self.script.serialized;
-                if unordered(name, serialized) {
+                if unordered(name, &args, serialized) {
                     if is_sleep(name) {
                         // Not waited for: the time it took is not replayed.
                         sysdata::skip_call(&t)?;
@@ -326,7 +326,10 @@ impl Replayer {
                 }
                 let rec = live.rec;
                 let next = self.script.calls.get_mut(&rec).and_then(|q| {
-                    while q.front().is_some_and(|c| unordered(&c.name, serialized)) {
+                    while q
+                        .front()
+                        .is_some_and(|c| unordered(&c.name, &c.args, serialized))
+                    {
                         q.pop_front();
                     }
                     q.pop_front()
@@ -439,6 +442,9 @@ impl Replayer {
         match policy {
             Policy::Emulate => {
                 self.counts.emulated += 1;
+                if call.name == "futex" {
+                    sysdata::pi_lock_waits(&t, &call);
+                }
                 sysdata::skip_call(&t)?;
                 t.resume(Resume::Syscall, 0)
             }

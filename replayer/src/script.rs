@@ -44,8 +44,19 @@ impl Call {
 /// thread sets (`while (!flag) usleep(..)`) goes round as many times as
 /// that thread's timing allows, which replaying its syscalls in order does
 /// not reproduce; the sleeps are skipped wherever they come.
-pub fn unordered(name: &str, serialized: bool) -> bool {
-    matches!(name, "futex" | "sched_yield") || (!serialized && is_sleep(name))
+pub fn unordered(name: &str, args: &[u64; 6], serialized: bool) -> bool {
+    (name == "futex" && !is_pi_futex(args))
+        || name == "sched_yield"
+        || (!serialized && is_sleep(name))
+}
+
+/// A priority-inheritance futex operation (LOCK_PI, UNLOCK_PI, TRYLOCK_PI,
+/// WAIT_REQUEUE_PI, CMP_REQUEUE_PI, LOCK_PI2). The futex word holds the
+/// owner's tid, which the program knows as the recorded one and the kernel
+/// would look up as a live one: these are replayed in the recorded order,
+/// emulated, with the word as the kernel left it put back.
+pub fn is_pi_futex(args: &[u64; 6]) -> bool {
+    matches!(args[1] & 0x7f, 6 | 7 | 8 | 11 | 12 | 13)
 }
 
 /// Calls that only wait for time to pass.
@@ -116,7 +127,7 @@ impl Script {
                 .exit
                 .filter(|_| s.outcome == SyscallOutcome::Returned)
                 .map(|e| e.seq.0);
-            if !unordered(&s.name, serialized) {
+            if !unordered(&s.name, &s.args, serialized) {
                 pending.insert(entry_seq);
                 if let Some(x) = exit_seq {
                     pending.insert(x);
@@ -196,7 +207,10 @@ impl Script {
     pub fn next_entry(&self, tid: Tid) -> u64 {
         self.calls
             .get(&tid)
-            .and_then(|q| q.iter().find(|c| !unordered(&c.name, self.serialized)))
+            .and_then(|q| {
+                q.iter()
+                    .find(|c| !unordered(&c.name, &c.args, self.serialized))
+            })
             .map(|c| c.entry_seq)
             .unwrap_or(u64::MAX)
     }
@@ -216,7 +230,7 @@ impl Script {
         self.calls
             .values()
             .flat_map(|q| q.iter())
-            .filter(|c| !unordered(&c.name, self.serialized))
+            .filter(|c| !unordered(&c.name, &c.args, self.serialized))
     }
 
     /// Marks the ordered event `seq` replayed.

@@ -33,6 +33,7 @@ const MAP_ANONYMOUS: u64 = 0x20;
 
 pub fn policy(call: &Call) -> Policy {
     match call.name.as_str() {
+        "futex" if crate::script::is_pi_futex(&call.args) => Policy::Emulate,
         "mmap" if call.args[3] & MAP_ANONYMOUS == 0 && call.args[4] as i32 >= 0 => Policy::MapFile,
         "brk" | "mmap" | "munmap" | "mprotect" | "mremap" | "madvise" | "arch_prctl"
         | "set_tid_address" | "set_robust_list" | "rseq" | "execve" | "execveat" | "clone"
@@ -137,4 +138,28 @@ pub fn live_terminal_bytes(t: &Stopped, call: &Call) -> Vec<u8> {
         .into_iter()
         .flat_map(|r| r.bytes)
         .collect()
+}
+
+/// At the entry of an emulated FUTEX_LOCK_PI(2) on a word that has an
+/// owner: what the kernel would do first, setting FUTEX_WAITERS in it, so
+/// that the owner's unlock goes to the kernel (FUTEX_UNLOCK_PI) as it did
+/// when recorded instead of releasing the lock in user space.
+pub fn pi_lock_waits(t: &Stopped, call: &Call) {
+    use lockstep_recorder::mem::{Memory, ProcMem};
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+    if !matches!(call.args[1] & 0x7f, 6 | 13) {
+        return;
+    }
+    let mem = ProcMem {
+        pid: lockstep_trace::Pid(t.tid().0),
+    };
+    let mut word = [0u8; 4];
+    if mem.read(call.args[0], &mut word) != 4 {
+        return;
+    }
+    let w = u32::from_le_bytes(word);
+    if w & FUTEX_TID_MASK != 0 && w & FUTEX_WAITERS == 0 {
+        t.write_mem(call.args[0], &(w | FUTEX_WAITERS).to_le_bytes());
+    }
 }
