@@ -327,3 +327,23 @@ fn exec_from_a_thread_and_shared_semaphores_replay() {
         }
     }
 }
+
+#[test]
+fn polling_loops_pi_mutexes_and_short_threads_replay() {
+    let _serial = one_at_a_time();
+    let dir = scratch("replay-poll-pi");
+    // cond_wait_holding_other polls a flag with nanosleep (the sleeps are
+    // skipped outside the order); pi_mutex takes PTHREAD_PRIO_INHERIT
+    // mutexes (FUTEX_LOCK_PI on words holding recorded tids);
+    // norace_join_read starts threads whose malloc arenas must not depend
+    // on which thread ended first.
+    for name in ["cond_wait_holding_other", "pi_mutex", "norace_join_read"] {
+        let exe = fixture(name);
+        let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
+        assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
+        let r = replay(&dir, &trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{name}: {r:?}");
+        assert_eq!(r.stdout, recorded.stdout, "{name}");
+        assert!(r.stderr.contains("replay verified"), "{name}: {r:?}");
+    }
+}
