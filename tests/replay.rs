@@ -316,15 +316,7 @@ fn exec_from_a_thread_and_shared_semaphores_replay() {
     // the write is emulated and the file is gone, so the mapping's
     // recorded contents are what the replay maps.
     for name in ["exec_from_thread", "semaphores"] {
-        let exe = fixture(name);
-        let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
-        assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
-        for _ in 0..2 {
-            let r = replay(&dir, &trace, &["--verify"]);
-            assert_eq!(r.code, Some(0), "{name}: {r:?}");
-            assert_eq!(r.stdout, recorded.stdout, "{name}");
-            assert!(r.stderr.contains("replay verified"), "{name}: {r:?}");
-        }
+        replays_verified(&dir, name, 2);
     }
 }
 
@@ -338,10 +330,18 @@ fn polling_loops_pi_mutexes_and_short_threads_replay() {
     // norace_join_read starts threads whose malloc arenas must not depend
     // on which thread ended first.
     for name in ["cond_wait_holding_other", "pi_mutex", "norace_join_read"] {
-        let exe = fixture(name);
-        let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
-        assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
-        let r = replay(&dir, &trace, &["--verify"]);
+        replays_verified(&dir, name, 1);
+    }
+}
+
+/// Records fixture `name` (it must exit 0) and replays it `times` times
+/// with `--verify`: each replay verified, with the recorded output.
+fn replays_verified(dir: &Path, name: &str, times: usize) {
+    let exe = fixture(name);
+    let (trace, recorded) = rec(dir, &[exe.to_str().unwrap()], &[]);
+    assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
+    for _ in 0..times {
+        let r = replay(dir, &trace, &["--verify"]);
         assert_eq!(r.code, Some(0), "{name}: {r:?}");
         assert_eq!(r.stdout, recorded.stdout, "{name}");
         assert!(r.stderr.contains("replay verified"), "{name}: {r:?}");

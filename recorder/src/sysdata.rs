@@ -59,6 +59,13 @@ fn deref_len(mem: &dyn Memory, p: u64, cap: usize) -> usize {
 /// The regions of user memory the kernel wrote during `name(args) = ret`,
 /// read after the call returned (lengths that the kernel updates, like
 /// socklen_t, are read back as updated).
+/// A priority-inheritance futex operation (LOCK_PI, UNLOCK_PI, TRYLOCK_PI,
+/// WAIT_REQUEUE_PI, CMP_REQUEUE_PI, LOCK_PI2): the kernel reads and writes
+/// the owner's tid in the futex word.
+pub fn is_pi_futex(args: &[u64; 6]) -> bool {
+    matches!(args[1] & 0x7f, 6 | 7 | 8 | 11 | 12 | 13)
+}
+
 /// How much of a shared writable file mapping the recording keeps.
 pub const SHARED_MAP_CAP: usize = 1 << 20;
 
@@ -150,7 +157,7 @@ pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<
         // left it (the owner's tid, the waiters bit), which a replay
         // puts back rather than running them (the tids it holds are the
         // recorded ones).
-        "futex" if matches!(a[1] & 0x7f, 6 | 7 | 8 | 11 | 12 | 13) => nz(a[0], 4),
+        "futex" if is_pi_futex(a) => nz(a[0], 4),
         "nanosleep" => nz(a[1], 16),
         "clock_nanosleep" => nz(a[3], 16),
         "ioctl" => match a[1] {

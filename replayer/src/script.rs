@@ -50,14 +50,11 @@ pub fn unordered(name: &str, args: &[u64; 6], serialized: bool) -> bool {
         || (!serialized && is_sleep(name))
 }
 
-/// A priority-inheritance futex operation (LOCK_PI, UNLOCK_PI, TRYLOCK_PI,
-/// WAIT_REQUEUE_PI, CMP_REQUEUE_PI, LOCK_PI2). The futex word holds the
-/// owner's tid, which the program knows as the recorded one and the kernel
-/// would look up as a live one: these are replayed in the recorded order,
-/// emulated, with the word as the kernel left it put back.
-pub fn is_pi_futex(args: &[u64; 6]) -> bool {
-    matches!(args[1] & 0x7f, 6 | 7 | 8 | 11 | 12 | 13)
-}
+/// A priority-inheritance futex operation. Its word holds the owner's tid,
+/// which the program knows as the recorded one and the kernel would look
+/// up as a live one: these are replayed in the recorded order, emulated,
+/// with the word as the kernel left it put back.
+pub use lockstep_recorder::sysdata::is_pi_futex;
 
 /// Calls that only wait for time to pass.
 pub fn is_sleep(name: &str) -> bool {
