@@ -15,6 +15,19 @@ use std::path::Path;
 
 const MS: i64 = 1_000_000;
 
+/// The fixtures pin all their threads to the first allowed CPU, and the
+/// Pathfinder ones run SCHED_FIFO there: two recorded at once would
+/// schedule each other's threads out of the inversion being checked (a
+/// nice-19 holder starved for seconds by another test's real-time thread).
+/// So they are recorded one at a time.
+static ONE_CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `lockstep` with `args` in `dir`, no other fixture of this file running.
+fn lockstep_alone(dir: &Path, args: &[&str]) -> Run {
+    let _g = ONE_CPU.lock().unwrap_or_else(|e| e.into_inner());
+    lockstep(dir, args)
+}
+
 /// Whether the fixture ran without real-time priorities.
 fn no_rt(run: &Run) -> bool {
     let denied = run.stdout.contains("SCHED_FIFO not permitted");
@@ -44,7 +57,7 @@ fn check_json_with(dir: &Path, extra: &[&str], exe: &str) -> (Run, Vec<Value>) {
     let mut a = vec!["check", "-q", "--format", "json", "--report-file", "r.json"];
     a.extend_from_slice(extra);
     a.extend_from_slice(&["-o", "t.db", "--", exe]);
-    let run = lockstep(dir, &a);
+    let run = lockstep_alone(dir, &a);
     let report: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("r.json")).unwrap_or_else(|e| panic!("{e}: {run:?}")),
     )
@@ -298,7 +311,7 @@ fn no_sched_records_attributes_but_no_schedule() {
     let exe = fixture("priority_inversion_nice");
     let dir = scratch("sched-off");
     let trace = dir.join("t.db");
-    let run = lockstep(
+    let run = lockstep_alone(
         &dir,
         &[
             "record",
@@ -333,7 +346,7 @@ fn perfetto_export_has_cpu_states_and_the_inversion() {
         return;
     }
     let out = dir.join("p.json");
-    let r = lockstep(
+    let r = lockstep_alone(
         &dir,
         &[
             "export",
