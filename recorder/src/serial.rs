@@ -178,8 +178,20 @@ impl Serial {
         Some(t)
     }
 
-    /// The running thread to preempt, when its slice is over (once).
+    /// The running thread to preempt, when its slice is over (once) and
+    /// another thread is ready to run user code. While the others all wait
+    /// in the kernel (a worker computing while its peers sleep on a
+    /// condvar) a preemption would only choose the same thread again, and
+    /// each one is a point a replay must find by breakpoint passes.
     pub fn due_preemption(&mut self, now_ns: u64) -> Option<Tid> {
+        let others_ready = !self.ready.is_empty();
+        self.slice_over(now_ns, others_ready)
+    }
+
+    fn slice_over(&mut self, now_ns: u64, others_ready: bool) -> Option<Tid> {
+        if !others_ready {
+            return None;
+        }
         let (tid, since) = self.running?;
         let slice = match &mut self.chaos {
             None => SLICE_NS,
@@ -363,13 +375,22 @@ mod tests {
     #[test]
     fn a_slice_is_preempted_once() {
         let mut s = Serial::new(Tid(1), 0, None);
-        assert_eq!(s.due_preemption(SLICE_NS - 1), None);
-        assert_eq!(s.due_preemption(SLICE_NS), Some(Tid(1)));
-        assert_eq!(s.due_preemption(2 * SLICE_NS), None, "already asked");
+        assert_eq!(s.slice_over(SLICE_NS - 1, true), None);
+        assert_eq!(s.slice_over(SLICE_NS, true), Some(Tid(1)));
+        assert_eq!(s.slice_over(2 * SLICE_NS, true), None, "already asked");
         assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS), Interrupted::Defer);
-        assert_eq!(s.due_preemption(2 * SLICE_NS + 1), None, "deferred");
-        assert_eq!(s.due_preemption(3 * SLICE_NS), Some(Tid(1)));
+        assert_eq!(s.slice_over(2 * SLICE_NS + 1, true), None, "deferred");
+        assert_eq!(s.slice_over(3 * SLICE_NS, true), Some(Tid(1)));
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::Now);
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::No);
+    }
+
+    #[test]
+    fn a_thread_alone_is_not_preempted() {
+        let mut s = Serial::new(Tid(1), 0, None);
+        assert_eq!(s.due_preemption(10 * SLICE_NS), None, "nobody ready");
+        assert_eq!(s.slice_over(10 * SLICE_NS, false), None);
+        // Someone became ready long after the slice ended: at once.
+        assert_eq!(s.slice_over(10 * SLICE_NS, true), Some(Tid(1)));
     }
 }

@@ -13,10 +13,12 @@
 use crate::mem::Memory;
 use lockstep_trace::{DataKind, DataRegion};
 
-/// The largest region kept for one call (a read of more is cut: replay
-/// diverges there, with a clear message, rather than the trace growing
-/// without bound).
+/// The largest region kept in one piece: a bigger one (a program reading
+/// its own 100 MB executable, as node does) is kept as consecutive pieces.
 const MAX_REGION: usize = 64 << 20;
+/// The most kept for one call (a read of more is cut: replay diverges
+/// there rather than the trace growing without bound).
+const MAX_CALL: usize = 1 << 30;
 
 const TCGETS: u64 = 0x5401;
 const TIOCGPGRP: u64 = 0x540F;
@@ -81,7 +83,7 @@ pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<
             vec![(addr, len)]
         }
     };
-    let mut v: Vec<(u64, usize)> = match name {
+    let v: Vec<(u64, usize)> = match name {
         "getrandom" | "getcwd" => nz(a[0], r),
         "read" | "pread64" | "getdents" | "getdents64" => nz(a[1], r),
         "readv" | "preadv" | "preadv2" => iovecs(mem, a[1], a[2], r),
@@ -203,10 +205,23 @@ pub fn out_regions(name: &str, a: &[u64; 6], ret: i64, mem: &dyn Memory) -> Vec<
         "listxattr" | "llistxattr" | "flistxattr" => nz(a[1], r),
         _ => Vec::new(),
     };
-    for reg in &mut v {
-        reg.1 = reg.1.min(MAX_REGION);
+    pieces(&v)
+}
+
+/// `regions` cut into pieces of at most [`MAX_REGION`], [`MAX_CALL`] in all.
+fn pieces(regions: &[(u64, usize)]) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    let mut left = MAX_CALL;
+    for &(addr, len) in regions {
+        let mut off = 0;
+        while off < len.min(left) {
+            let n = (len.min(left) - off).min(MAX_REGION);
+            out.push((addr + off as u64, n));
+            off += n;
+        }
+        left -= len.min(left);
     }
-    v
+    out
 }
 
 /// The regions of a write-family call's data (`write`, `pwrite64`,
@@ -318,6 +333,28 @@ mod tests {
         assert_eq!(regs, vec![(0x1000, 5)]);
         let data = capture(&mem, &regs, DataKind::Out);
         assert_eq!(data[0].bytes, b"hello");
+    }
+
+    #[test]
+    fn a_huge_read_is_kept_in_pieces() {
+        let regs = out_regions(
+            "read",
+            &[3, 0x1000, 200 << 20, 0, 0, 0],
+            150 << 20,
+            &BufMem::new(),
+        );
+        assert_eq!(
+            regs,
+            vec![
+                (0x1000, 64 << 20),
+                (0x1000 + (64 << 20), 64 << 20),
+                (0x1000 + (128 << 20), 22 << 20)
+            ]
+        );
+        assert_eq!(
+            pieces(&[(0, 3 << 30)]).iter().map(|r| r.1).sum::<usize>(),
+            MAX_CALL
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use lockstep_recorder::error::TraceeError;
 pub use lockstep_recorder::machine::Outcome;
 use lockstep_recorder::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
 use lockstep_trace::{DataKind, ExitStatus, Pid, SyscallOutcome, Tid};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 mod serial;
@@ -111,6 +111,8 @@ pub struct Replayer {
     armed: HashMap<Tid, (u64, lockstep_trace::PreemptPoint)>,
     /// Serialized: passes over the armed instruction so far, per thread.
     passes: HashMap<Tid, u64>,
+    /// Live non-leader threads that entered `exit` and are not reaped yet.
+    dying: HashSet<Tid>,
     pub counts: Counts,
 }
 
@@ -152,6 +154,7 @@ impl Replayer {
             armed: HashMap::new(),
             parked: HashMap::new(),
             passes: HashMap::new(),
+            dying: HashSet::new(),
             counts: Counts::default(),
         }
     }
@@ -166,15 +169,16 @@ impl Replayer {
         self.counts.stops += 1;
         self.last_progress_ns = now_ns();
         let _span = tracing::trace_span!("replay stop", tid = tid.0).entered();
-        let Some(t) = handle else {
-            self.on_death(tid, stop);
-            return Outcome::Continue;
-        };
-        let r = match stop {
-            Stop::Syscall => self.on_syscall(t),
-            Stop::Event { event, sig } => self.on_event(t, event, sig),
-            Stop::Signal { sig } => self.on_signal(t, sig),
-            Stop::Exited { .. } | Stop::Killed { .. } => Ok(()),
+        let r = match (stop, handle) {
+            // A death can let a held futex wait return (`waits_for_death`).
+            (stop, None) => {
+                self.on_death(tid, stop);
+                Ok(())
+            }
+            (Stop::Syscall, Some(t)) => self.on_syscall(t),
+            (Stop::Event { event, sig }, Some(t)) => self.on_event(t, event, sig),
+            (Stop::Signal { sig }, Some(t)) => self.on_signal(t, sig),
+            (Stop::Exited { .. } | Stop::Killed { .. }, Some(_)) => Ok(()),
         };
         if let Err(TraceeError::Ptrace { request, errno }) = r {
             tracing::warn!(request, %errno, "ptrace request failed during replay");
@@ -213,6 +217,7 @@ impl Replayer {
         self.threads.remove(&tid);
         self.held.remove(&tid);
         self.parked.remove(&tid);
+        self.dying.remove(&tid);
         if tid.0 == self.live_root.0 {
             self.live_root_status = match stop {
                 Stop::Exited { code } => Some(ExitStatus::Exited { code }),
@@ -255,6 +260,25 @@ impl Replayer {
             .get(&tid)
             .map(|l| l.live_pid)
             .unwrap_or(Pid(tid.0))
+    }
+
+    /// An emulated futex wait returns only once the threads of its process
+    /// that exited before its turn are gone: the kernel clears a dying
+    /// thread's tid word (CLONE_CHILD_CLEARTID) on its way out, which is
+    /// what a `pthread_join` waiting there reads next.
+    fn waits_for_death(&self, tid: Tid) -> bool {
+        let Some(l) = self.threads.get(&tid) else {
+            return false;
+        };
+        let futex = l
+            .current
+            .as_ref()
+            .is_some_and(|(c, p)| c.name == "futex" && *p == Policy::Emulate);
+        futex
+            && self
+                .dying
+                .iter()
+                .any(|d| *d != tid && self.live_pid(*d) == l.live_pid)
     }
 
     /// The sequence number a held thread waits for (`None`: nothing to wait for).
@@ -394,7 +418,7 @@ impl Replayer {
             return self.after_call(t);
         };
         match call.exit_seq {
-            Some(seq) if !self.script.due(seq) => {
+            Some(seq) if !self.script.due(seq) || self.waits_for_death(t.tid()) => {
                 self.held.insert(t.tid(), (t, Gate::Exit(rval)));
                 Ok(())
             }
@@ -425,6 +449,9 @@ impl Replayer {
             );
             self.parked.insert(tid, t);
             return Ok(());
+        }
+        if call.name == "exit" && self.live_pid(tid).0 != tid.0 {
+            self.dying.insert(tid);
         }
         // An address-space call runs when the recording says it returned:
         // two threads mapping memory at once get it in the recorded order.
@@ -622,7 +649,8 @@ impl Replayer {
         loop {
             let due = self.held.iter().find_map(|(tid, (_, gate))| {
                 let seq = self.gate_seq(tid, gate);
-                (seq.is_none_or(|s| self.script.due(s))).then_some(*tid)
+                let death = matches!(gate, Gate::Exit(_)) && self.waits_for_death(*tid);
+                (seq.is_none_or(|s| self.script.due(s)) && !death).then_some(*tid)
             });
             let Some(tid) = due else { return Ok(()) };
             let (t, gate) = self.held.remove(&tid).expect("held");
@@ -752,7 +780,12 @@ fn compare_args(call: &Call, args: &[u64; 6]) -> Option<Divergence> {
         .map(|s| s.len())
         .unwrap_or(0)
         .min(6);
-    (0..n)
+    let read = match call.name.as_str() {
+        "futex" => lockstep_recorder::decode::flags::futex_args_read(call.args[1]),
+        _ => (1u8 << n) - 1,
+    };
+    (0..6)
+        .filter(|&i| read & (1 << i) != 0)
         .find(|&i| call.args[i] != args[i])
         .map(|i| Divergence {
             seq: Some(call.entry_seq),

@@ -44,8 +44,14 @@ impl Call {
 /// thread sets (`while (!flag) usleep(..)`) goes round as many times as
 /// that thread's timing allows, which replaying its syscalls in order does
 /// not reproduce; the sleeps are skipped wherever they come.
+///
+/// A serialized recording orders its futexes too, emulated like any call:
+/// only one thread ran user code at a time, so what a futex wait returned
+/// (woken, timed out, the word changed) decided what that thread did next,
+/// and a live wait would decide it again by the replay's own timing (a
+/// timed wait of a lock that polls, like Python's GIL).
 pub fn unordered(name: &str, args: &[u64; 6], serialized: bool) -> bool {
-    (name == "futex" && !is_pi_futex(args))
+    (name == "futex" && !serialized && !is_pi_futex(args))
         || name == "sched_yield"
         || (!serialized && is_sleep(name))
 }

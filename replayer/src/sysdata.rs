@@ -33,13 +33,15 @@ const MAP_ANONYMOUS: u64 = 0x20;
 
 pub fn policy(call: &Call) -> Policy {
     match call.name.as_str() {
-        "futex" if crate::script::is_pi_futex(&call.args) => Policy::Emulate,
+        // Only the ordered futexes get here: priority-inheritance ones, and
+        // all of a serialized recording's.
+        "futex" => Policy::Emulate,
         "mmap" if call.args[3] & MAP_ANONYMOUS == 0 && call.args[4] as i32 >= 0 => Policy::MapFile,
         "brk" | "mmap" | "munmap" | "mprotect" | "mremap" | "madvise" | "arch_prctl"
         | "set_tid_address" | "set_robust_list" | "rseq" | "execve" | "execveat" | "clone"
         | "clone3" | "fork" | "vfork" | "exit" | "exit_group" | "rt_sigaction"
-        | "rt_sigprocmask" | "rt_sigreturn" | "sigaltstack" | "futex" | "sched_yield"
-        | "prlimit64" | "mlock" | "munlock" | "membarrier" | "pkey_mprotect" => Policy::Execute,
+        | "rt_sigprocmask" | "rt_sigreturn" | "sigaltstack" | "sched_yield" | "prlimit64"
+        | "mlock" | "munlock" | "membarrier" | "pkey_mprotect" => Policy::Execute,
         "kill" | "tgkill" | "tkill" => Policy::ExecuteTranslated,
         _ => Policy::Emulate,
     }

@@ -243,6 +243,22 @@ pub fn futex_cmd(op: u64) -> u64 {
     op & 0x7f
 }
 
+/// The arguments a futex command reads, as a bit mask (bit i: argument
+/// i). The others are whatever the caller's registers held (glibc's
+/// `lll_futex_wake` leaves r8 as it was), so they are not the call's.
+pub fn futex_args_read(op: u64) -> u8 {
+    match futex_cmd(op) {
+        1 | 2 => 0b00_0111,  // WAKE, FD: uaddr, op, val
+        0 => 0b00_1111,      // WAIT: + timeout
+        6 | 13 => 0b00_1011, // LOCK_PI(2): uaddr, op, timeout
+        7 | 8 => 0b00_0011,  // UNLOCK_PI, TRYLOCK_PI
+        9 => 0b10_1111,      // WAIT_BITSET: + bitset
+        10 => 0b10_0111,     // WAKE_BITSET
+        3 | 11 => 0b01_1111, // REQUEUE, WAIT_REQUEUE_PI: + uaddr2
+        _ => 0b11_1111,      // CMP_REQUEUE(_PI), WAKE_OP, unknown
+    }
+}
+
 /// Renders a futex op strace style: `FUTEX_WAIT_PRIVATE`,
 /// `FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME`.
 pub fn futex_op(op: u64) -> String {

@@ -81,7 +81,8 @@ impl Replayer {
                     .filter_map(|l| l.current.as_ref().map(|(c, _)| c)),
             )
             .find(|c| c.entry_seq == next || c.exit_seq == Some(next))
-            .map(|c| (c.tid, c.name.clone()));
+            .map(|c| (c.tid, c.name.clone()))
+            .or_else(|| self.serial_owner(next));
         let (tid, name) = owner.unwrap_or((Tid(0), "?".into()));
         self.diverge(Divergence {
             seq: Some(next),
@@ -89,13 +90,55 @@ impl Replayer {
             what: "progress".into(),
             expected: format!("thread {} to reach its {name} (event {next})", tid.0),
             got: format!(
-                "no thread moving for {} s ({} held at their next recorded event)",
+                "no thread moving for {} s ({})",
                 after_ns / 1_000_000_000,
-                self.held.len()
+                self.thread_states()
             ),
             location: None,
         });
     }
+    /// The recorded thread and kind of a serializing decision `seq`.
+    fn serial_owner(&self, seq: u64) -> Option<(Tid, String)> {
+        self.script.serial.iter().find_map(|(tid, q)| {
+            let e = q.iter().find(|e| e.at.seq.0 == seq)?;
+            let what = match e.kind {
+                lockstep_trace::SerialKind::Run => "turn to run",
+                lockstep_trace::SerialKind::Preempt => "preemption point",
+            };
+            Some((*tid, what.to_string()))
+        })
+    }
+
+    /// Where each live thread is, for a stall report: `held` at its
+    /// recorded turn, `parked`, in a syscall, or running user code.
+    fn thread_states(&self) -> String {
+        let mut v: Vec<(Tid, String)> = self
+            .threads
+            .iter()
+            .map(|(live, l)| {
+                let state = if let Some((_, gate)) = self.held.get(live) {
+                    match self.gate_seq(live, gate) {
+                        Some(seq) => format!("held for event {seq}"),
+                        None => "held".to_string(),
+                    }
+                } else if self.parked.contains_key(live) {
+                    "parked".to_string()
+                } else {
+                    match syscall_in(*live) {
+                        Some(nr) => format!("in {}", syscall_name(nr).unwrap_or("unknown")),
+                        None => "running".to_string(),
+                    }
+                };
+                (l.rec, state)
+            })
+            .collect();
+        v.sort();
+        v.iter()
+            .map(|(t, s)| format!("{} {s}", t.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Each live thread as (recorded tid, the syscall it is blocked in),
     /// from /proc/TID/syscall: the replay's hang snapshot.
     fn blocked_threads(&self) -> Vec<(Tid, String)> {
