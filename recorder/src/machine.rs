@@ -23,6 +23,7 @@ mod tree;
 
 const NR_EXECVE: i64 = 59;
 const NR_EXECVEAT: i64 = 322;
+const NR_EXIT: i64 = 60;
 const NR_FUTEX: i64 = 202;
 const PROT_EXEC: u64 = 4;
 
@@ -351,6 +352,11 @@ impl Recorder {
         };
         let info = t.syscall_info()?;
         let exit_stop = matches!(info, SyscallInfo::Exit { .. });
+        let nr_at_entry = match info {
+            SyscallInfo::Entry { nr, .. } => Some(nr),
+            _ => None,
+        };
+        let pid_of_thread = thread.pid;
         // The agent's own calls are not the program's: not recorded, no
         // scheduling decision (see lockstep_agent_abi::AGENT_CALL_R14).
         if exit_stop && thread.agent_call {
@@ -444,8 +450,19 @@ impl Recorder {
         if let Some(s) = &mut self.serial {
             // Serialized: a thread back from the kernel waits for its turn
             // to run user code; one going in frees the slot.
+            let ends_thread =
+                !exit_stop && tid.0 != pid_of_thread.0 && nr_at_entry == Some(NR_EXIT);
             if exit_stop {
                 s.hold(t);
+            } else if ends_thread {
+                // A thread leaving keeps the user-code slot until it is
+                // reaped: on its way out the kernel clears its tid word
+                // (CLONE_CHILD_CLEARTID), which a joiner reads, so nobody
+                // runs user code until that write has happened, in the
+                // recording as in the replay.
+                s.not_preempted(tid);
+                self.serial_disarm(&t)?;
+                self.go(t, 0)?;
             } else {
                 s.entered_kernel(tid);
                 s.not_preempted(tid);

@@ -111,7 +111,8 @@ pub struct Replayer {
     armed: HashMap<Tid, (u64, lockstep_trace::PreemptPoint)>,
     /// Serialized: passes over the armed instruction so far, per thread.
     passes: HashMap<Tid, u64>,
-    /// Live non-leader threads that entered `exit` and are not reaped yet.
+    /// Live non-leader threads that entered `exit` and are not reaped yet
+    /// (serialized recordings only: see `turn_waits`).
     dying: HashSet<Tid>,
     pub counts: Counts,
 }
@@ -170,7 +171,7 @@ impl Replayer {
         self.last_progress_ns = now_ns();
         let _span = tracing::trace_span!("replay stop", tid = tid.0).entered();
         let r = match (stop, handle) {
-            // A death can let a held futex wait return (`waits_for_death`).
+            // A death can let a held thread have its turn (`turn_waits`).
             (stop, None) => {
                 self.on_death(tid, stop);
                 Ok(())
@@ -262,23 +263,12 @@ impl Replayer {
             .unwrap_or(Pid(tid.0))
     }
 
-    /// An emulated futex wait returns only once the threads of its process
-    /// that exited before its turn are gone: the kernel clears a dying
-    /// thread's tid word (CLONE_CHILD_CLEARTID) on its way out, which is
-    /// what a `pthread_join` waiting there reads next.
-    fn waits_for_death(&self, tid: Tid) -> bool {
-        let Some(l) = self.threads.get(&tid) else {
-            return false;
-        };
-        let futex = l
-            .current
-            .as_ref()
-            .is_some_and(|(c, p)| c.name == "futex" && *p == Policy::Emulate);
-        futex
-            && self
-                .dying
-                .iter()
-                .any(|d| *d != tid && self.live_pid(*d) == l.live_pid)
+    /// Serialized: a thread's recorded turn to run user code waits while
+    /// a thread that left (`exit`) is not reaped yet, as the recorder's
+    /// did: the kernel clears the leaving thread's tid word on its way out
+    /// (CLONE_CHILD_CLEARTID), and a joiner reads it.
+    fn turn_waits(&self, gate: &Gate) -> bool {
+        matches!(gate, Gate::Sched(_)) && !self.dying.is_empty()
     }
 
     /// The sequence number a held thread waits for (`None`: nothing to wait for).
@@ -418,7 +408,7 @@ impl Replayer {
             return self.after_call(t);
         };
         match call.exit_seq {
-            Some(seq) if !self.script.due(seq) || self.waits_for_death(t.tid()) => {
+            Some(seq) if !self.script.due(seq) => {
                 self.held.insert(t.tid(), (t, Gate::Exit(rval)));
                 Ok(())
             }
@@ -450,7 +440,7 @@ impl Replayer {
             self.parked.insert(tid, t);
             return Ok(());
         }
-        if call.name == "exit" && self.live_pid(tid).0 != tid.0 {
+        if self.script.serialized && call.name == "exit" && self.live_pid(tid).0 != tid.0 {
             self.dying.insert(tid);
         }
         // An address-space call runs when the recording says it returned:
@@ -649,8 +639,7 @@ impl Replayer {
         loop {
             let due = self.held.iter().find_map(|(tid, (_, gate))| {
                 let seq = self.gate_seq(tid, gate);
-                let death = matches!(gate, Gate::Exit(_)) && self.waits_for_death(*tid);
-                (seq.is_none_or(|s| self.script.due(s)) && !death).then_some(*tid)
+                (seq.is_none_or(|s| self.script.due(s)) && !self.turn_waits(gate)).then_some(*tid)
             });
             let Some(tid) = due else { return Ok(()) };
             let (t, gate) = self.held.remove(&tid).expect("held");

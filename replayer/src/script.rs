@@ -45,15 +45,17 @@ impl Call {
 /// that thread's timing allows, which replaying its syscalls in order does
 /// not reproduce; the sleeps are skipped wherever they come.
 ///
-/// A serialized recording orders its futexes too, emulated like any call:
-/// only one thread ran user code at a time, so what a futex wait returned
-/// (woken, timed out, the word changed) decided what that thread did next,
-/// and a live wait would decide it again by the replay's own timing (a
-/// timed wait of a lock that polls, like Python's GIL).
+/// A serialized recording has none: every syscall entry is where the
+/// running thread gave up the user-code slot, so the next thread's turn
+/// may come only after it (a `sched_yield` outside the order let the next
+/// thread run while the yielding one still ran); and what a futex wait
+/// returned (woken, timed out, the word changed) decided what its thread
+/// did next, which a live wait would decide again by the replay's own
+/// timing (a timed wait of a lock that polls, like Python's GIL). Its
+/// futexes are emulated like any call.
 pub fn unordered(name: &str, args: &[u64; 6], serialized: bool) -> bool {
-    (name == "futex" && !serialized && !is_pi_futex(args))
-        || name == "sched_yield"
-        || (!serialized && is_sleep(name))
+    !serialized
+        && ((name == "futex" && !is_pi_futex(args)) || name == "sched_yield" || is_sleep(name))
 }
 
 /// A priority-inheritance futex operation. Its word holds the owner's tid,

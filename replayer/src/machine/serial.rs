@@ -43,7 +43,9 @@ impl Replayer {
             .filter(|e| e.kind == SerialKind::Run)
             .map(|e| e.at.seq.0);
         match next {
-            Some(seq) if self.script.due(seq) => self.sched_release(t, seq),
+            Some(seq) if self.script.due(seq) && !self.turn_waits(&Gate::Sched(seq)) => {
+                self.sched_release(t, seq)
+            }
             Some(seq) => {
                 self.held.insert(t.tid(), (t, Gate::Sched(seq)));
                 Ok(())
