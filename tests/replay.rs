@@ -267,6 +267,34 @@ fn a_serialized_spin_wait_neither_hangs_nor_diverges() {
 }
 
 #[test]
+fn a_serialized_lock_loop_is_preempted_at_its_sync_calls() {
+    let _serial = one_at_a_time();
+    let dir = scratch("replay-serialize-sync");
+    let exe = fixture("counter_locked");
+    // Memory capture on (the default): the loop runs instrumented code.
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &["--serialize"]);
+    assert_eq!(recorded.code, Some(0), "{recorded:?}");
+    assert!(recorded.stdout.contains("counter=200000"), "{recorded:?}");
+    // Two threads of 100000 locked increments: each is preempted at an
+    // interposed sync call, named by the thread's count of them.
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    let (preempts, at_sync): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(sync_op) FROM schedule_decisions WHERE kind = 'preempt'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(preempts >= 1, "no preemption in {trace:?}");
+    assert_eq!(preempts, at_sync, "every preemption at a sync call");
+    for _ in 0..2 {
+        let r = replay(&dir, &trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert_eq!(r.stdout, recorded.stdout);
+    }
+}
+
+#[test]
 fn chaos_keeps_its_seed_and_replays() {
     let _serial = one_at_a_time();
     let dir = scratch("replay-chaos");

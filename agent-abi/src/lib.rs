@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 pub const ENV_SHM: &str = "LOCKSTEP_SHM";
 /// `Header::magic`: "LKSTSHM1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LKSTSHM1");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// How many threads (over the whole recording) can have a ring.
 pub const MAX_RINGS: usize = 4096;
@@ -57,6 +57,13 @@ pub struct Header {
     pub overflow: AtomicU32,
     /// Events dropped because no ring was left.
     pub dropped: AtomicU64,
+    /// `record --serialize`: the thread whose time slice is over (0: none).
+    /// Entering its next interposed sync call, with its count of such
+    /// calls at least `yield_at`, it makes the marked call
+    /// [`YIELD_POINT_R13`] names, where the recorder preempts it (and a
+    /// replay stops it at the same count).
+    pub yield_tid: AtomicI32,
+    pub yield_at: AtomicU64,
 }
 
 /// Per-ring bookkeeping, one cache line.
@@ -340,6 +347,10 @@ const _: () = assert!(core::mem::size_of::<MemEntry>() == 24);
 /// values there at a syscall.
 pub const AGENT_CALL_R14: u64 = u64::from_le_bytes(*b"LKSTAGNT");
 pub const AGENT_CALL_R15: u64 = u64::from_le_bytes(*b"OWNCALL!");
+/// A marked agent call (a `getpid`) with this in `r13` is a yield point:
+/// the thread named by `Header::yield_tid` entering a sync call, with its
+/// count of sync calls in `r12`.
+pub const YIELD_POINT_R13: u64 = u64::from_le_bytes(*b"YIELDPT!");
 
 /// Where the agent puts the mappings it makes as the program runs (memory
 /// files, access buffers): far from where the kernel places the program's

@@ -45,6 +45,9 @@ pub struct Local {
     pub tail_seen: Cell<u64>,
     /// The thread's `ThreadExit` has been recorded.
     pub exited: Cell<bool>,
+    /// Interposed sync calls the thread has entered (not nested ones): the
+    /// software counter that names a yield point (see `Shm::yield_point`).
+    pub sync_calls: Cell<u64>,
 }
 
 thread_local! {
@@ -57,6 +60,7 @@ thread_local! {
             stalled: Cell::new(false),
             tail_seen: Cell::new(0),
             exited: Cell::new(false),
+            sync_calls: Cell::new(0),
         }
     };
 }

@@ -166,7 +166,12 @@ impl Rec {
         if !local.enter() {
             return None;
         }
-        let Some(ring) = local.ring(shm) else {
+        let n = local.sync_calls.get() + 1;
+        local.sync_calls.set(n);
+        // After ring(): a fork child has learnt its own tid there.
+        let ring = local.ring(shm);
+        shm.yield_point(local.tid(), n);
+        let Some(ring) = ring else {
             local.leave();
             return None;
         };

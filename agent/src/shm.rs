@@ -107,42 +107,32 @@ fn map() -> Option<*mut u8> {
     if path.is_null() {
         return None;
     }
+    // The agent's own calls (see `crate::sys`): a replay runs them for
+    // real, so the replayed agent shares the replayer's area as the
+    // recorded one shared the recorder's (a serialized replay asks it for
+    // yield points there).
     // SAFETY: `path` is a NUL-terminated string owned by the environment.
-    let fd = unsafe { libc::open(path, libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: all-zero is a valid `stat`; fstat fills it for an open fd.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: `fd` is open and `st` is a valid out-pointer.
-    let stat_ok = unsafe { libc::fstat(fd, &mut st) } == 0;
-    // A short file would raise SIGBUS on the first access past its end.
-    if !stat_ok
-        || st.st_mode & libc::S_IFMT != libc::S_IFREG
-        || (st.st_size as u64) < SHM_SIZE as u64
-    {
-        // SAFETY: `fd` is ours and open.
-        unsafe { libc::close(fd) };
-        return None;
-    }
-    // SAFETY: a fresh shared mapping of an fd we own; the kernel picks the
-    // address, so nothing of ours is replaced.
-    let base = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            SHM_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
+    let fd = unsafe {
+        crate::sys::open(
+            path.cast(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY,
             0,
         )
-    };
-    // SAFETY: `fd` is ours; the mapping keeps the file referenced.
-    unsafe { libc::close(fd) };
-    if base == libc::MAP_FAILED {
+    }?;
+    // A short file would raise SIGBUS on the first access past its end.
+    if !matches!(crate::sys::regular_file_size(fd), Some(n) if n >= SHM_SIZE as u64) {
+        crate::sys::close(fd);
         return None;
     }
-    let base = base.cast::<u8>();
+    let base = crate::sys::map(
+        SHM_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        fd,
+    );
+    // The mapping keeps the file referenced.
+    crate::sys::close(fd);
+    let base = base?;
     // SAFETY: the mapping is SHM_SIZE bytes, larger than a Header, and page
     // aligned; Header is repr(C) with atomics for the shared fields.
     let header = unsafe { &*base.cast::<Header>() };
@@ -151,7 +141,7 @@ fn map() -> Option<*mut u8> {
         || header.ready.load(Ordering::Acquire) == 0
     {
         // SAFETY: unmapping the mapping made above, which nothing else uses.
-        unsafe { libc::munmap(base.cast(), SHM_SIZE) };
+        unsafe { crate::sys::munmap(base, SHM_SIZE) };
         return None;
     }
     Some(base)
@@ -176,6 +166,20 @@ impl Shm {
                 .base
                 .add(ring_header_offset(ring as usize))
                 .cast::<RingHeader>()
+        }
+    }
+
+    /// `record --serialize`: the calling thread `tid` enters its
+    /// `sync_calls`-th sync call; if its time slice is over (the recorder
+    /// named it in `yield_tid`), or a replay is looking for this count, it
+    /// stops at a marked call there.
+    #[inline(always)]
+    pub fn yield_point(self, tid: i32, sync_calls: u64) {
+        let h = self.header();
+        if h.yield_tid.load(Ordering::Relaxed) == tid
+            && sync_calls >= h.yield_at.load(Ordering::Relaxed)
+        {
+            crate::sys::yield_point(sync_calls);
         }
     }
 

@@ -9,7 +9,9 @@
 //! that they never take an address the program's own mappings got.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use lockstep_agent_abi::{AGENT_CALL_R14, AGENT_CALL_R15, AGENT_REGION_BASE, AGENT_REGION_LEN};
+use lockstep_agent_abi::{
+    AGENT_CALL_R14, AGENT_CALL_R15, AGENT_REGION_BASE, AGENT_REGION_LEN, YIELD_POINT_R13,
+};
 
 /// A raw system call carrying the agent's marks; the kernel's return value
 /// (`-errno` on failure).
@@ -42,6 +44,29 @@ unsafe fn call6(nr: i64, a: [u64; 6]) -> i64 {
     ret
 }
 
+/// A yield point (`record --serialize`): a marked `getpid` with
+/// [`YIELD_POINT_R13`] in `r13` and the thread's count of sync calls in
+/// `r12`, at whose entry stop the recorder preempts the thread (or a
+/// replay finds the recorded preemption again).
+#[inline(never)]
+pub fn yield_point(sync_calls: u64) {
+    // SAFETY: getpid takes no arguments and touches no memory; `syscall`
+    // clobbers rax, rcx and r11; r12-r15 are only read.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_getpid => _,
+            in("r12") sync_calls,
+            in("r13") YIELD_POINT_R13,
+            in("r14") AGENT_CALL_R14,
+            in("r15") AGENT_CALL_R15,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+}
+
 /// `open(path, flags, mode)`: the fd, or None.
 ///
 /// # Safety
@@ -61,6 +86,21 @@ pub unsafe fn open(path: *const u8, flags: i32, mode: u32) -> Option<i32> {
 pub fn ftruncate(fd: i32, len: usize) -> bool {
     // SAFETY: no memory is passed.
     unsafe { call6(libc::SYS_ftruncate, [fd as u64, len as u64, 0, 0, 0, 0]) == 0 }
+}
+
+/// The size of the regular file open as `fd` (`fstat`), None for
+/// anything else or on an error.
+pub fn regular_file_size(fd: i32) -> Option<u64> {
+    // SAFETY: all-zero is a valid `stat`.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer for fstat.
+    let r = unsafe {
+        call6(
+            libc::SYS_fstat,
+            [fd as u64, &mut st as *mut _ as u64, 0, 0, 0, 0],
+        )
+    };
+    (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
 }
 
 /// `close(fd)`.

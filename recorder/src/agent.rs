@@ -149,6 +149,15 @@ impl SharedArea {
         unsafe { &*(self.base.add(abi::ring_header_offset(i)) as *const abi::RingHeader) }
     }
 
+    /// `record --serialize` and its replay: asks thread `tid` to stop at
+    /// a yield point as it enters a sync call whose count is at least `at`
+    /// (0: its next); `Tid(0)` asks nobody.
+    pub fn ask_yield(&self, tid: Tid, at: u64) {
+        let h = self.header();
+        h.yield_at.store(at, Ordering::SeqCst);
+        h.yield_tid.store(tid.0, Ordering::SeqCst);
+    }
+
     /// The next global sequence number.
     pub fn next_seq(&self) -> u64 {
         self.header().seq.fetch_add(1, Ordering::SeqCst)

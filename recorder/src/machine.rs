@@ -10,7 +10,7 @@ use crate::decode::{self, decode_entry, table::syscall_name, EntryDecode};
 use crate::error::{RecordError, TraceeError};
 use crate::mem::{Memory, ProcMem};
 use crate::sink::Sink;
-use crate::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
+use crate::tracee::{wait_stop, AgentCall, Event, Resume, Stop, Stopped, SyscallInfo};
 use lockstep_trace::*;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -110,6 +110,9 @@ pub struct Recorder {
     pub counts: Counts,
     /// `--serialize`: the scheduler that lets one thread run at a time.
     serial: Option<crate::serial::Serial>,
+    /// `--serialize`: the thread the agent's shared area asks for a yield
+    /// point, as last written there (`Tid(0)`: none).
+    yield_asked: Tid,
     /// The recorder's own stdout and stderr, to keep what the program writes there.
     terminal: crate::sysdata::Terminal,
 }
@@ -146,6 +149,7 @@ impl Recorder {
             counts: Counts::default(),
             terminal: crate::sysdata::Terminal::of_this_process(),
             serial: None,
+            yield_asked: Tid(0),
         };
         let at = r.clock.stamp();
         r.threads.insert(
@@ -363,9 +367,16 @@ impl Recorder {
             thread.agent_call = false;
             return self.go(t, 0);
         }
-        if !exit_stop && thread.started && self.area.is_some() && t.is_agent_call()? {
-            thread.agent_call = true;
-            return self.go(t, 0);
+        if !exit_stop && thread.started && self.area.is_some() {
+            if let Some(call) = t.agent_call()? {
+                thread.agent_call = true;
+                if let AgentCall::Yield { sync_calls } = call {
+                    if self.serial.as_mut().is_some_and(|s| s.yielded(tid)) {
+                        return self.serial_yielded(t, sync_calls);
+                    }
+                }
+                return self.go(t, 0);
+            }
         }
         match info {
             SyscallInfo::Entry { nr, args } => {

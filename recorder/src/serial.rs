@@ -66,12 +66,24 @@ struct Chaos {
 /// How far the preemption of the running thread has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
-    /// Interrupted at the end of its slice.
+    /// Its slice is over: asked (through the agent's shared area) to stop
+    /// at a yield point as it enters its next sync call, since then.
+    AskedAgent(u64),
+    /// Interrupted at the end of its slice (or of its yield wait).
     Asked,
     /// Running on to the breakpoint at its frame's return address, since then.
     Deferred(u64),
     /// Interrupted again: preempted wherever it is.
     AskedAgain,
+}
+
+/// How the recorder is to preempt the thread whose slice is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Ask the agent for a yield point at its next sync call.
+    Agent,
+    /// Interrupt it (PTRACE_INTERRUPT) and find a point by breakpoint.
+    Interrupt,
 }
 
 /// What the recorder does with a PTRACE_EVENT_STOP it asked for.
@@ -94,11 +106,14 @@ pub struct Serial {
     armed: Option<Tid>,
     decisions: u64,
     chaos: Option<Chaos>,
+    /// The agent is loaded (yield points at sync calls are available).
+    agent: bool,
 }
 
 impl Serial {
-    /// The root runs first (it is alone).
-    pub fn new(root: Tid, now_ns: u64, chaos_seed: Option<u64>) -> Serial {
+    /// The root runs first (it is alone). `agent`: the in-process agent is
+    /// loaded, so a slice first ends at the thread's next sync call.
+    pub fn new(root: Tid, now_ns: u64, chaos_seed: Option<u64>, agent: bool) -> Serial {
         let chaos = chaos_seed.map(|seed| {
             let mut rng = Rng::seeded(seed);
             let change_at = (0..CHANGE_POINTS)
@@ -118,6 +133,7 @@ impl Serial {
             armed: None,
             decisions: 0,
             chaos,
+            agent,
         }
     }
 
@@ -183,12 +199,16 @@ impl Serial {
     /// in the kernel (a worker computing while its peers sleep on a
     /// condvar) a preemption would only choose the same thread again, and
     /// each one is a point a replay must find by breakpoint passes.
-    pub fn due_preemption(&mut self, now_ns: u64) -> Option<Tid> {
+    ///
+    /// A slice ends first at the thread's next sync call (a yield point,
+    /// counted exactly: see [`Ask::Agent`]); a thread that makes none for
+    /// another slice (a spin-wait on a plain flag) is interrupted.
+    pub fn due_preemption(&mut self, now_ns: u64) -> Option<(Tid, Ask)> {
         let others_ready = !self.ready.is_empty();
         self.slice_over(now_ns, others_ready)
     }
 
-    fn slice_over(&mut self, now_ns: u64, others_ready: bool) -> Option<Tid> {
+    fn slice_over(&mut self, now_ns: u64, others_ready: bool) -> Option<(Tid, Ask)> {
         if !others_ready {
             return None;
         }
@@ -197,17 +217,44 @@ impl Serial {
             None => SLICE_NS,
             Some(c) => SLICE_NS / 4 + c.rng.next() % SLICE_NS,
         };
+        let over = |from: u64| now_ns.saturating_sub(from) >= slice;
         match self.interrupting {
-            None if now_ns.saturating_sub(since) >= slice => {
-                self.interrupting = Some((tid, Stage::Asked));
-                Some(tid)
+            None if over(since) && self.agent => {
+                self.interrupting = Some((tid, Stage::AskedAgent(now_ns)));
+                Some((tid, Ask::Agent))
             }
-            Some((t, Stage::Deferred(at))) if t == tid && now_ns.saturating_sub(at) >= slice => {
+            None if over(since) => {
+                self.interrupting = Some((tid, Stage::Asked));
+                Some((tid, Ask::Interrupt))
+            }
+            Some((t, Stage::AskedAgent(at))) if t == tid && over(at) => {
+                self.interrupting = Some((tid, Stage::Asked));
+                Some((tid, Ask::Interrupt))
+            }
+            Some((t, Stage::Deferred(at))) if t == tid && over(at) => {
                 self.interrupting = Some((tid, Stage::AskedAgain));
-                Some(tid)
+                Some((tid, Ask::Interrupt))
             }
             _ => None,
         }
+    }
+
+    /// The thread the agent is to stop at its next sync call, if any.
+    pub fn yield_wanted(&self) -> Option<Tid> {
+        match self.interrupting {
+            Some((t, Stage::AskedAgent(_))) if self.running.is_some_and(|(r, _)| r == t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A yield point of `tid` was reached: whether it is the preemption
+    /// asked for (else it came too late, and is the agent's own call).
+    pub fn yielded(&mut self, tid: Tid) -> bool {
+        if self.yield_wanted() != Some(tid) {
+            return false;
+        }
+        self.interrupting = None;
+        true
     }
 
     /// What a PTRACE_EVENT_STOP of `tid` is.
@@ -227,7 +274,7 @@ impl Serial {
                 self.interrupting = None;
                 Interrupted::Now
             }
-            Stage::Deferred(_) => Interrupted::No,
+            Stage::Deferred(_) | Stage::AskedAgent(_) => Interrupted::No,
         }
     }
 
@@ -324,6 +371,7 @@ pub fn point_of(t: &Stopped, pid: Pid) -> Option<PreemptPoint> {
     Some(PreemptPoint {
         stack_sum: frame_sum(pid, &regs),
         regs,
+        sync_op: None,
     })
 }
 
@@ -364,9 +412,9 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_change_points() {
-        let a = Serial::new(Tid(1), 0, Some(42));
-        let b = Serial::new(Tid(1), 0, Some(42));
-        let c = Serial::new(Tid(1), 0, Some(43));
+        let a = Serial::new(Tid(1), 0, Some(42), false);
+        let b = Serial::new(Tid(1), 0, Some(42), false);
+        let c = Serial::new(Tid(1), 0, Some(43), false);
         let points = |s: &Serial| s.chaos.as_ref().unwrap().change_at.clone();
         assert_eq!(points(&a), points(&b));
         assert_ne!(points(&a), points(&c));
@@ -374,23 +422,47 @@ mod tests {
 
     #[test]
     fn a_slice_is_preempted_once() {
-        let mut s = Serial::new(Tid(1), 0, None);
+        let mut s = Serial::new(Tid(1), 0, None, false);
+        let int = Some((Tid(1), Ask::Interrupt));
         assert_eq!(s.slice_over(SLICE_NS - 1, true), None);
-        assert_eq!(s.slice_over(SLICE_NS, true), Some(Tid(1)));
+        assert_eq!(s.slice_over(SLICE_NS, true), int);
         assert_eq!(s.slice_over(2 * SLICE_NS, true), None, "already asked");
         assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS), Interrupted::Defer);
         assert_eq!(s.slice_over(2 * SLICE_NS + 1, true), None, "deferred");
-        assert_eq!(s.slice_over(3 * SLICE_NS, true), Some(Tid(1)));
+        assert_eq!(s.slice_over(3 * SLICE_NS, true), int);
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::Now);
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::No);
     }
 
     #[test]
     fn a_thread_alone_is_not_preempted() {
-        let mut s = Serial::new(Tid(1), 0, None);
+        let mut s = Serial::new(Tid(1), 0, None, false);
         assert_eq!(s.due_preemption(10 * SLICE_NS), None, "nobody ready");
         assert_eq!(s.slice_over(10 * SLICE_NS, false), None);
         // Someone became ready long after the slice ended: at once.
-        assert_eq!(s.slice_over(10 * SLICE_NS, true), Some(Tid(1)));
+        assert_eq!(
+            s.slice_over(10 * SLICE_NS, true),
+            Some((Tid(1), Ask::Interrupt))
+        );
+    }
+
+    #[test]
+    fn with_the_agent_a_slice_ends_at_a_sync_call_first() {
+        let mut s = Serial::new(Tid(1), 0, None, true);
+        assert_eq!(s.slice_over(SLICE_NS, true), Some((Tid(1), Ask::Agent)));
+        assert_eq!(s.yield_wanted(), Some(Tid(1)));
+        assert!(!s.yielded(Tid(2)), "not the thread asked");
+        assert!(s.yielded(Tid(1)));
+        assert_eq!(s.yield_wanted(), None);
+        // No sync call for a whole slice more: interrupted instead.
+        let mut s = Serial::new(Tid(1), 0, None, true);
+        assert_eq!(s.slice_over(SLICE_NS, true), Some((Tid(1), Ask::Agent)));
+        assert_eq!(s.slice_over(SLICE_NS + 1, true), None);
+        assert_eq!(
+            s.slice_over(2 * SLICE_NS, true),
+            Some((Tid(1), Ask::Interrupt))
+        );
+        assert_eq!(s.yield_wanted(), None);
+        assert!(!s.yielded(Tid(1)), "too late");
     }
 }

@@ -124,6 +124,17 @@ fn decode_status(status: WaitStatus) -> Option<(Tid, Stop)> {
     Some((Tid(pid.as_raw()), stop))
 }
 
+/// A system call of lockstep's in-process agent (see
+/// `lockstep_agent_abi::AGENT_CALL_R14`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentCall {
+    /// Its own business (memory files, buffers, ids): not the program's.
+    Own,
+    /// A yield point: the thread entering its `sync_calls`-th sync call,
+    /// asked to stop there (`record --serialize`).
+    Yield { sync_calls: u64 },
+}
+
 /// How to let a stopped tracee go on.
 #[derive(Clone, Copy, Debug)]
 pub enum Resume {
@@ -242,11 +253,19 @@ impl Stopped {
     }
 
     /// At a syscall-entry stop: whether the call is the in-process agent's
-    /// own (it carries the agent's marks in r14/r15), not the program's.
-    pub fn is_agent_call(&self) -> Result<bool, TraceeError> {
+    /// own (it carries the agent's marks in r14/r15), not the program's,
+    /// and whether it is a yield point.
+    pub fn agent_call(&self) -> Result<Option<AgentCall>, TraceeError> {
+        use lockstep_agent_abi::{AGENT_CALL_R14, AGENT_CALL_R15, YIELD_POINT_R13};
         let r = self.regs()?;
-        Ok(r.r14 == lockstep_agent_abi::AGENT_CALL_R14
-            && r.r15 == lockstep_agent_abi::AGENT_CALL_R15)
+        if r.r14 != AGENT_CALL_R14 || r.r15 != AGENT_CALL_R15 {
+            return Ok(None);
+        }
+        Ok(Some(if r.r13 == YIELD_POINT_R13 {
+            AgentCall::Yield { sync_calls: r.r12 }
+        } else {
+            AgentCall::Own
+        }))
     }
 
     /// Sets the general-purpose registers (PTRACE_SETREGS).

@@ -127,7 +127,7 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let recorded = script.root_status;
     let hung = script.hung;
     let recorded_calls = script.total_calls;
-    let mut r = machine::Replayer::new(script, cfg.clone(), root);
+    let mut r = machine::Replayer::new(script, cfg.clone(), root, area);
     lockstep_recorder::signals::start_ticker(100);
     let stall = cfg.stall_ms.max(200) * 1_000_000;
     loop {
@@ -137,11 +137,11 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
                 // is full waits for the recorder (sched_yield, up to a
                 // second) before dropping: the events are in the trace already.
                 if r.counts.stops.is_multiple_of(64) {
-                    discard_agent_events(area.as_ref());
+                    discard_agent_events(r.area());
                 }
             }
             machine::Outcome::Interrupted => {
-                discard_agent_events(area.as_ref());
+                discard_agent_events(r.area());
                 if lockstep_recorder::signals::take_pending().is_some() {
                     r.kill_all();
                 }

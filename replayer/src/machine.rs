@@ -12,11 +12,12 @@ use crate::divergence::Divergence;
 use crate::script::{is_sleep, unordered, Call, Script};
 use crate::sysdata::{self, Policy};
 use crate::ReplayConfig;
+use lockstep_recorder::agent::SharedArea;
 use lockstep_recorder::decode::table::syscall_name;
 use lockstep_recorder::error::TraceeError;
 /// What one step did: the recorder's step machine says the same.
 pub use lockstep_recorder::machine::Outcome;
-use lockstep_recorder::tracee::{wait_stop, Event, Resume, Stop, Stopped, SyscallInfo};
+use lockstep_recorder::tracee::{wait_stop, AgentCall, Event, Resume, Stop, Stopped, SyscallInfo};
 use lockstep_trace::{DataKind, ExitStatus, Pid, SyscallOutcome, Tid};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -114,6 +115,11 @@ pub struct Replayer {
     /// Live non-leader threads that entered `exit` and are not reaped yet
     /// (serialized recordings only: see `turn_waits`).
     dying: HashSet<Tid>,
+    /// The agent's shared area of the replayed program.
+    area: Option<SharedArea>,
+    /// Serialized: the preemption at a sync call each live thread is to
+    /// stop at (its sequence number and the thread's count of sync calls).
+    yielding: HashMap<Tid, (u64, u64)>,
     pub counts: Counts,
 }
 
@@ -122,7 +128,12 @@ fn now_ns() -> u64 {
 }
 
 impl Replayer {
-    pub fn new(script: Script, cfg: ReplayConfig, live_root: Pid) -> Replayer {
+    pub fn new(
+        script: Script,
+        cfg: ReplayConfig,
+        live_root: Pid,
+        area: Option<SharedArea>,
+    ) -> Replayer {
         let mut threads = HashMap::new();
         threads.insert(
             Tid(live_root.0),
@@ -156,6 +167,8 @@ impl Replayer {
             parked: HashMap::new(),
             passes: HashMap::new(),
             dying: HashSet::new(),
+            area,
+            yielding: HashMap::new(),
             counts: Counts::default(),
         }
     }
@@ -255,6 +268,11 @@ impl Replayer {
         }
     }
 
+    /// The agent's shared area of the replayed program, if it has one.
+    pub fn area(&self) -> Option<&SharedArea> {
+        self.area.as_ref()
+    }
+
     /// The live process of a live thread.
     fn live_pid(&self, tid: Tid) -> Pid {
         self.threads
@@ -310,11 +328,14 @@ impl Replayer {
                 }
                 return t.resume(Resume::Syscall, 0);
             }
-            SyscallInfo::Entry { .. }
-                if live.started && !self.script.agent_area.is_empty() && t.is_agent_call()? =>
-            {
-                live.aside = Some(Aside::Agent);
-                return t.resume(Resume::Syscall, 0);
+            SyscallInfo::Entry { .. } if live.started && self.area.is_some() => {
+                if let Some(call) = t.agent_call()? {
+                    live.aside = Some(Aside::Agent);
+                    return match call {
+                        AgentCall::Yield { sync_calls } => self.on_yield_point(t, sync_calls),
+                        AgentCall::Own => t.resume(Resume::Syscall, 0),
+                    };
+                }
             }
             _ => {}
         }

@@ -360,17 +360,18 @@ impl TraceReader {
         if self.version < 3 {
             return Ok(Vec::new());
         }
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT seq, ts_ns, pid, tid, kind, regs, stack_sum FROM serial_rows ORDER BY seq",
-            )
-            .map_err(self.sq())?;
+        let sql = if self.version < 4 {
+            "SELECT seq, ts_ns, pid, tid, kind, regs, stack_sum, NULL FROM serial_rows ORDER BY seq"
+        } else {
+            "SELECT seq, ts_ns, pid, tid, kind, regs, stack_sum, sync_op FROM serial_rows ORDER BY seq"
+        };
+        let mut st = self.conn.prepare(sql).map_err(self.sq())?;
         let rows = st
             .query_map([], |r| {
                 let kind: String = r.get(4)?;
                 let regs: Option<Vec<u8>> = r.get(5)?;
                 let sum: Option<i64> = r.get(6)?;
+                let sync_op: Option<i64> = r.get(7)?;
                 Ok(SerialEvent {
                     at: stamp(r, 0, 1)?,
                     pid: Pid(r.get(2)?),
@@ -379,6 +380,7 @@ impl TraceReader {
                     point: regs.map(|b| PreemptPoint {
                         regs: regs_of_blob(&b),
                         stack_sum: sum.unwrap_or(0) as u64,
+                        sync_op: sync_op.map(|n| n as u64),
                     }),
                 })
             })

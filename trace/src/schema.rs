@@ -6,7 +6,7 @@
 
 /// `PRAGMA user_version` of traces this build writes. Readers accept this
 /// version and older ones they know how to read.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// What each version added (readers accept every version listed):
 /// 1: processes, syscalls, sync ops, mappings, hangs, findings;
@@ -16,7 +16,8 @@ pub const SCHEMA_VERSION: i64 = 3;
 ///    replay), `serial_rows` / `schedule_decisions` (`record --serialize`),
 ///    the `env`, `aslr`, `serialize` and `chaos_seed` meta keys; the schedule: `switch_rows`,
 ///    `wakeup_rows`, `sched_attr_rows`, `schedstat_rows` and their views
-///    (`sched_switches`, `sched_wakeups`, `sched_attrs`, `schedstats`).
+///    (`sched_switches`, `sched_wakeups`, `sched_attrs`, `schedstats`);
+/// 4: `serial_rows.sync_op` (a preemption at the thread's N-th sync op).
 pub const MIN_READABLE_VERSION: i64 = 1;
 
 /// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
@@ -208,7 +209,8 @@ CREATE TABLE syscall_data_rows (
 
 -- The decisions of a serialized recording: which thread ran the
 -- program's code from when ('run'), where a thread was preempted
--- ('preempt': its registers and a checksum of its stack top).
+-- ('preempt': its registers and a checksum of its stack top, or the
+-- count of its sync ops when it was stopped entering one).
 CREATE TABLE serial_rows (
     seq       INTEGER PRIMARY KEY,
     ts_ns     INTEGER NOT NULL,
@@ -216,10 +218,11 @@ CREATE TABLE serial_rows (
     tid       INTEGER NOT NULL,
     kind      TEXT NOT NULL,
     regs      BLOB,
-    stack_sum INTEGER
+    stack_sum INTEGER,
+    sync_op   INTEGER
 );
 CREATE VIEW schedule_decisions AS
-SELECT seq, ts_ns, pid, tid, kind, stack_sum FROM serial_rows;
+SELECT seq, ts_ns, pid, tid, kind, stack_sum, sync_op FROM serial_rows;
 
 CREATE VIEW findings AS
 SELECT id, kind, severity, summary, pids, tids, locations, details FROM finding_rows;

@@ -41,10 +41,18 @@ impl SerialKind {
 /// point without hardware counters. `regs` are the general-purpose
 /// registers in `user_regs_struct` order; `stack_sum` is a checksum of the
 /// current stack frame (at -O0 loop counters live there).
+///
+/// `sync_op: Some(n)`: the thread was stopped as it entered its n-th
+/// interposed sync call (counted by lockstep's agent, per thread, from its
+/// start): a software counter that names the point exactly, which the
+/// replay's agent stops at again. `regs` are then only informative (the
+/// agent's own leftovers in caller-saved registers differ between runs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreemptPoint {
     pub regs: Vec<u64>,
     pub stack_sum: u64,
+    #[serde(default)]
+    pub sync_op: Option<u64>,
 }
 
 /// One decision of the serializing scheduler.

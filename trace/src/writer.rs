@@ -352,8 +352,8 @@ impl TraceWriter {
             Record::Mem(_) => unreachable!("memory segments are batched by `insert`"),
             Record::Serial(e) => {
                 c.prepare_cached(
-                    "INSERT INTO serial_rows(seq, ts_ns, pid, tid, kind, regs, stack_sum)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO serial_rows(seq, ts_ns, pid, tid, kind, regs, stack_sum, sync_op)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     e.at.seq.0 as i64,
@@ -363,6 +363,7 @@ impl TraceWriter {
                     e.kind.as_str(),
                     e.point.as_ref().map(|p| crate::serial::regs_blob(&p.regs)),
                     e.point.as_ref().map(|p| p.stack_sum as i64),
+                    e.point.as_ref().and_then(|p| p.sync_op).map(|n| n as i64),
                 ])?;
             }
             Record::SyscallData(d) => {

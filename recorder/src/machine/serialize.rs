@@ -39,11 +39,18 @@ impl Recorder {
     /// with `--chaos` when `chaos` has a seed).
     pub fn serialize(&mut self, chaos: Option<u64>) {
         let now = crate::clock::monotonic_ns();
-        self.serial = Some(crate::serial::Serial::new(Tid(self.root.0), now, chaos));
+        let agent = self.area.is_some();
+        self.serial = Some(crate::serial::Serial::new(
+            Tid(self.root.0),
+            now,
+            chaos,
+            agent,
+        ));
     }
 
     /// Lets the next thread run user code if none does, recording the decision.
     pub(super) fn serial_schedule(&mut self) -> Result<(), TraceeError> {
+        self.serial_sync_yield();
         loop {
             let now = crate::clock::monotonic_ns();
             let Some(t) = self.serial.as_mut().and_then(|s| s.pick(now)) else {
@@ -66,9 +73,49 @@ impl Recorder {
     /// whole slice (called on the recorder's timer).
     pub fn serial_tick(&mut self) {
         let now = crate::clock::monotonic_ns();
-        if let Some(tid) = self.serial.as_mut().and_then(|s| s.due_preemption(now)) {
-            let _ = crate::tracee::interrupt(tid);
+        if let Some((tid, ask)) = self.serial.as_mut().and_then(|s| s.due_preemption(now)) {
+            if ask == crate::serial::Ask::Interrupt {
+                let _ = crate::tracee::interrupt(tid);
+            }
         }
+        self.serial_sync_yield();
+    }
+
+    /// Writes the scheduler's wish for a yield point into the agent's
+    /// shared area when it changed (a thread's slice ended, or the thread
+    /// asked entered the kernel or was interrupted instead).
+    fn serial_sync_yield(&mut self) {
+        let want = self
+            .serial
+            .as_ref()
+            .and_then(|s| s.yield_wanted())
+            .unwrap_or(Tid(0));
+        if want != self.yield_asked {
+            if let Some(a) = &self.area {
+                a.ask_yield(want, 0);
+            }
+            self.yield_asked = want;
+        }
+    }
+
+    /// Serialized: the running thread whose slice is over entered its
+    /// `sync_calls`-th sync call (the agent's yield point): preempted
+    /// there, at a point its count names exactly.
+    pub(super) fn serial_yielded(
+        &mut self,
+        t: Stopped,
+        sync_calls: u64,
+    ) -> Result<(), TraceeError> {
+        self.serial_sync_yield();
+        let mut point = crate::serial::point_of(&t, self.pid_of(t.tid()));
+        if let Some(p) = &mut point {
+            p.sync_op = Some(sync_calls);
+        }
+        self.emit_serial(t.tid(), SerialKind::Preempt, point)?;
+        if let Some(s) = &mut self.serial {
+            s.hold(t);
+        }
+        self.serial_schedule()
     }
 
     /// Serialized: the thread's slice is over; let it run on to the return

@@ -70,7 +70,14 @@ impl Replayer {
             .filter(|e| e.kind == SerialKind::Preempt && e.at.seq.0 < next_call)
             .and_then(|e| e.point.clone().map(|p| (e.at.seq.0, p)));
         if let Some((pseq, point)) = preempt {
-            if let Some(&rip) = point.regs.get(RIP) {
+            if let Some(n) = point.sync_op {
+                // At its n-th sync call: the agent stops there.
+                tracing::debug!(tid = t.tid().0, n, pseq, "yield point asked");
+                if let Some(a) = &self.area {
+                    a.ask_yield(t.tid(), n);
+                }
+                self.yielding.insert(t.tid(), (pseq, n));
+            } else if let Some(&rip) = point.regs.get(RIP) {
                 t.set_debugreg(0, rip)?;
                 t.set_debugreg(7, DR7_EXEC_BP0)?;
                 self.armed.insert(t.tid(), (pseq, point));
@@ -128,6 +135,46 @@ impl Replayer {
         self.passes.remove(&tid);
         t.set_debugreg(7, 0)?;
         self.armed.remove(&tid);
+        if self.script.due(seq) {
+            self.preempt_release(t, seq)
+        } else {
+            self.held.insert(tid, (t, Gate::Preempt(seq)));
+            Ok(())
+        }
+    }
+
+    /// A yield point of the agent (the thread entering a sync call): the
+    /// recorded preemption at this count of sync calls, or a call to let go
+    /// by (a yield asked for and not taken back in time).
+    pub(super) fn on_yield_point(
+        &mut self,
+        t: Stopped,
+        sync_calls: u64,
+    ) -> Result<(), TraceeError> {
+        let tid = t.tid();
+        tracing::debug!(tid = tid.0, sync_calls, wanted = ?self.yielding.get(&tid), "yield point");
+        let Some(&(seq, n)) = self.yielding.get(&tid) else {
+            return t.resume(Resume::Syscall, 0);
+        };
+        if sync_calls < n {
+            return t.resume(Resume::Syscall, 0);
+        }
+        self.yielding.remove(&tid);
+        if let Some(a) = &self.area {
+            a.ask_yield(Tid(0), 0);
+        }
+        if sync_calls > n {
+            let rec = self.recorded(tid);
+            self.diverge(crate::Divergence {
+                seq: Some(seq),
+                tid: rec,
+                what: "preemption point".into(),
+                expected: format!("a stop entering sync call {n} of the thread"),
+                got: format!("sync call {sync_calls}"),
+                location: None,
+            });
+            return t.resume(Resume::Syscall, 0);
+        }
         if self.script.due(seq) {
             self.preempt_release(t, seq)
         } else {
