@@ -128,6 +128,40 @@ pub fn now_ns() -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
+/// `r`, returned with the other caller-saved registers zeroed: what an
+/// interposer leaves in them is the agent's (timestamps, ring positions),
+/// different in every run, and a serialized replay finds a preempted
+/// thread by comparing its registers with the recorded ones; code that
+/// never reads a register it did not write cannot tell.
+#[inline(always)]
+pub fn scrubbed(r: c_int) -> c_int {
+    let out: c_int;
+    // SAFETY: only zeroes registers the asm declares as clobbered.
+    unsafe {
+        core::arch::asm!(
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "xor esi, esi",
+            "xor edi, edi",
+            "xor r8d, r8d",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            inlateout("eax") r => out,
+            out("rcx") _,
+            out("rdx") _,
+            out("rsi") _,
+            out("rdi") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    out
+}
+
 #[inline(always)]
 pub fn errno() -> c_int {
     // SAFETY: __errno_location returns the calling thread's errno slot.
@@ -251,6 +285,15 @@ impl Rec {
     }
 }
 
+/// A thread waiting in a loop inside an interposed call (a spin lock): a
+/// yield point named by the count of the call it is in.
+pub fn yield_point_in_call() {
+    if let Some(shm) = shm::get() {
+        let local = Local::current();
+        shm.yield_point(local.tid(), local.sync_calls.get());
+    }
+}
+
 /// Starts recording a call of `op` of the given `shape` (see the module
 /// table): writes the `Request` of blocking calls, or draws the sequence
 /// number of releases. `detail` is evaluated only when recording. `None`
@@ -332,7 +375,7 @@ macro_rules! intercept_try_first {
                 let r = unsafe { $($try)::+($($targ),*) };
                 if $crate::record::acquired($crate::record::Conv::$conv, r) {
                     $crate::record::finish(Some(rec), attempt, $crate::record::Conv::$conv, r);
-                    r
+                    $crate::record::scrubbed(r)
                 } else {
                     $crate::record::set_errno(err);
                     $crate::intercept!($op, Blocking, $conv, $detail, $($real)::+($($arg),*))
@@ -358,6 +401,6 @@ macro_rules! intercept {
         // interposer received, under the same C signature.
         let r = unsafe { $($real)::+($($arg),*) };
         $crate::record::finish(rec, shape, $crate::record::Conv::$conv, r);
-        r
+        $crate::record::scrubbed(r)
     }};
 }

@@ -45,8 +45,28 @@ pub unsafe extern "C" fn pthread_spin_lock(s: *mut pthread_spinlock_t) -> c_int 
         Code,
         Detail::obj(s),
         real::pthread_spin_trylock(s),
-        real::pthread_spin_lock(s)
+        spin_until_locked(s)
     )
+}
+
+/// The blocking spin as a loop of `trylock`s with a yield point between
+/// two: a serialized recording preempts a thread spinning on a lock whose
+/// holder cannot run until it does, at a point named by the count of the
+/// call it spins in (every turn of the loop is the same point to the
+/// program: a failed trylock changes nothing).
+///
+/// # Safety
+/// `s` is a spinlock, as for `pthread_spin_lock`.
+unsafe fn spin_until_locked(s: *mut pthread_spinlock_t) -> c_int {
+    loop {
+        // SAFETY: the caller's guarantee.
+        let r = unsafe { real::pthread_spin_trylock(s) };
+        if r != libc::EBUSY {
+            return r;
+        }
+        crate::record::yield_point_in_call();
+        core::hint::spin_loop();
+    }
 }
 
 spin_calls! {

@@ -158,8 +158,43 @@ unsafe extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
     let routine: Routine = unsafe { core::mem::transmute(routine) };
     // SAFETY: calls the user's routine with the user's argument, as glibc
     // would have.
-    let value = unsafe { routine(arg) };
+    let value = unsafe { call_clean(routine, arg) };
     thread_end(f, value, RETURNED);
+    value
+}
+
+/// `routine(arg)` with the other caller-saved registers zeroed: the
+/// thread's code starts with no value of the agent's (its timestamps, ring
+/// positions) left in a register, since a serialized replay compares a
+/// preempted thread's registers with the recorded ones (see
+/// `record::scrubbed`).
+///
+/// # Safety
+/// As calling `routine(arg)`.
+#[inline(never)]
+unsafe fn call_clean(routine: Routine, arg: *mut c_void) -> *mut c_void {
+    let value: *mut c_void;
+    // SAFETY: a plain C call of `routine` with `arg` in rdi; the zeroed
+    // registers are clobbered by the call anyway (clobber_abi), r12 holds
+    // the callee (callee-saved, so the routine gives it back). The stack
+    // is 16-byte aligned here as at any call site of this function.
+    unsafe {
+        core::arch::asm!(
+            "xor eax, eax",
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "xor esi, esi",
+            "xor r8d, r8d",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            "call r12",
+            in("r12") routine,
+            in("rdi") arg,
+            lateout("rax") value,
+            clobber_abi("C"),
+        );
+    }
     value
 }
 

@@ -378,10 +378,13 @@ pub fn point_of(t: &Stopped, pid: Pid) -> Option<PreemptPoint> {
 /// The checksum of the current frame (from the stack pointer to the
 /// return address, at most 256 bytes): where -O0 code keeps its locals,
 /// loop counters included; the frames above may hold values that differ
-/// between runs (timestamps of lockstep's own thread wrapper).
+/// between runs (timestamps of lockstep's own thread wrapper). A frame
+/// with nothing below its saved frame pointer (`rbp == rsp`: a leaf
+/// keeps its locals in the red zone, among stale bytes of earlier calls)
+/// is its saved `rbp` and return address only.
 pub fn frame_sum(pid: Pid, regs: &[u64]) -> u64 {
     let (rsp, rbp) = (regs[19], regs[4]);
-    let len = if rbp > rsp && rbp - rsp <= 240 {
+    let len = if rbp >= rsp && rbp - rsp <= 240 {
         (rbp - rsp + 16) as usize
     } else {
         64
