@@ -40,7 +40,7 @@ pub enum Insn {
 
 impl Insn {
     /// Its encoding's length (no prefixes: compilers emit none).
-    pub fn len(self) -> u64 {
+    pub fn encoded_len(self) -> u64 {
         match self {
             Insn::Rdtsc => 2,
             Insn::Rdtscp => 3,
@@ -98,7 +98,7 @@ pub fn complete(
     if insn == Insn::Rdtscp {
         regs.rcx = aux as u64;
     }
-    regs.rip += insn.len();
+    regs.rip += insn.encoded_len();
     t.set_regs(regs)
 }
 
@@ -168,7 +168,7 @@ mod tests {
             Insn::decode(u64::from_le_bytes([0x0f, 0x01, 0xd0, 0, 0, 0, 0, 0])),
             None
         );
-        assert_eq!(Insn::Rdtsc.len(), 2);
-        assert_eq!(Insn::Rdtscp.len(), 3);
+        assert_eq!(Insn::Rdtsc.encoded_len(), 2);
+        assert_eq!(Insn::Rdtscp.encoded_len(), 3);
     }
 }
