@@ -6,33 +6,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-
-/// One at a time, as in tests/replay.rs: a replay binds itself and the
-/// program to one CPU and declares a stall after seconds without progress.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Records `argv` with `extra` options into `dir/trace.db`.
-fn rec(dir: &Path, argv: &[&str], extra: &[&str]) -> (PathBuf, Run) {
-    let trace = dir.join("trace.db");
-    let mut a = vec!["record", "-q", "--force", "-o", trace.to_str().unwrap()];
-    a.extend_from_slice(extra);
-    a.push("--");
-    a.extend_from_slice(argv);
-    let run = lockstep(dir, &a);
-    assert!(trace.exists(), "no trace: {run:?}");
-    (trace, run)
-}
-
-fn replay(dir: &Path, trace: &Path, extra: &[&str]) -> Run {
-    let mut a = vec!["replay", trace.to_str().unwrap()];
-    a.extend_from_slice(extra);
-    lockstep(dir, &a)
-}
+use std::path::Path;
 
 fn native(exe: &Path) -> String {
     let out = std::process::Command::new(exe).output().unwrap();
@@ -41,6 +15,11 @@ fn native(exe: &Path) -> String {
 
 fn db(trace: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(trace).unwrap()
+}
+
+/// The integer a one-value query gives.
+fn count(trace: &Path, sql: &str) -> i64 {
+    db(trace).query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 fn meta(trace: &Path, key: &str) -> Option<String> {
@@ -86,13 +65,7 @@ fn counter_dependent_output_replays_exactly_trapped_and_serialized() {
             assert!(rdtsc >= 7 && rdtscp >= 5, "{mode}: thread {tid}: {reads:?}");
         }
         // Every event of the trace has one seq: the reads are in `events`.
-        let n: i64 = db(&trace)
-            .query_row(
-                "SELECT count(*) FROM events WHERE kind = 'rdtsc'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let n = count(&trace, "SELECT count(*) FROM events WHERE kind = 'rdtsc'");
         assert!(n >= 24, "{mode}: {n} rdtsc events");
         for _ in 0..2 {
             let r = replay(&dir, &trace, &["--verify"]);
@@ -134,10 +107,7 @@ fn without_trapping_nothing_is_recorded_and_older_traces_still_replay() {
     let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &[]);
     assert_eq!(recorded.code, Some(0), "{recorded:?}");
     assert_eq!(meta(&trace, "tsc").as_deref(), Some("native"));
-    let n: i64 = db(&trace)
-        .query_row("SELECT count(*) FROM tsc_rows", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(count(&trace, "SELECT count(*) FROM tsc_rows"), 0);
     // `check` takes the recording options too.
     let checked = check(&dir, "c.db", &["--trap-tsc"], &[exe.to_str().unwrap()]);
     assert_eq!(checked.code, Some(0), "{checked:?}");
