@@ -5,34 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-
-/// Replays run one at a time: a replay binds itself and the program to
-/// one CPU and declares a stall after seconds without progress, which a
-/// concurrent recording on the same CPU (a spin-wait, say) can provoke.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Records `argv` into `dir/trace.db` (the recorder must succeed).
-fn rec(dir: &Path, argv: &[&str], extra: &[&str]) -> (PathBuf, Run) {
-    let trace = dir.join("trace.db");
-    let mut a = vec!["record", "-q", "--force", "-o", trace.to_str().unwrap()];
-    a.extend_from_slice(extra);
-    a.push("--");
-    a.extend_from_slice(argv);
-    let run = lockstep(dir, &a);
-    assert!(trace.exists(), "no trace: {run:?}");
-    (trace, run)
-}
-
-fn replay(dir: &Path, trace: &Path, extra: &[&str]) -> Run {
-    let mut a = vec!["replay", trace.to_str().unwrap()];
-    a.extend_from_slice(extra);
-    lockstep(dir, &a)
-}
+use std::path::Path;
 
 fn native(exe: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(exe).args(args).output().unwrap();

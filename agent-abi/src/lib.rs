@@ -276,6 +276,11 @@ const _: () = assert!(RING_EVENTS.is_power_of_two());
 /// (the main executable, the default when set by the recorder), or
 /// `exe,NAME,...` (also the shared objects whose file name contains NAME).
 pub const ENV_MEM: &str = "LOCKSTEP_MEM";
+
+/// `trap` when the recorder traps rdtsc/rdtscp (every read a ptrace stop):
+/// the agent then timestamps its events with CLOCK_MONOTONIC_COARSE,
+/// which the vDSO serves without reading the TSC.
+pub const ENV_TSC: &str = "LOCKSTEP_TSC";
 /// `MemFileHeader::magic`: "LKSTMEM1".
 pub const MEM_MAGIC: u64 = u64::from_le_bytes(*b"LKSTMEM1");
 

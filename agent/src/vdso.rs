@@ -8,14 +8,42 @@
 //!
 //! Resolved once per process on first use; until then, or when it cannot
 //! be found, libc's `clock_gettime` is used.
+//!
+//! When the recorder traps the TSC (`LOCKSTEP_TSC=trap`: every rdtsc is a
+//! ptrace stop), the clock is CLOCK_MONOTONIC_COARSE, which the vDSO
+//! serves from the kernel's tick without reading the TSC; CLOCK_MONOTONIC
+//! would cost a stop per event. Timestamps are then only as fine as the
+//! tick (1-4 ms) and equal for events close together; the events' order
+//! is their sequence numbers', never their times'.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use libc::{c_int, timespec};
 
 type ClockGettime = unsafe extern "C" fn(c_int, *mut timespec) -> c_int;
 
 /// 0: not resolved yet; 1: not available; otherwise the function's address.
 static FUNC: AtomicUsize = AtomicUsize::new(0);
+
+/// The clock the agent reads, chosen with `FUNC` (stored before it).
+static CLOCK: AtomicI32 = AtomicI32::new(libc::CLOCK_MONOTONIC);
+
+/// The clock to read: the coarse one when the TSC is trapped. Reads the
+/// environment with getenv, which does not allocate.
+fn chosen_clock() -> c_int {
+    let name = lockstep_agent_abi::ENV_TSC.as_bytes();
+    let mut buf = [0u8; 32];
+    buf[..name.len()].copy_from_slice(name);
+    // SAFETY: `buf` is NUL-terminated (the name is shorter than it).
+    let v = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    if v.is_null() {
+        return libc::CLOCK_MONOTONIC;
+    }
+    // SAFETY: getenv returns a NUL-terminated string of the environment.
+    match unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes() {
+        b"trap" => libc::CLOCK_MONOTONIC_COARSE,
+        _ => libc::CLOCK_MONOTONIC,
+    }
+}
 
 const AT_SYSINFO_EHDR: u64 = 33;
 const SHT_DYNSYM: u32 = 11;
@@ -107,23 +135,27 @@ unsafe fn lookup(base: usize) -> Option<usize> {
     }
 }
 
-/// CLOCK_MONOTONIC through the vDSO (no system call once resolved).
+/// CLOCK_MONOTONIC (or its coarse variant, see the module's doc) through
+/// the vDSO (no system call once resolved).
 #[inline(always)]
 pub fn monotonic(ts: &mut timespec) {
-    let mut f = FUNC.load(Ordering::Relaxed);
+    // Acquire: a thread that sees FUNC set sees the CLOCK stored before it.
+    let mut f = FUNC.load(Ordering::Acquire);
     if f == 0 {
+        CLOCK.store(chosen_clock(), Ordering::Relaxed);
         // SAFETY: vdso_base returns the kernel-provided vDSO start.
         f = vdso_base().and_then(|b| unsafe { lookup(b) }).unwrap_or(1);
-        FUNC.store(f, Ordering::Relaxed);
+        FUNC.store(f, Ordering::Release);
     }
+    let clock = CLOCK.load(Ordering::Relaxed);
     if f == 1 {
         // SAFETY: `ts` is a valid out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts) };
+        unsafe { libc::clock_gettime(clock, ts) };
         return;
     }
     // SAFETY: `f` is the vDSO's clock_gettime, which has this signature.
     unsafe {
         let g: ClockGettime = core::mem::transmute::<usize, ClockGettime>(f);
-        g(libc::CLOCK_MONOTONIC, ts);
+        g(clock, ts);
     }
 }

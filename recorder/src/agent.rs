@@ -263,15 +263,20 @@ fn to_sync_op(ev: &abi::Event) -> SyncOp {
 }
 
 /// The environment of the traced program: the recorder's own, with the
-/// agent first in LD_PRELOAD, the area's path in LOCKSTEP_SHM and what the
-/// agent does about memory accesses in LOCKSTEP_MEM.
+/// agent first in LD_PRELOAD, the area's path in LOCKSTEP_SHM, what the
+/// agent does about memory accesses in LOCKSTEP_MEM, and LOCKSTEP_TSC=trap
+/// when the TSC is trapped (the agent then timestamps with a clock that
+/// does not read it; a replay starts the program with the same variables).
 pub fn program_env(
     agent: &Path,
     area: &SharedArea,
     mem: crate::MemMode,
+    trap_tsc: bool,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env: Vec<_> = std::env::vars_os()
-        .filter(|(k, _)| k != "LD_PRELOAD" && k != abi::ENV_SHM && k != abi::ENV_MEM)
+        .filter(|(k, _)| {
+            k != "LD_PRELOAD" && k != abi::ENV_SHM && k != abi::ENV_MEM && k != abi::ENV_TSC
+        })
         .collect();
     let mut preload = agent.as_os_str().to_owned();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -281,5 +286,8 @@ pub fn program_env(
     env.push(("LD_PRELOAD".into(), preload));
     env.push((abi::ENV_SHM.into(), area.path().as_os_str().to_owned()));
     env.push((abi::ENV_MEM.into(), mem.agent_env().into()));
+    if trap_tsc {
+        env.push((abi::ENV_TSC.into(), crate::tsc::AGENT_ENV_TRAP.into()));
+    }
     env
 }

@@ -89,10 +89,12 @@ pub fn env_strings(env: &[(OsString, OsString)]) -> Vec<String> {
 
 /// Forks, lets the child stop itself, seizes it. Returns the child's pid;
 /// its first ptrace-stop (PTRACE_EVENT_STOP) is waiting to be collected.
+/// With `trap_tsc`, rdtsc/rdtscp fault in the whole tree (see [`crate::tsc`]).
 pub fn launch(
     exe: &Path,
     argv: &[String],
     env: &[(OsString, OsString)],
+    trap_tsc: bool,
 ) -> Result<Pid, RecordError> {
     // Everything the child needs is built before fork: after it, the child
     // only makes async-signal-safe calls.
@@ -123,8 +125,9 @@ pub fn launch(
     let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
 
-    // SAFETY: the child branch calls only raise, execve and _exit, which are
-    // async-signal-safe, on memory prepared before the fork.
+    // SAFETY: the child branch calls only personality, prctl, raise, execve
+    // and _exit, which are async-signal-safe (plain system calls), on
+    // memory prepared before the fork.
     match unsafe { fork() }.map_err(RecordError::sys("fork"))? {
         ForkResult::Child => {
             // SAFETY: plain libc calls on valid, NUL-terminated data.
@@ -134,6 +137,13 @@ pub fn launch(
                 let persona = libc::personality(0xffff_ffff);
                 if persona != -1 {
                     libc::personality((persona | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong);
+                }
+                // rdtsc/rdtscp fault from here on, in this process and
+                // every one it execs, forks or clones (the flag is kept
+                // across execve and inherited), so the tracer can give
+                // them recorded values. The pre-exec code reads no TSC.
+                if trap_tsc {
+                    libc::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV, 0, 0, 0);
                 }
                 libc::raise(libc::SIGSTOP);
                 libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());

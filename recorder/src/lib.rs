@@ -28,6 +28,7 @@ pub mod signals;
 pub mod sink;
 pub mod sysdata;
 pub mod tracee;
+pub mod tsc;
 pub mod unwind;
 
 pub use error::RecordError;
@@ -63,6 +64,9 @@ pub struct RecordConfig {
     pub serialize: bool,
     /// With `serialize`: random (PCT-like) decisions from this seed (`--chaos`).
     pub chaos: Option<u64>,
+    /// Trap rdtsc/rdtscp and record their values (`--trap-tsc`; always
+    /// on with `serialize`), so that a replay gives the program the same.
+    pub trap_tsc: bool,
 }
 
 /// How memory accesses (for the race detector) are recorded.
@@ -194,8 +198,9 @@ pub fn record_with_progress(
         SyncMode::Agent(_) => Some(breakpoints::Policy::StaticOnly),
         SyncMode::Ptrace => Some(breakpoints::Policy::All),
     };
+    let trap_tsc = cfg.trap_tsc || cfg.serialize;
     let env: Vec<_> = match (&cfg.sync, &area) {
-        (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a, cfg.mem),
+        (SyncMode::Agent(so), Some(a)) => agent::program_env(so, a, cfg.mem, trap_tsc),
         _ => std::env::vars_os().collect(),
     };
     let env = launch::replayable_env(env);
@@ -221,7 +226,12 @@ pub fn record_with_progress(
     if let Some(seed) = cfg.chaos {
         writer.write(&meta("chaos_seed", seed.to_string()))?;
     }
-    let root = launch::launch(&exe, &argv, &env)?;
+    // A replay reads this to trap the TSC the same way.
+    writer.write(&meta(
+        "tsc",
+        if trap_tsc { "trap" } else { "native" }.into(),
+    ))?;
+    let root = launch::launch(&exe, &argv, &env, trap_tsc)?;
     if cpu.is_some() && !affinity::raise_tracer_priority() {
         tracing::debug!("tracer stays at normal priority (no CAP_SYS_NICE)");
     }
@@ -235,6 +245,9 @@ pub fn record_with_progress(
     let mut rec = machine::Recorder::new(root, sink, area.clone(), policy)?;
     if cfg.serialize {
         rec.serialize(cfg.chaos);
+    }
+    if trap_tsc {
+        rec.trap_tsc();
     }
     if cfg.mem == MemMode::Step {
         rec.step_memory();

@@ -115,6 +115,8 @@ pub struct Recorder {
     yield_asked: Tid,
     /// The recorder's own stdout and stderr, to keep what the program writes there.
     terminal: crate::sysdata::Terminal,
+    /// rdtsc/rdtscp fault in the tree and are emulated (`crate::tsc`).
+    trap_tsc: bool,
 }
 
 impl Recorder {
@@ -150,6 +152,7 @@ impl Recorder {
             terminal: crate::sysdata::Terminal::of_this_process(),
             serial: None,
             yield_asked: Tid(0),
+            trap_tsc: false,
         };
         let at = r.clock.stamp();
         r.threads.insert(
@@ -175,6 +178,12 @@ impl Recorder {
             clone_flags: None,
         }))?;
         Ok(r)
+    }
+
+    /// The tree was launched with the TSC trapped: its SIGSEGVs at
+    /// rdtsc/rdtscp are emulated and recorded, not delivered.
+    pub fn trap_tsc(&mut self) {
+        self.trap_tsc = true;
     }
 
     /// Records memory accesses by single-stepping (`--mem=step`).
@@ -635,6 +644,13 @@ impl Recorder {
         let pid = thread.pid;
         if !thread.started {
             return t.resume(Resume::Syscall, sig);
+        }
+        // A trapped rdtsc/rdtscp: executed here, recorded, not delivered.
+        if self.trap_tsc && sig == libc::SIGSEGV {
+            if let Some(read) = crate::tsc::emulate(&t, pid, sig, &mut self.clock)? {
+                Self::deferred(self.emit(Record::Tsc(read)))?;
+                return self.go(t, 0);
+            }
         }
         // --serialize: the preempted thread reached its frame's return address.
         if sig == libc::SIGTRAP && self.serial.as_mut().is_some_and(|s| s.take_armed(tid)) {

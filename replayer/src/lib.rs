@@ -22,6 +22,7 @@ pub mod script;
 pub mod signals;
 pub mod stopat;
 pub mod sysdata;
+pub mod tsc;
 
 pub use divergence::Divergence;
 pub use error::ReplayError;
@@ -119,7 +120,7 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             let _ = lockstep_recorder::affinity::bind_this_thread(cpu);
         }
     }
-    let launched = lockstep_recorder::launch::launch(&exe, &script.argv, &env);
+    let launched = lockstep_recorder::launch::launch(&exe, &script.argv, &env, script.tsc.trapped);
     if let Some(h) = here {
         let _ = std::env::set_current_dir(h);
     }
@@ -182,6 +183,15 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
                 tid: None,
                 what: "end".into(),
                 expected: format!("{} more recorded events", r.script.pending.len()),
+                got: "the program ended".into(),
+                location: None,
+            });
+        } else if let Some((read, n)) = r.script.tsc.left() {
+            divergence = Some(Divergence {
+                seq: Some(read.at.seq.0),
+                tid: Some(read.tid),
+                what: "end".into(),
+                expected: format!("{n} more recorded TSC reads"),
                 got: "the program ended".into(),
                 location: None,
             });

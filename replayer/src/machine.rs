@@ -207,6 +207,18 @@ impl Replayer {
         if sig == libc::SIGTRAP && self.armed.contains_key(&t.tid()) {
             return self.on_breakpoint(t);
         }
+        // A trapped rdtsc/rdtscp gets its recorded value (crate::tsc).
+        if let Some(rec) = self.threads.get(&t.tid()).map(|l| l.rec) {
+            match self.script.tsc.on_signal(&t, sig, rec, self.cfg.verify)? {
+                crate::tsc::Handled::No => {}
+                crate::tsc::Handled::Replayed => return t.resume(Resume::Syscall, 0),
+                crate::tsc::Handled::Diverged(d) => {
+                    let location = self.location(&t);
+                    self.diverge(Divergence { location, ..d });
+                    return t.resume(Resume::Syscall, 0);
+                }
+            }
+        }
         let code = t.siginfo().map(|i| i.si_code).unwrap_or(0);
         let deliver = self.raised.deliver(t.tid(), sig, code);
         tracing::debug!(sig, code, deliver, "signal");

@@ -98,6 +98,8 @@ pub struct Script {
     pub serialized: bool,
     /// The serializing scheduler's decisions per recorded thread, in order.
     pub serial: HashMap<Tid, VecDeque<lockstep_trace::SerialEvent>>,
+    /// The trapped rdtsc/rdtscp reads per recorded thread (meta `tsc`).
+    pub tsc: crate::tsc::Reads,
 }
 
 impl Script {
@@ -197,6 +199,7 @@ impl Script {
             signals: crate::signals::Recorded::new(&t.signals()?),
             serialized,
             serial,
+            tsc: crate::tsc::Reads::new(meta("tsc")? == "trap", t.tsc_reads()?),
         })
     }
 

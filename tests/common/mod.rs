@@ -258,3 +258,32 @@ pub fn check_json(dir: &Path, argv: &[&str]) -> (Run, Vec<serde_json::Value>) {
     let findings = doc["findings"].as_array().expect("findings array").clone();
     (run, findings)
 }
+
+/// Replays run one at a time (within a test binary): a replay binds itself
+/// and the program to one CPU and declares a stall after seconds without
+/// progress, which a concurrent recording on the same CPU (a spin-wait,
+/// say) can provoke.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records `argv` with the options `extra` into `dir/trace.db` (the
+/// recorder must succeed; any program exit status is returned).
+pub fn rec(dir: &Path, argv: &[&str], extra: &[&str]) -> (PathBuf, Run) {
+    let trace = dir.join("trace.db");
+    let mut a = vec!["record", "-q", "--force", "-o", trace.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    a.push("--");
+    a.extend_from_slice(argv);
+    let run = lockstep(dir, &a);
+    assert!(trace.exists(), "no trace: {run:?}");
+    (trace, run)
+}
+
+/// `lockstep replay TRACE EXTRA...` in `dir`.
+pub fn replay(dir: &Path, trace: &Path, extra: &[&str]) -> Run {
+    let mut a = vec!["replay", trace.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    lockstep(dir, &a)
+}

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod serial;
 pub mod syncrows;
 pub mod sysdata;
+pub mod tsc;
 pub mod writer;
 
 pub use error::TraceError;
@@ -31,4 +32,5 @@ pub use sched::{
 };
 pub use serial::{PreemptPoint, SerialEvent, SerialKind};
 pub use sysdata::{DataKind, DataRegion, SyscallData};
+pub use tsc::TscRead;
 pub use writer::TraceWriter;

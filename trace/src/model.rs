@@ -333,6 +333,8 @@ pub enum Record {
     SyscallData(Box<crate::sysdata::SyscallData>),
     /// A decision of the serializing scheduler (`record --serialize`).
     Serial(Box<crate::serial::SerialEvent>),
+    /// A trapped `rdtsc`/`rdtscp` and the value the program got.
+    Tsc(crate::tsc::TscRead),
     Sync(Box<SyncOp>),
     /// Sync ops of the agent path, in drain order (one record per drain).
     #[serde(skip)]

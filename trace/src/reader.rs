@@ -94,9 +94,11 @@ impl TraceReader {
             "wakeup_rows",
             "sched_attr_rows",
             "schedstat_rows",
+            "tsc_rows",
         ] {
             if (table == "mem_rows" && version < 2)
                 || ((table == "syscall_data_rows" || table == "serial_rows") && version < 3)
+                || (table == "tsc_rows" && version < 4)
             {
                 continue;
             }
@@ -382,6 +384,30 @@ impl TraceReader {
                         stack_sum: sum.unwrap_or(0) as u64,
                         sync_op: sync_op.map(|n| n as u64),
                     }),
+                })
+            })
+            .map_err(self.sq())?;
+        rows.collect::<Result<_, _>>().map_err(self.sq())
+    }
+
+    /// The trapped rdtsc/rdtscp reads in seq order (none for a recording
+    /// without trapping, or older than schema version 4).
+    pub fn tsc_reads(&self) -> Result<Vec<crate::tsc::TscRead>, TraceError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, ts_ns, pid, tid, value, aux FROM tsc_rows ORDER BY seq")
+            .map_err(self.sq())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(crate::tsc::TscRead {
+                    at: stamp(r, 0, 1)?,
+                    pid: Pid(r.get(2)?),
+                    tid: Tid(r.get(3)?),
+                    value: r.get::<_, i64>(4)? as u64,
+                    aux: r.get(5)?,
                 })
             })
             .map_err(self.sq())?;

@@ -17,7 +17,9 @@ pub const SCHEMA_VERSION: i64 = 4;
 ///    the `env`, `aslr`, `serialize` and `chaos_seed` meta keys; the schedule: `switch_rows`,
 ///    `wakeup_rows`, `sched_attr_rows`, `schedstat_rows` and their views
 ///    (`sched_switches`, `sched_wakeups`, `sched_attrs`, `schedstats`);
-/// 4: `serial_rows.sync_op` (a preemption at the thread's N-th sync op).
+/// 4: `serial_rows.sync_op` (a preemption at the thread's N-th sync op);
+///    `tsc_rows` / `tsc_reads` (trapped rdtsc/rdtscp and the values the
+///    program got), `rdtsc` events in `events`, the `tsc` meta key.
 pub const MIN_READABLE_VERSION: i64 = 1;
 
 /// `PRAGMA application_id` of a lockstep trace ("LKST"), which tells a trace
@@ -224,6 +226,21 @@ CREATE TABLE serial_rows (
 CREATE VIEW schedule_decisions AS
 SELECT seq, ts_ns, pid, tid, kind, stack_sum, sync_op FROM serial_rows;
 
+-- Trapped time-stamp counter reads (version 4; `record --trap-tsc` and
+-- `--serialize`): the value the thread got, `aux` (TSC_AUX) for rdtscp
+-- and NULL for rdtsc. A replay hands each thread its values in order.
+CREATE TABLE tsc_rows (
+    seq   INTEGER PRIMARY KEY,
+    ts_ns INTEGER NOT NULL,
+    pid   INTEGER NOT NULL,
+    tid   INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    aux   INTEGER
+);
+CREATE VIEW tsc_reads AS
+SELECT seq, ts_ns, pid, tid, CASE WHEN aux IS NULL THEN 'rdtsc' ELSE 'rdtscp' END AS instruction,
+       value, aux FROM tsc_rows;
+
 CREATE VIEW findings AS
 SELECT id, kind, severity, summary, pids, tids, locations, details FROM finding_rows;
 
@@ -319,6 +336,7 @@ SELECT seq, ts_ns, pid, tid, 'spawn' AS kind, kind AS detail FROM spawn_rows
 UNION ALL SELECT seq, ts_ns, pid, tid, 'exit', how || coalesce(' ' || code, '') || coalesce(' signal ' || signal, '') FROM exit_rows
 UNION ALL SELECT seq, ts_ns, pid, former_tid, 'exec', exe FROM exec_rows
 UNION ALL SELECT seq, ts_ns, pid, tid, 'signal', signo FROM signal_rows
+UNION ALL SELECT seq, ts_ns, pid, tid, 'rdtsc', instruction || printf(' 0x%x', value) FROM tsc_reads
 UNION ALL SELECT seq, ts_ns, pid, tid, 'sync', op || ' ' || phase || printf(' 0x%x', object) FROM sync_ops
 UNION ALL SELECT entry_seq, entry_ns, pid, tid, 'syscall_entry', name || '(' || text || ')' FROM syscall_rows
 UNION ALL SELECT exit_seq, exit_ns, pid, tid, 'syscall_exit', name || ' = ' || coalesce(ret, '?') || coalesce(' ' || error, '')

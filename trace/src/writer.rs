@@ -366,6 +366,20 @@ impl TraceWriter {
                     e.point.as_ref().and_then(|p| p.sync_op).map(|n| n as i64),
                 ])?;
             }
+            Record::Tsc(t) => {
+                c.prepare_cached(
+                    "INSERT INTO tsc_rows(seq, ts_ns, pid, tid, value, aux)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    t.at.seq.0 as i64,
+                    t.at.ts_ns as i64,
+                    t.pid.0,
+                    t.tid.0,
+                    t.value as i64,
+                    t.aux,
+                ])?;
+            }
             Record::SyscallData(d) => {
                 let mut st = c.prepare_cached(
                     "INSERT INTO syscall_data_rows(entry_seq, idx, pid, tid, kind, addr, data)

@@ -97,6 +97,20 @@ fn lifecycle(t: &TraceReader) -> Result<Vec<Lifecycle>> {
             json: json!({"kind": "exit", "event": e}),
         });
     }
+    for r in t.tsc_reads()? {
+        let aux = r.aux.map(|a| format!(", aux={a}")).unwrap_or_default();
+        v.push(Lifecycle {
+            seq: r.at.seq,
+            pid: r.pid,
+            tid: r.tid,
+            text: format!(
+                "--- {} = {:#x}{aux} (trapped) ---",
+                r.instruction(),
+                r.value
+            ),
+            json: json!({"kind": "rdtsc", "event": r}),
+        });
+    }
     let mut loc = crate::locate::TraceLocator::new(t);
     t.each_sync_op(None, |op| {
         use lockstep_analysis::finding::Locator;

@@ -60,6 +60,12 @@ pub struct RecordOpts {
     /// The seed (random by default) is kept in the trace.
     #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "random")]
     pub chaos: Option<String>,
+    /// Trap rdtsc/rdtscp (prctl PR_SET_TSC) and record the values the
+    /// program reads, so that `lockstep replay` gives it the same ones.
+    /// Always on with --serialize. Costs a ptrace stop per read (ld.so
+    /// reads the counter a few times at every program start).
+    #[arg(long)]
+    pub trap_tsc: bool,
     /// Say nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -126,6 +132,7 @@ pub fn record_with(o: &RecordOpts, command: &[String]) -> Result<Recording> {
         hang_timeout,
         mem,
         serialize: o.serialize || o.chaos.is_some(),
+        trap_tsc: o.trap_tsc,
         chaos: match o.chaos.as_deref() {
             None => None,
             Some("random") => {
