@@ -210,6 +210,8 @@ for src in fixtures/*.c; do
             echo "only in the recording" >"$WORK/input.txt"
             AFTER_RECORD='rm -f "$WORK/input.txt"'
             entry "fx/$f" ok -- "$bin" "$WORK/input.txt" ;;
+        rdtsc_clock) # its output is the time-stamp counter: recorded trapped, as tests/tsc.rs does
+            entry "fx/$f" ok --trap-tsc -- "$bin" ;;
         syscall_loop) entry "fx/$f 20000" ok -- "$bin" 20000 ;;
         pthread_mutex_loop) entry "fx/$f 200000" ok -- "$bin" 200000 ;;
         *) entry "fx/$f" ok -- "$bin" ;;

@@ -125,7 +125,7 @@ impl Replayer {
         let Some(live) = self.threads.get(&t.tid()) else {
             return t.resume(Resume::Syscall, 0);
         };
-        let Some((call, _)) = &live.current else {
+        let Some((call, policy)) = &live.current else {
             // An unordered call (a futex): serialized, the thread still
             // waits for its turn to run user code.
             if !live.started {
@@ -133,6 +133,23 @@ impl Replayer {
             }
             return self.after_call(t);
         };
+        if *policy != Policy::Emulate && is_restart(rval) && call.ret != Some(rval) {
+            // A live signal (one the replay suppresses) interrupted a call
+            // that runs again (a fork before it made its child); the kernel
+            // restarts it, which is the same recorded call entered once
+            // more. Not held for its exit's turn: that turn may wait for
+            // what only the restarted call makes (the child's first run).
+            let tid = t.tid();
+            if let Some((call, _)) = self.threads.get_mut(&tid).and_then(|l| l.current.take()) {
+                tracing::debug!(name = call.name, rval, "restarted by the kernel");
+                self.script
+                    .calls
+                    .entry(call.tid)
+                    .or_default()
+                    .push_front(call);
+            }
+            return t.resume(Resume::Syscall, 0);
+        }
         match call.exit_seq {
             Some(seq) if !self.script.due(seq) => {
                 self.held.insert(t.tid(), (t, Gate::Exit(rval)));
@@ -267,18 +284,6 @@ impl Replayer {
                 }
                 self.print_output(&call);
             }
-            _ if is_restart(rval) && call.ret != Some(rval) => {
-                // A live signal (one the replay suppresses) interrupted a
-                // call that runs again; the kernel restarts it, which is
-                // the same recorded call entered once more.
-                tracing::debug!(name = call.name, rval, "restarted by the kernel");
-                self.script
-                    .calls
-                    .entry(call.tid)
-                    .or_default()
-                    .push_front(call);
-                return t.resume(Resume::Syscall, 0);
-            }
             _ => {
                 let recorded = call.ret.unwrap_or(rval);
                 if sysdata::returns_recorded_id(&call.name) {
@@ -390,8 +395,16 @@ fn compare_args(call: &Call, args: &[u64; 6]) -> Option<Divergence> {
         .map(|s| s.len())
         .unwrap_or(0)
         .min(6);
+    const MAP_FIXED: u64 = 0x10;
+    const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
     let read = match call.name.as_str() {
         "futex" => lockstep_recorder::decode::flags::futex_args_read(call.args[1]),
+        // A hint, not an address: the replay pins the mapping where the
+        // recording got it whatever the hint, which comes from earlier
+        // results (glibc's next-heap hint, set by whichever thread made a
+        // heap first: another one in a default replay of threads that
+        // race only inside malloc).
+        "mmap" if call.args[3] & (MAP_FIXED | MAP_FIXED_NOREPLACE) == 0 => ((1u8 << n) - 1) & !1,
         _ => (1u8 << n) - 1,
     };
     (0..6)
