@@ -212,6 +212,8 @@ for src in fixtures/*.c; do
             entry "fx/$f" ok -- "$bin" "$WORK/input.txt" ;;
         rdtsc_clock) # its output is the time-stamp counter: recorded trapped, as tests/tsc.rs does
             entry "fx/$f" ok --trap-tsc -- "$bin" ;;
+        signal_in_loop) # signals in the middle of user code: serialized, as tests/replay.rs does
+            entry "fx/$f" ok --serialize -- "$bin" ;;
         syscall_loop) entry "fx/$f 20000" ok -- "$bin" 20000 ;;
         pthread_mutex_loop) entry "fx/$f 200000" ok -- "$bin" 200000 ;;
         *) entry "fx/$f" ok -- "$bin" ;;

@@ -268,6 +268,33 @@ fn a_serialized_lock_loop_is_preempted_at_its_sync_calls() {
 }
 
 #[test]
+fn a_signal_in_the_middle_of_a_loop_replays_at_the_same_turn() {
+    let _serial = one_at_a_time();
+    let dir = scratch("replay-signal-in-loop");
+    let exe = fixture("signal_in_loop");
+    // Natively the turns at which the timer's ticks are seen differ.
+    let native = |_: u32| {
+        let out = std::process::Command::new(&exe).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_ne!(native(1), native(2), "the fixture is not timing-dependent");
+    let (trace, recorded) = rec(&dir, &[exe.to_str().unwrap()], &["--serialize"]);
+    assert_eq!(recorded.code, Some(0), "{recorded:?}");
+    assert!(recorded.stdout.starts_with("turns="), "{recorded:?}");
+    let db = rusqlite::Connection::open(&trace).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Six ticks seen, each delivered where the loop was preempted at a
+    // pthread call (held back from the middle of its user code).
+    assert!(count("SELECT count(*) FROM signal_rows WHERE signo = 14") >= 6);
+    assert!(count("SELECT count(sync_op) FROM schedule_decisions WHERE kind = 'preempt'") >= 1);
+    for _ in 0..2 {
+        let r = replay(&dir, &trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert_eq!(r.stdout, recorded.stdout);
+    }
+}
+
+#[test]
 fn chaos_keeps_its_seed_and_replays() {
     let _serial = one_at_a_time();
     let dir = scratch("replay-chaos");

@@ -19,6 +19,8 @@ use tracing::{debug, trace};
 mod end;
 mod schedhooks;
 mod serialize;
+mod sigdefer;
+pub use sigdefer::add_pending;
 mod tree;
 
 const NR_EXECVE: i64 = 59;
@@ -113,6 +115,8 @@ pub struct Recorder {
     /// `--serialize`: the thread the agent's shared area asks for a yield
     /// point, as last written there (`Tid(0)`: none).
     yield_asked: Tid,
+    /// `--serialize`: asynchronous signals held back to a replayable point.
+    sigdefer: sigdefer::Deferred,
     /// The recorder's own stdout and stderr, to keep what the program writes there.
     terminal: crate::sysdata::Terminal,
     /// rdtsc/rdtscp fault in the tree and are emulated (`crate::tsc`).
@@ -152,6 +156,7 @@ impl Recorder {
             terminal: crate::sysdata::Terminal::of_this_process(),
             serial: None,
             yield_asked: Tid(0),
+            sigdefer: Default::default(),
             trap_tsc: false,
         };
         let at = r.clock.stamp();
@@ -487,6 +492,7 @@ impl Recorder {
                 s.entered_kernel(tid);
                 s.not_preempted(tid);
                 self.serial_disarm(&t)?;
+                self.serial_raise_held(&t, pid_of_thread.0);
                 self.go(t, 0)?;
             }
             return self.serial_schedule();
@@ -677,6 +683,9 @@ impl Recorder {
         };
         let info = t.siginfo()?;
         let code = info.si_code;
+        let Some(t) = self.serial_hold_signal(t, sig, code)? else {
+            return Ok(());
+        };
         // SAFETY: si_pid is valid for signals sent by a process (SI_USER,
         // SI_TKILL, SI_QUEUE) and for SIGCHLD; si_addr for the fault signals.
         let (sender, fault) = unsafe {

@@ -108,6 +108,9 @@ pub struct Serial {
     chaos: Option<Chaos>,
     /// The agent is loaded (yield points at sync calls are available).
     agent: bool,
+    /// The running thread has a signal held back: its slice is over now,
+    /// alone or not.
+    urgent: Option<Tid>,
 }
 
 impl Serial {
@@ -134,11 +137,21 @@ impl Serial {
             decisions: 0,
             chaos,
             agent,
+            urgent: None,
         }
+    }
+
+    /// `tid` has an asynchronous signal held back until its next syscall
+    /// or preemption: it is preempted as soon as it can be.
+    pub fn urge(&mut self, tid: Tid) {
+        self.urgent = Some(tid);
     }
 
     /// Holds `t` (at a syscall exit, its first stop, or preempted) until chosen.
     pub fn hold(&mut self, t: Stopped) {
+        if self.urgent == Some(t.tid()) {
+            self.urgent = None;
+        }
         if self.running.is_some_and(|(r, _)| r == t.tid()) {
             self.running = None;
         }
@@ -151,6 +164,9 @@ impl Serial {
 
     /// The running thread entered a syscall: the user-code slot is free.
     pub fn entered_kernel(&mut self, tid: Tid) {
+        if self.urgent == Some(tid) {
+            self.urgent = None;
+        }
         if self.running.is_some_and(|(r, _)| r == tid) {
             self.running = None;
         }
@@ -209,15 +225,16 @@ impl Serial {
     }
 
     fn slice_over(&mut self, now_ns: u64, others_ready: bool) -> Option<(Tid, Ask)> {
-        if !others_ready {
+        let (tid, since) = self.running?;
+        let urgent = self.urgent == Some(tid);
+        if !others_ready && !urgent {
             return None;
         }
-        let (tid, since) = self.running?;
         let slice = match &mut self.chaos {
             None => SLICE_NS,
             Some(c) => SLICE_NS / 4 + c.rng.next() % SLICE_NS,
         };
-        let over = |from: u64| now_ns.saturating_sub(from) >= slice;
+        let over = |from: u64| urgent || now_ns.saturating_sub(from) >= slice;
         match self.interrupting {
             None if over(since) && self.agent => {
                 self.interrupting = Some((tid, Stage::AskedAgent(now_ns)));

@@ -226,12 +226,19 @@ impl Replayer {
 
     /// Raises the recorded signals the thread received after the call it
     /// just finished and before its next one.
-    fn raise_recorded(&mut self, tid: Tid) {
+    pub(super) fn raise_recorded(&mut self, tid: Tid) {
         let Some(l) = self.threads.get(&tid) else {
             return;
         };
         let (rec, pid) = (l.rec, l.live_pid.0);
-        let before = self.script.next_entry(rec);
+        // Serialized: a signal the recorder held back to the thread's
+        // preemption is raised there, not before.
+        let preempt = self.script.serial.get(&rec).and_then(|q| {
+            q.iter()
+                .find(|e| e.kind == lockstep_trace::SerialKind::Preempt)
+                .map(|e| e.at.seq.0)
+        });
+        let before = self.script.next_entry(rec).min(preempt.unwrap_or(u64::MAX));
         for sig in self.script.signals.take_before(rec, before) {
             self.raised.raise(pid, tid, sig);
         }

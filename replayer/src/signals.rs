@@ -6,21 +6,18 @@
 //! again (tgkill) right after the syscall the recording saw them follow,
 //! with that syscall's recorded result (-ERESTARTSYS, -EINTR) in place, so
 //! the kernel restarts or interrupts the call as it did when recorded.
-//! A signal recorded in the middle of user code is raised at the end of
-//! the thread's previous syscall: earlier than recorded (a limit).
+//! In a default recording, a signal recorded in the middle of user code is
+//! raised at the end of the thread's previous syscall: earlier than
+//! recorded (a limit). A serialized recording delivers such a signal at
+//! the thread's next syscall or preemption (see the recorder's
+//! `machine/sigdefer.rs`), and the replay raises it there.
 
 use lockstep_trace::{Signal, Tid};
 use std::collections::{HashMap, VecDeque};
 
 /// Whether a delivered signal is a fault of the instruction the thread
 /// ran, which a faithful re-execution repeats by itself.
-pub fn is_fault(signo: i32, code: i32) -> bool {
-    code > 0
-        && matches!(
-            signo,
-            libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP
-        )
-}
+pub use lockstep_trace::is_fault;
 
 /// The recorded signals to raise again, per recorded thread, in order.
 #[derive(Default)]
@@ -62,10 +59,13 @@ pub struct Raised {
 
 impl Raised {
     /// Raises `sig` in the live thread `tid` of process `pid`.
+    /// A standard signal still pending is not raised twice (the kernel
+    /// would deliver it once, and the second would let a live one through).
     pub fn raise(&mut self, pid: i32, tid: Tid, sig: i32) {
-        // SAFETY: tgkill with ids of our own tracee and a valid signal.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid.0, sig) };
-        self.pending.entry(tid).or_default().push(sig);
+        if lockstep_recorder::machine::add_pending(self.pending.entry(tid).or_default(), sig) {
+            // SAFETY: tgkill with ids of our own tracee and a valid signal.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid.0, sig) };
+        }
     }
 
     /// At a signal-delivery stop: whether to deliver `sig` (one the

@@ -142,6 +142,26 @@ pub struct Signal {
     pub fault_addr: Option<u64>,
 }
 
+impl Signal {
+    /// A fault of the instruction the thread ran (a re-execution repeats
+    /// it by itself), not a signal from outside the thread.
+    pub fn is_fault(&self) -> bool {
+        is_fault(self.signo, self.code)
+    }
+}
+
+/// Whether signal `signo` with si_code `code` is a fault: SIGSEGV, SIGBUS,
+/// SIGFPE, SIGILL or SIGTRAP raised by the kernel for an instruction
+/// (si_code > 0), not sent by a process.
+pub fn is_fault(signo: i32, code: i32) -> bool {
+    const SIGILL: i32 = 4;
+    const SIGTRAP: i32 = 5;
+    const SIGBUS: i32 = 7;
+    const SIGFPE: i32 = 8;
+    const SIGSEGV: i32 = 11;
+    code > 0 && matches!(signo, SIGSEGV | SIGBUS | SIGFPE | SIGILL | SIGTRAP)
+}
+
 /// How a syscall ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -112,6 +112,7 @@ impl Recorder {
             p.sync_op = Some(sync_calls);
         }
         self.emit_serial(t.tid(), SerialKind::Preempt, point)?;
+        self.serial_raise_held(&t, self.pid_of(t.tid()).0);
         if let Some(s) = &mut self.serial {
             s.hold(t);
         }
@@ -160,6 +161,7 @@ impl Recorder {
     pub(super) fn serial_preempted(&mut self, t: Stopped) -> Result<(), TraceeError> {
         let point = crate::serial::point_of(&t, self.pid_of(t.tid()));
         self.emit_serial(t.tid(), SerialKind::Preempt, point)?;
+        self.serial_raise_held(&t, self.pid_of(t.tid()).0);
         if let Some(s) = &mut self.serial {
             s.hold(t);
         }

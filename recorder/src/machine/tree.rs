@@ -189,6 +189,7 @@ impl Recorder {
 
     pub(super) fn on_death(&mut self, tid: Tid, stop: Stop) -> Result<(), RecordError> {
         self.expected.remove(&tid);
+        self.serial_forget_signals(tid);
         if let Some(s) = &mut self.serial {
             s.gone(tid);
             match self.serial_schedule() {

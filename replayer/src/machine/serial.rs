@@ -193,6 +193,7 @@ impl Replayer {
             }
         }
         self.counts.preemptions += 1;
+        self.raise_recorded(t.tid());
         self.after_call(t)
     }
 }
