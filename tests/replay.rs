@@ -220,22 +220,25 @@ fn a_serialized_spin_wait_neither_hangs_nor_diverges() {
     let _serial = one_at_a_time();
     let dir = scratch("replay-serialize");
     let exe = fixture("spin_wait_flag");
-    // Memory capture off: the race itself is not what is looked at here,
-    // and uninstrumented loops are short enough not to be preempted.
-    let (trace, recorded) = rec(
-        &dir,
-        &[exe.to_str().unwrap()],
-        &["--serialize", "--mem", "off"],
-    );
-    assert_eq!(recorded.code, Some(0), "{recorded:?}");
-    assert!(recorded.stdout.contains("spinner saw the flag"));
-    // The spinner could only let main set the flag by being preempted.
-    assert!(decisions(&trace, "preempt") >= 1);
-    assert!(decisions(&trace, "run") >= 4, "main and three threads ran");
-    for _ in 0..2 {
-        let r = replay(&dir, &trace, &["--verify"]);
-        assert_eq!(r.code, Some(0), "{r:?}");
-        assert_eq!(r.stdout, recorded.stdout);
+    // Memory capture off (the loop is the program's own code) and on (the
+    // loop runs instrumented, with an inline probe before its load of the
+    // flag, where a preemption must not land).
+    for mem in ["off", "agent"] {
+        let (trace, recorded) = rec(
+            &dir,
+            &[exe.to_str().unwrap()],
+            &["--serialize", "--mem", mem],
+        );
+        assert_eq!(recorded.code, Some(0), "{recorded:?}");
+        assert!(recorded.stdout.contains("spinner saw the flag"));
+        // The spinner could only let main set the flag by being preempted.
+        assert!(decisions(&trace, "preempt") >= 1, "--mem {mem}");
+        assert!(decisions(&trace, "run") >= 4, "main and three threads ran");
+        for _ in 0..2 {
+            let r = replay(&dir, &trace, &["--verify"]);
+            assert_eq!(r.code, Some(0), "--mem {mem}: {r:?}");
+            assert_eq!(r.stdout, recorded.stdout);
+        }
     }
 }
 

@@ -351,11 +351,24 @@ pub fn return_point(t: &Stopped, maps: &[lockstep_trace::Mapping]) -> Option<u64
     None
 }
 
+/// The first bytes of an inline memory probe in instrumented code: `lea
+/// rsp, [rsp - 128]`, stepping over the red zone (see the agent's
+/// `mem/probe.rs`).
+const PROBE_START: [u8; 5] = [0x48, 0x8d, 0x64, 0x24, 0x80];
+/// How far a thread in instrumented code is stepped to reach the start of
+/// the next probe (a fast path is about 20 instructions).
+const PROBE_STEPS: u32 = 64;
+
 /// Single-steps a thread stopped inside lockstep's agent (its memory-access
 /// probe runs between almost every two instructions of instrumented code)
 /// until it is back in the program's code: a probe's registers differ on
-/// every call, the program's do not, and the replay compares them. Returns
-/// the thread, or `None` when it stopped otherwise (it died, a signal).
+/// every call, the program's do not, and the replay compares them. `maps`
+/// are the process's file-backed executable mappings. In the instrumented
+/// copy of the program's code (anonymous executable memory)
+/// it is stepped on to the start of the next inline probe, where the stack
+/// pointer is the program's again (inside one, the frame checksum would
+/// take in the probe's pushes and stale red-zone bytes). Returns the
+/// thread, or `None` when it stopped otherwise (it died, a signal).
 pub fn step_out_of_agent(
     mut t: Stopped,
     maps: &[lockstep_trace::Mapping],
@@ -364,9 +377,21 @@ pub fn step_out_of_agent(
         maps.iter()
             .any(|m| rip >= m.start && rip < m.end && m.path.contains("liblockstep_agent"))
     };
+    // `maps` has the file-backed code only: anything else is anonymous.
+    let in_copy = |rip: u64| !maps.iter().any(|m| rip >= m.start && rip < m.end);
+    let mut copy_steps = 0;
     for _ in 0..10_000 {
-        if !in_agent(t.regs()?.rip) {
+        let rip = t.regs()?.rip;
+        let at_probe = || {
+            t.peek(rip)
+                .is_ok_and(|w| w.to_le_bytes()[..5] == PROBE_START)
+        };
+        let settled = !in_agent(rip) && (!in_copy(rip) || copy_steps >= PROBE_STEPS || at_probe());
+        if settled {
             return Ok(Some(t));
+        }
+        if in_copy(rip) {
+            copy_steps += 1;
         }
         match t.singlestep()? {
             (crate::tracee::Stop::Signal { sig: libc::SIGTRAP }, Some(next)) => t = next,
