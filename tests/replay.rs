@@ -338,15 +338,16 @@ fn a_hang_in_a_blocking_call_replays_to_that_call() {
 }
 
 #[test]
-fn exec_from_a_thread_and_shared_semaphores_replay() {
+fn exec_from_a_thread_shared_semaphores_and_sigsuspend_replay() {
     let _serial = one_at_a_time();
     let dir = scratch("replay-exec-sem");
     // exec from a second thread: the exec'ing thread takes the leader's
     // id, and its calls after the exec are recorded under it.
     // semaphores: sem_open writes the semaphore's file and maps it shared;
     // the write is emulated and the file is gone, so the mapping's
-    // recorded contents are what the replay maps.
-    for name in ["exec_from_thread", "semaphores"] {
+    // recorded contents are what the replay maps. sigchld_sigsuspend
+    // waits for SIGCHLD in sigsuspend with SIGCHLD blocked around it.
+    for name in ["exec_from_thread", "semaphores", "sigchld_sigsuspend"] {
         replays_verified(&dir, name, 2);
     }
 }

@@ -40,8 +40,8 @@ pub fn policy(call: &Call) -> Policy {
         "brk" | "mmap" | "munmap" | "mprotect" | "mremap" | "madvise" | "arch_prctl"
         | "set_tid_address" | "set_robust_list" | "rseq" | "execve" | "execveat" | "clone"
         | "clone3" | "fork" | "vfork" | "exit" | "exit_group" | "rt_sigaction"
-        | "rt_sigprocmask" | "rt_sigreturn" | "sigaltstack" | "sched_yield" | "prlimit64"
-        | "mlock" | "munlock" | "membarrier" | "pkey_mprotect" => Policy::Execute,
+        | "rt_sigprocmask" | "rt_sigreturn" | "sigaltstack" | "rt_sigsuspend" | "sched_yield"
+        | "prlimit64" | "mlock" | "munlock" | "membarrier" | "pkey_mprotect" => Policy::Execute,
         "kill" | "tgkill" | "tkill" => Policy::ExecuteTranslated,
         _ => Policy::Emulate,
     }
@@ -113,8 +113,24 @@ pub fn put_back(
             return Ok(Some(r.addr));
         }
     }
-    set_return(t, call.ret.unwrap_or(-(libc::ENOSYS as i64)))?;
+    let ret = call.ret.unwrap_or(-(libc::ENOSYS as i64));
+    let mut r = t.regs()?;
+    r.rax = ret as u64;
+    if is_restart(ret) {
+        // The kernel turns a restart code into EINTR, or restarts the
+        // call, only for a syscall in progress; this one was skipped
+        // (`orig_rax` -1): it is one again, so that the recorded signal
+        // raised now finds it as the recording's did.
+        r.orig_rax = call.nr as u64;
+    }
+    t.set_regs(r)?;
     Ok(None)
+}
+
+/// The kernel's "restart this call" results (ERESTARTSYS, ERESTARTNOINTR,
+/// ERESTARTNOHAND, ERESTART_RESTARTBLOCK): a signal interrupted the call.
+pub fn is_restart(rval: i64) -> bool {
+    matches!(rval, -512 | -513 | -514 | -516)
 }
 
 /// Sets the return value the thread sees (exit stop).

@@ -133,7 +133,7 @@ impl Replayer {
             }
             return self.after_call(t);
         };
-        if *policy != Policy::Emulate && is_restart(rval) && call.ret != Some(rval) {
+        if *policy != Policy::Emulate && sysdata::is_restart(rval) && call.ret != Some(rval) {
             // A live signal (one the replay suppresses) interrupted a call
             // that runs again (a fork before it made its child); the kernel
             // restarts it, which is the same recorded call entered once
@@ -193,6 +193,14 @@ impl Replayer {
             tracing::trace!(x, "address-space call waits for its exit's turn");
             self.held.insert(tid, (t, Gate::Run));
             return Ok(());
+        }
+        if call.name == "rt_sigsuspend" {
+            // It waits with the mask it is given, which is what lets the
+            // signal in (a shell blocks SIGCHLD around fork and waits for
+            // it here): it runs for real, and the recorded signals it woke
+            // for are raised before it, so it returns at once for them,
+            // the handler run with that mask as when recorded.
+            self.raise_recorded(tid);
         }
         self.run(t, call, policy)
     }
@@ -374,12 +382,6 @@ impl Replayer {
             }
         }
     }
-}
-
-/// The kernel's "restart this call" results (ERESTARTSYS, ERESTARTNOINTR,
-/// ERESTARTNOHAND, ERESTART_RESTARTBLOCK): a signal interrupted the call.
-fn is_restart(rval: i64) -> bool {
-    matches!(rval, -512 | -513 | -514 | -516)
 }
 
 /// Calls that end the thread or its program image themselves (the
