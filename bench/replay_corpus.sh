@@ -106,7 +106,11 @@ build() {
 entry() {
     local name=$1 mode=$2 opts=() why="" expect ratio_s limit=120
     shift 2
-    while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+    while [ "$1" != "--" ]; do
+        # An option RECORD_OPTS gives already is not given twice.
+        if [[ " ${OPTS[*]-} " != *" $1 "* ]]; then opts+=("$1"); fi
+        shift
+    done
     shift
     if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then AFTER_RECORD=; return; fi
     if [[ $1 == "$BIN"/* ]] && ! build "$(basename "$1")"; then
