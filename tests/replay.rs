@@ -88,11 +88,7 @@ fn threads_replay_in_the_recorded_order() {
             })
             .unwrap();
         assert!(accesses > 0, "{name}: memory accesses were captured");
-        for _ in 0..2 {
-            let r = replay(&dir, &trace, &["--verify"]);
-            assert_eq!(r.code, Some(0), "{name}: {r:?}");
-            assert_eq!(r.stdout, recorded.stdout);
-        }
+        verified_as_recorded(&dir, &trace, &recorded, 2, name);
     }
 }
 
@@ -234,11 +230,7 @@ fn a_serialized_spin_wait_neither_hangs_nor_diverges() {
         // The spinner could only let main set the flag by being preempted.
         assert!(decisions(&trace, "preempt") >= 1, "--mem {mem}");
         assert!(decisions(&trace, "run") >= 4, "main and three threads ran");
-        for _ in 0..2 {
-            let r = replay(&dir, &trace, &["--verify"]);
-            assert_eq!(r.code, Some(0), "--mem {mem}: {r:?}");
-            assert_eq!(r.stdout, recorded.stdout);
-        }
+        verified_as_recorded(&dir, &trace, &recorded, 2, &format!("--mem {mem}"));
     }
 }
 
@@ -263,11 +255,7 @@ fn a_serialized_lock_loop_is_preempted_at_its_sync_calls() {
         .unwrap();
     assert!(preempts >= 1, "no preemption in {trace:?}");
     assert_eq!(preempts, at_sync, "every preemption at a sync call");
-    for _ in 0..2 {
-        let r = replay(&dir, &trace, &["--verify"]);
-        assert_eq!(r.code, Some(0), "{r:?}");
-        assert_eq!(r.stdout, recorded.stdout);
-    }
+    verified_as_recorded(&dir, &trace, &recorded, 2, "");
 }
 
 #[test]
@@ -290,11 +278,7 @@ fn a_signal_in_the_middle_of_a_loop_replays_at_the_same_turn() {
     // pthread call (held back from the middle of its user code).
     assert!(count("SELECT count(*) FROM signal_rows WHERE signo = 14") >= 6);
     assert!(count("SELECT count(sync_op) FROM schedule_decisions WHERE kind = 'preempt'") >= 1);
-    for _ in 0..2 {
-        let r = replay(&dir, &trace, &["--verify"]);
-        assert_eq!(r.code, Some(0), "{r:?}");
-        assert_eq!(r.stdout, recorded.stdout);
-    }
+    verified_as_recorded(&dir, &trace, &recorded, 2, "");
 }
 
 #[test]
@@ -315,9 +299,7 @@ fn chaos_keeps_its_seed_and_replays() {
     };
     assert_eq!(meta("serialize"), "1");
     assert_eq!(meta("chaos_seed"), "7");
-    let r = replay(&dir, &trace, &["--verify"]);
-    assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(r.stdout, recorded.stdout);
+    verified_as_recorded(&dir, &trace, &recorded, 1, "chaos");
 }
 
 #[test]
@@ -372,10 +354,16 @@ fn replays_verified(dir: &Path, name: &str, times: usize) {
     let exe = fixture(name);
     let (trace, recorded) = rec(dir, &[exe.to_str().unwrap()], &[]);
     assert_eq!(recorded.code, Some(0), "{name}: {recorded:?}");
+    verified_as_recorded(dir, &trace, &recorded, times, name);
+}
+
+/// Replays `trace` `times` times with `--verify`: each exits 0, says it
+/// verified, and prints the recorded stdout.
+fn verified_as_recorded(dir: &Path, trace: &Path, recorded: &Run, times: usize, what: &str) {
     for _ in 0..times {
-        let r = replay(dir, &trace, &["--verify"]);
-        assert_eq!(r.code, Some(0), "{name}: {r:?}");
-        assert_eq!(r.stdout, recorded.stdout, "{name}");
-        assert!(r.stderr.contains("replay verified"), "{name}: {r:?}");
+        let r = replay(dir, trace, &["--verify"]);
+        assert_eq!(r.code, Some(0), "{what}: {r:?}");
+        assert_eq!(r.stdout, recorded.stdout, "{what}");
+        assert!(r.stderr.contains("replay verified"), "{what}: {r:?}");
     }
 }

@@ -46,8 +46,10 @@ struct Live {
 enum Aside {
     /// The agent's own (not in the recording): it runs as it comes.
     Agent,
-    /// A sleep of a parallel recording: skipped, returns 0.
-    Sleep,
+    /// A sleep of a parallel recording: skipped, returns 0; when it is
+    /// one the thread's recording has still to come, it returns at that
+    /// one's exit's turn (`Some(exit seq)`).
+    Sleep(Option<u64>),
 }
 
 /// Which stop a held thread waits at.
@@ -63,6 +65,8 @@ enum Gate {
     /// Serialized: stopped at its recorded preemption point, which is
     /// replayed when this sequence number is due.
     Preempt(u64),
+    /// A skipped sleep returns when this sequence number is due.
+    Woken(u64),
 }
 
 /// Counters for the end-of-replay summary.
@@ -310,7 +314,7 @@ impl Replayer {
     /// The sequence number a held thread waits for (`None`: nothing to wait for).
     fn gate_seq(&self, tid: &Tid, gate: &Gate) -> Option<u64> {
         match gate {
-            Gate::Sched(s) | Gate::Preempt(s) => Some(*s),
+            Gate::Sched(s) | Gate::Preempt(s) | Gate::Woken(s) => Some(*s),
             _ => {
                 let (call, _) = self.threads.get(tid)?.current.as_ref()?;
                 match gate {
@@ -351,6 +355,10 @@ impl Replayer {
                 Gate::Exit(rval) => self.leave(t, rval)?,
                 Gate::Sched(seq) => self.sched_release(t, seq)?,
                 Gate::Preempt(seq) => self.preempt_release(t, seq)?,
+                Gate::Woken(_) => {
+                    crate::sysdata::set_return(&t, 0)?;
+                    self.after_call(t)?
+                }
             }
         }
     }

@@ -223,6 +223,19 @@ impl Script {
             .unwrap_or(u64::MAX)
     }
 
+    /// A sleep of recorded thread `tid` (call `nr`) still to come before its
+    /// next ordered call (sleeps are outside the order of a parallel
+    /// recording), taken off its queue.
+    pub fn take_sleep(&mut self, tid: Tid, nr: i64) -> Option<Call> {
+        let serialized = self.serialized;
+        let q = self.calls.get_mut(&tid)?;
+        let i = q
+            .iter()
+            .take_while(|c| unordered(&c.name, &c.args, serialized))
+            .position(|c| c.nr == nr)?;
+        q.remove(i)
+    }
+
     /// The recorded syscalls no replayed thread reached (futex waits left
     /// at the end excepted): the earliest.
     pub fn first_unreplayed(&self) -> Option<&Call> {

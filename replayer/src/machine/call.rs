@@ -27,7 +27,11 @@ impl Replayer {
         // as they come (see lockstep_agent_abi::AGENT_CALL_R14).
         match info {
             SyscallInfo::Exit { .. } if live.aside.is_some() => {
-                if live.aside.take() == Some(Aside::Sleep) {
+                if let Some(Aside::Sleep(until)) = live.aside.take() {
+                    if let Some(seq) = until.filter(|&s| !self.script.due(s)) {
+                        self.held.insert(tid, (t, Gate::Woken(seq)));
+                        return Ok(());
+                    }
                     sysdata::set_return(&t, 0)?;
                     return self.after_call(t);
                 }
@@ -59,8 +63,16 @@ impl Replayer {
                 if unordered(name, &args, serialized) {
                     if is_sleep(name) {
                         // Not waited for: the time it took is not replayed.
+                        // But one the recording has still to come returns
+                        // no earlier than it did: after what the recording
+                        // saw happen first (another thread's lock wait,
+                        // which decides how the sleeper unlocks).
                         sysdata::skip_call(&t)?;
-                        live.aside = Some(Aside::Sleep);
+                        let rec = live.rec;
+                        let until = self.script.take_sleep(rec, nr).and_then(|c| c.exit_seq);
+                        if let Some(l) = self.threads.get_mut(&tid) {
+                            l.aside = Some(Aside::Sleep(until));
+                        }
                     }
                     return t.resume(Resume::Syscall, 0);
                 }

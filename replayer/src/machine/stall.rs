@@ -179,9 +179,12 @@ impl Replayer {
             .held
             .iter()
             .filter_map(|(tid, (_, gate))| {
-                let (call, _) = self.threads.get(tid)?.current.as_ref()?;
-                // A call without an exit waits for nothing after its entry.
-                Some((self.gate_seq(tid, gate).unwrap_or(call.entry_seq), *tid))
+                let seq = self.gate_seq(tid, gate).or_else(|| {
+                    // A call without an exit waits for nothing after its entry.
+                    let (call, _) = self.threads.get(tid)?.current.as_ref()?;
+                    Some(call.entry_seq)
+                })?;
+                Some((seq, *tid))
             })
             .min();
         let Some((seq, tid)) = first else {
