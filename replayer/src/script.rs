@@ -43,7 +43,8 @@ impl Call {
 /// (parallel) recording the sleeps too: a loop polling a flag another
 /// thread sets (`while (!flag) usleep(..)`) goes round as many times as
 /// that thread's timing allows, which replaying its syscalls in order does
-/// not reproduce; the sleeps are skipped wherever they come.
+/// not reproduce; the sleeps are skipped wherever they come (one matched
+/// to a recorded sleep returns no earlier than its recorded exit's turn).
 ///
 /// A serialized recording has none: every syscall entry is where the
 /// running thread gave up the user-code slot, so the next thread's turn
