@@ -87,6 +87,12 @@ pub fn block_in_this_thread() {
     }
 }
 
+/// Whether a signal for the recorder is waiting to be forwarded (without
+/// taking it).
+pub fn is_pending() -> bool {
+    PENDING.load(Ordering::SeqCst) != 0
+}
+
 /// Takes the signal to forward, if any.
 pub fn take_pending() -> Option<i32> {
     match PENDING.swap(0, Ordering::SeqCst) {

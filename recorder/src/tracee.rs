@@ -397,6 +397,13 @@ pub fn interrupt(tid: Tid) -> Result<(), TraceeError> {
 
 /// Waits for the next stop or death of `pid` alone.
 fn wait_this(pid: NixPid) -> Result<(Stop, Option<Stopped>), TraceeError> {
+    // A thread let go for one step (an injected call, a single-step)
+    // reports at once; one that does not within this long (the call
+    // blocked) is given up on rather than waited for without end, and so
+    // is the wait when lockstep itself is asked to stop (its ticker's
+    // signal interrupts the wait).
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+    let start = std::time::Instant::now();
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL)) {
             Ok(status) => {
@@ -409,6 +416,12 @@ fn wait_this(pid: NixPid) -> Result<(Stop, Option<Stopped>), TraceeError> {
                     Some(Stopped { tid })
                 };
                 return Ok((stop, handle));
+            }
+            Err(Errno::EINTR) if start.elapsed() > PATIENCE || crate::signals::is_pending() => {
+                return Err(TraceeError::from_errno(
+                    "waitpid (one step)",
+                    Errno::ETIMEDOUT,
+                ));
             }
             Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => return Err(TraceeError::Died),
