@@ -96,6 +96,12 @@ fn a_missing_recorded_value_is_a_divergence() {
         assert_ne!(r.code, Some(0), "{extra:?}: {r:?}");
         assert!(r.stderr.contains("replay diverged"), "{extra:?}: {r:?}");
         assert!(r.stderr.contains("TSC"), "{extra:?}: {r:?}");
+        // The worker runs from the agent's instrumented copy of the code
+        // (memory capture on): still named by its source line.
+        assert!(
+            r.stderr.contains("in worker") && r.stderr.contains("rdtsc_clock.c:"),
+            "{extra:?}: {r:?}"
+        );
     }
 }
 

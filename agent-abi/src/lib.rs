@@ -365,3 +365,24 @@ pub const YIELD_POINT_R13: u64 = u64::from_le_bytes(*b"YIELDPT!");
 pub const AGENT_REGION_BASE: u64 = 0x2000_0000_0000;
 /// The region's size: the agent's mappings never go past it.
 pub const AGENT_REGION_LEN: u64 = 0x1000_0000_0000;
+
+/// Where the agent of each process that runs instrumented copies of the
+/// program's code says where they are (a page just below its region): a
+/// tracer reads [`CopyMap`] there to name an address in a copy by the
+/// original instruction it stands for (a replay's divergence, `--stop-at`).
+pub const COPY_MAP_ADDR: u64 = AGENT_REGION_BASE - 0x1000;
+/// `CopyMap::magic`: "LKSTCOPY".
+pub const COPY_MAP_MAGIC: u64 = u64::from_le_bytes(*b"LKSTCOPY");
+
+/// The copies `[lo, hi)` and their chunk table: `len` pairs `[address in
+/// the copy, original address]` at `chunks`, sorted by copy address, each
+/// the first byte of one original instruction's chunk (its probe, then
+/// itself).
+#[repr(C)]
+pub struct CopyMap {
+    pub magic: u64,
+    pub lo: u64,
+    pub hi: u64,
+    pub chunks: u64,
+    pub len: u64,
+}

@@ -179,6 +179,21 @@ pub fn map(len: usize, prot: i32, flags: i32, fd: i32) -> Option<*mut u8> {
     None
 }
 
+/// A private, writable page at `at` (MAP_FIXED_NOREPLACE: nothing is
+/// replaced); whether it was made.
+pub fn map_page_at(at: u64) -> bool {
+    let a = [
+        at,
+        4096,
+        (libc::PROT_READ | libc::PROT_WRITE) as u64,
+        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+        u64::MAX,
+        0,
+    ];
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    unsafe { call6(libc::SYS_mmap, a) == at as i64 }
+}
+
 /// Moves the mapping `[old, old + old_len)` to a fresh place of the agent's
 /// region with `new_len` bytes; the new address, or None (the old mapping
 /// is then untouched).

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod auxv;
 pub mod breakpoints;
 pub mod clock;
+pub mod copies;
 pub mod decode;
 pub mod error;
 pub mod fdobj;

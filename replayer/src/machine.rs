@@ -330,8 +330,25 @@ impl Replayer {
         let pid = self.live_pid(t.tid());
         let maps = crate::stopat::symbol_maps(pid);
         let mut sym = lockstep_symbols::Symbolizer::new();
-        let f = sym.symbolize(&maps, r.rip).into_iter().next()?;
-        Some(f.to_string())
+        // Code run from the agent's instrumented copies: named by the
+        // original instruction.
+        let rip =
+            lockstep_recorder::copies::original(&lockstep_recorder::mem::ProcMem { pid }, r.rip);
+        // An inlined frame (an intrinsic, a static inline helper) is named
+        // with the function it was inlined into, whose line is the
+        // program's.
+        let frames: Vec<String> = sym
+            .symbolize(&maps, rip)
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        let mut at = frames.first()?.clone();
+        if at.ends_with("(inlined)") {
+            if let Some(outer) = frames.get(1) {
+                at = format!("{at} in {outer}");
+            }
+        }
+        Some(at)
     }
 
     /// Lets the held threads whose events are now due go on.

@@ -49,8 +49,12 @@ pub fn report(t: &Stopped, call: &Call, live_pid: Pid) -> String {
     let stack = lockstep_recorder::unwind::scan(live_pid, r.rip, r.rsp, &maps);
     let maps = symbol_maps(live_pid);
     let mut sym = lockstep_symbols::Symbolizer::new();
+    let mem = lockstep_recorder::mem::ProcMem { pid: live_pid };
     let _ = writeln!(s, "stack:");
     for (i, &pc) in stack.iter().enumerate() {
+        // Code run from the agent's instrumented copies: named by the
+        // original instruction.
+        let pc = lockstep_recorder::copies::original(&mem, pc);
         let frames = if i == 0 {
             sym.symbolize(&maps, pc)
         } else {

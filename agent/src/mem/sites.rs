@@ -8,6 +8,7 @@
 //! and never changed: readers only need an acquire load.
 
 use core::sync::atomic::{AtomicPtr, Ordering};
+use lockstep_agent_abi::{CopyMap, COPY_MAP_ADDR, COPY_MAP_MAGIC};
 
 /// One instrumented instruction.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,9 +39,35 @@ pub struct Map {
 
 static MAP: AtomicPtr<Map> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Publishes the map (once; it lives until the process ends).
+/// Publishes the map (once; it lives until the process ends), and the
+/// copies' chunk table for tracers at [`COPY_MAP_ADDR`].
 pub fn publish(map: Map) {
+    if map.hi > map.lo {
+        announce_copies(&map);
+    }
     MAP.store(Box::into_raw(Box::new(map)), Ordering::Release);
+}
+
+/// Writes where the copies are and their chunk table (as `[u64; 2]`
+/// pairs, whose layout is fixed) at [`COPY_MAP_ADDR`], with the agent's
+/// own calls; a tracer reads it from outside.
+fn announce_copies(map: &Map) {
+    if !crate::sys::map_page_at(COPY_MAP_ADDR) {
+        return;
+    }
+    let pairs: Vec<[u64; 2]> = map.chunks.iter().map(|&(c, o)| [c, o]).collect();
+    let pairs = pairs.leak();
+    // SAFETY: the page was just mapped writable at COPY_MAP_ADDR and is
+    // ours; CopyMap is repr(C) plain data smaller than a page.
+    unsafe {
+        (COPY_MAP_ADDR as *mut CopyMap).write(CopyMap {
+            magic: COPY_MAP_MAGIC,
+            lo: map.lo,
+            hi: map.hi,
+            chunks: pairs.as_ptr() as u64,
+            len: pairs.len() as u64,
+        });
+    }
 }
 
 /// The published map, if the executable was instrumented.
