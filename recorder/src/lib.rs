@@ -23,6 +23,7 @@ pub mod maps;
 pub mod mem;
 pub mod memlog;
 pub mod memstep;
+pub mod raised;
 pub mod sched;
 pub mod serial;
 pub mod signals;

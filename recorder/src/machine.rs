@@ -20,7 +20,6 @@ mod schedhooks;
 mod serialize;
 mod sigdefer;
 mod syscall;
-pub use sigdefer::add_pending;
 mod tree;
 
 const NR_EXECVE: i64 = 59;
@@ -506,12 +505,7 @@ impl Recorder {
         // SI_TKILL, SI_QUEUE) and for SIGCHLD; si_addr for the fault signals.
         let (sender, fault) = unsafe {
             let sender = (code <= 0 || sig == libc::SIGCHLD).then(|| Pid(info.si_pid()));
-            let fault = (code > 0
-                && matches!(
-                    sig,
-                    libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
-                ))
-            .then(|| info.si_addr() as u64);
+            let fault = lockstep_trace::is_fault(sig, code).then(|| info.si_addr() as u64);
             (sender, fault)
         };
         self.counts.signals += 1;

@@ -237,12 +237,16 @@ impl Replayer {
         let (rec, pid) = (l.rec, l.live_pid.0);
         // Serialized: a signal the recorder held back to the thread's
         // preemption is raised there, not before.
+        // Only the decisions before its next syscall are looked at (a
+        // thread's queue holds all its decisions to the end).
+        let next = self.script.next_entry(rec);
         let preempt = self.script.serial.get(&rec).and_then(|q| {
             q.iter()
+                .take_while(|e| e.at.seq.0 < next)
                 .find(|e| e.kind == lockstep_trace::SerialKind::Preempt)
                 .map(|e| e.at.seq.0)
         });
-        let before = self.script.next_entry(rec).min(preempt.unwrap_or(u64::MAX));
+        let before = next.min(preempt.unwrap_or(u64::MAX));
         for sig in self.script.signals.take_before(rec, before) {
             self.raised.raise(pid, tid, sig);
         }

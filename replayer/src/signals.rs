@@ -53,32 +53,20 @@ impl Recorded {
 
 /// Signals raised by the replayer and not yet delivered, per live thread.
 #[derive(Default)]
-pub struct Raised {
-    pending: HashMap<Tid, Vec<i32>>,
-}
+pub struct Raised(lockstep_recorder::raised::Raised);
 
 impl Raised {
-    /// Raises `sig` in the live thread `tid` of process `pid`.
-    /// A standard signal still pending is not raised twice (the kernel
-    /// would deliver it once, and the second would let a live one through).
+    /// Raises `sig` in the live thread `tid` of process `pid` (a standard
+    /// signal still pending is not raised twice).
     pub fn raise(&mut self, pid: i32, tid: Tid, sig: i32) {
-        if lockstep_recorder::machine::add_pending(self.pending.entry(tid).or_default(), sig) {
-            // SAFETY: tgkill with ids of our own tracee and a valid signal.
-            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid.0, sig) };
-        }
+        self.0.raise(pid, tid, sig);
     }
 
     /// At a signal-delivery stop: whether to deliver `sig` (one the
     /// replayer raised, or a fault) or to suppress it (a live asynchronous
     /// signal the recording does not have there).
     pub fn deliver(&mut self, tid: Tid, sig: i32, code: i32) -> bool {
-        if let Some(v) = self.pending.get_mut(&tid) {
-            if let Some(i) = v.iter().position(|&s| s == sig) {
-                v.remove(i);
-                return true;
-            }
-        }
-        is_fault(sig, code) || sig == libc::SIGKILL
+        self.0.take(tid, sig) || is_fault(sig, code) || sig == libc::SIGKILL
     }
 }
 

@@ -12,6 +12,7 @@
 
 use super::Recorder;
 use crate::error::TraceeError;
+use crate::raised::{add_pending, Raised};
 use crate::tracee::Stopped;
 use lockstep_trace::Tid;
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct Deferred {
     held: HashMap<Tid, Vec<i32>>,
-    raised: HashMap<Tid, Vec<i32>>,
+    raised: Raised,
 }
 
 impl Recorder {
@@ -38,11 +39,8 @@ impl Recorder {
             return Ok(Some(t));
         }
         // Raised again by us: delivered here, where the replay raises it.
-        if let Some(v) = self.sigdefer.raised.get_mut(&tid) {
-            if let Some(i) = v.iter().position(|&s| s == sig) {
-                v.remove(i);
-                return Ok(Some(t));
-            }
+        if self.sigdefer.raised.take(tid, sig) {
+            return Ok(Some(t));
         }
         // Returning from a syscall of the program (orig_rax is its
         // number): a point the trace names already. Not from one of the
@@ -54,12 +52,19 @@ impl Recorder {
         if r.orig_rax as i64 != -1 && !agent_call {
             return Ok(Some(t));
         }
+        tracing::debug!(tid = tid.0, sig, "signal held back");
+        self.serial_hold(tid, sig);
+        self.go(t, 0)?;
+        Ok(None)
+    }
+
+    /// Holds `sig` back for `tid` until its next syscall entry or
+    /// preemption, which is asked for at once.
+    pub(super) fn serial_hold(&mut self, tid: Tid, sig: i32) {
         add_pending(self.sigdefer.held.entry(tid).or_default(), sig);
         if let Some(s) = &mut self.serial {
             s.urge(tid);
         }
-        self.go(t, 0)?;
-        Ok(None)
     }
 
     /// Raises the signals held back for `t` again (at its syscall entry or
@@ -70,28 +75,13 @@ impl Recorder {
             return;
         };
         for sig in sigs {
-            let raised = self.sigdefer.raised.entry(tid).or_default();
-            if add_pending(raised, sig) {
-                // SAFETY: tgkill with ids of our own tracee and a valid signal.
-                unsafe { libc::syscall(libc::SYS_tgkill, pid, tid.0, sig) };
-            }
+            self.sigdefer.raised.raise(pid, tid, sig);
         }
     }
 
     /// A thread died: what it had pending is gone with it.
     pub(super) fn serial_forget_signals(&mut self, tid: Tid) {
         self.sigdefer.held.remove(&tid);
-        self.sigdefer.raised.remove(&tid);
+        self.sigdefer.raised.forget(tid);
     }
-}
-
-/// Adds `sig` to a thread's pending signals as the kernel keeps them: a
-/// standard signal already pending is not pending twice (two arrivals are
-/// one delivery), a real-time one queues. Returns whether it was added.
-pub fn add_pending(pending: &mut Vec<i32>, sig: i32) -> bool {
-    if sig < libc::SIGRTMIN() && pending.contains(&sig) {
-        return false;
-    }
-    pending.push(sig);
-    true
 }
