@@ -69,8 +69,9 @@ enum Stage {
     /// Its slice is over: asked (through the agent's shared area) to stop
     /// at a yield point as it enters its next sync call, since then.
     AskedAgent(u64),
-    /// Interrupted at the end of its slice (or of its yield wait).
-    Asked,
+    /// Interrupted at the end of its slice (or of its yield wait), since
+    /// then; asked again if no stop came for a whole slice.
+    Asked(u64),
     /// Running on to the breakpoint at its frame's return address, since then.
     Deferred(u64),
     /// Interrupted again: preempted wherever it is.
@@ -241,11 +242,17 @@ impl Serial {
                 Some((tid, Ask::Agent))
             }
             None if over(since) => {
-                self.interrupting = Some((tid, Stage::Asked));
+                self.interrupting = Some((tid, Stage::Asked(now_ns)));
                 Some((tid, Ask::Interrupt))
             }
             Some((t, Stage::AskedAgent(at))) if t == tid && over(at) => {
-                self.interrupting = Some((tid, Stage::Asked));
+                self.interrupting = Some((tid, Stage::Asked(now_ns)));
+                Some((tid, Ask::Interrupt))
+            }
+            Some((t, Stage::Asked(at))) if t == tid && over(at) => {
+                // The interruption's stop never came (it can be lost to a
+                // signal-delivery stop): asked again.
+                self.interrupting = Some((tid, Stage::Asked(now_ns)));
                 Some((tid, Ask::Interrupt))
             }
             Some((t, Stage::Deferred(at))) if t == tid && over(at) => {
@@ -283,7 +290,7 @@ impl Serial {
             return Interrupted::No;
         }
         match stage {
-            Stage::Asked => {
+            Stage::Asked(_) => {
                 self.interrupting = Some((tid, Stage::Deferred(now_ns)));
                 Interrupted::Defer
             }
@@ -367,11 +374,14 @@ const PROBE_STEPS: u32 = 64;
 /// copy of the program's code (anonymous executable memory)
 /// it is stepped on to the start of the next inline probe, where the stack
 /// pointer is the program's again (inside one, the frame checksum would
-/// take in the probe's pushes and stale red-zone bytes). Returns the
-/// thread, or `None` when it stopped otherwise (it died, a signal).
+/// take in the probe's pushes and stale red-zone bytes). Asynchronous
+/// signals that arrive meanwhile are suppressed and put in `held`, for
+/// the caller to raise again. Returns the thread, or `None` when it
+/// stopped otherwise (it died, a fault).
 pub fn step_out_of_agent(
     mut t: Stopped,
     maps: &[lockstep_trace::Mapping],
+    held: &mut Vec<i32>,
 ) -> Result<Option<Stopped>, crate::error::TraceeError> {
     let in_agent = |rip: u64| {
         maps.iter()
@@ -395,6 +405,19 @@ pub fn step_out_of_agent(
         }
         match t.singlestep()? {
             (crate::tracee::Stop::Signal { sig: libc::SIGTRAP }, Some(next)) => t = next,
+            // An asynchronous signal arrived during the steps: taken out of
+            // the way (the caller holds it back, as it would any signal
+            // that lands in user code) and the stepping goes on.
+            (crate::tracee::Stop::Signal { sig }, Some(next))
+                if !lockstep_trace::is_fault(sig, next.siginfo()?.si_code) =>
+            {
+                held.push(sig);
+                t = next;
+            }
+            (crate::tracee::Stop::Signal { sig }, Some(other)) => {
+                other.resume(crate::tracee::Resume::Syscall, sig)?;
+                return Ok(None);
+            }
             (_, Some(other)) => {
                 other.resume(crate::tracee::Resume::Syscall, 0)?;
                 return Ok(None);
@@ -471,12 +494,22 @@ mod tests {
         let int = Some((Tid(1), Ask::Interrupt));
         assert_eq!(s.slice_over(SLICE_NS - 1, true), None);
         assert_eq!(s.slice_over(SLICE_NS, true), int);
-        assert_eq!(s.slice_over(2 * SLICE_NS, true), None, "already asked");
-        assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS), Interrupted::Defer);
+        assert_eq!(s.slice_over(2 * SLICE_NS - 1, true), None, "already asked");
+        assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS - 1), Interrupted::Defer);
         assert_eq!(s.slice_over(2 * SLICE_NS + 1, true), None, "deferred");
         assert_eq!(s.slice_over(3 * SLICE_NS, true), int);
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::Now);
         assert_eq!(s.interrupted(Tid(1), 3 * SLICE_NS), Interrupted::No);
+    }
+
+    #[test]
+    fn an_interruption_whose_stop_never_came_is_asked_again() {
+        let mut s = Serial::new(Tid(1), 0, None, false);
+        let int = Some((Tid(1), Ask::Interrupt));
+        assert_eq!(s.slice_over(SLICE_NS, true), int);
+        assert_eq!(s.slice_over(2 * SLICE_NS - 1, true), None);
+        assert_eq!(s.slice_over(2 * SLICE_NS, true), int, "asked again");
+        assert_eq!(s.interrupted(Tid(1), 2 * SLICE_NS), Interrupted::Defer);
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Recorder {
     pub fn serial_tick(&mut self) {
         let now = crate::clock::monotonic_ns();
         if let Some((tid, ask)) = self.serial.as_mut().and_then(|s| s.due_preemption(now)) {
+            tracing::debug!(tid = tid.0, ?ask, "slice over");
             if ask == crate::serial::Ask::Interrupt {
                 let _ = crate::tracee::interrupt(tid);
             }
@@ -106,6 +107,7 @@ impl Recorder {
         t: Stopped,
         sync_calls: u64,
     ) -> Result<(), TraceeError> {
+        tracing::debug!(tid = t.tid().0, sync_calls, "yield point");
         self.serial_sync_yield();
         let mut point = crate::serial::point_of(&t, self.pid_of(t.tid()));
         if let Some(p) = &mut point {
@@ -150,8 +152,15 @@ impl Recorder {
     /// it is (out of the agent's probe first).
     pub(super) fn serial_preempt_here(&mut self, t: Stopped) -> Result<(), TraceeError> {
         self.serial_disarm(&t)?;
-        let maps = crate::maps::exec_mappings(self.pid_of(t.tid()));
-        match crate::serial::step_out_of_agent(t, &maps)? {
+        let tid = t.tid();
+        let maps = crate::maps::exec_mappings(self.pid_of(tid));
+        let mut held = Vec::new();
+        let stepped = crate::serial::step_out_of_agent(t, &maps, &mut held);
+        // Signals that came during the steps: raised where it is preempted.
+        for sig in held {
+            self.serial_hold(tid, sig);
+        }
+        match stepped? {
             Some(t) => self.serial_preempted(t),
             None => Ok(()),
         }
@@ -159,6 +168,7 @@ impl Recorder {
 
     /// Serialized: the interrupted thread stopped; records where, holds it.
     pub(super) fn serial_preempted(&mut self, t: Stopped) -> Result<(), TraceeError> {
+        tracing::debug!(tid = t.tid().0, "preempted");
         let point = crate::serial::point_of(&t, self.pid_of(t.tid()));
         self.emit_serial(t.tid(), SerialKind::Preempt, point)?;
         self.serial_raise_held(&t, self.pid_of(t.tid()).0);
